@@ -1,0 +1,144 @@
+"""Command line: `python -m rlhf <command>`, one subcommand per pipeline stage; the UI calls the same library code.
+
+Errors the user can fix print one line (`error: ...`) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rlhf.config import ModelConfig, RLHFError, SamplingConfig, add_arguments, data_dir, from_arguments
+
+
+def _add_project(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--project", required=True, help="project name (a folder under the data directory)")
+
+
+def _add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", dest="spec", default=None,
+        help="model spec: `bundled`, a local directory or a Hub id (default: $RLHF_MODEL, else bundled)",
+    )
+    add_arguments(parser, ModelConfig, only=["device", "dtype"])
+
+
+def cmd_projects(args) -> None:
+    from rlhf.store import Store, list_projects
+
+    if args.create:
+        store = Store.open(args.create, create=True)
+        print(f"project {store.name!r} ready at {store.folder}")
+        return
+    names = list_projects()
+    if not names:
+        print(f"no projects yet under {data_dir()}; create one with `python -m rlhf projects --create NAME`")
+    for name in names:
+        print(name, json.dumps(Store.open(name).counts()))
+
+
+def cmd_prepare_model(args) -> None:
+    from rlhf.models import resolve_source
+
+    print(f"{args.spec or ModelConfig().spec} ready at {resolve_source(args.spec or ModelConfig().spec)}")
+
+
+def cmd_generate(args) -> None:
+    from rlhf.generate import generate_candidates, parse_prompts, read_prompts_file
+    from rlhf.models import load_model
+    from rlhf.store import Store
+
+    sampling = from_arguments(SamplingConfig, args).validate()
+    model_config = from_arguments(ModelConfig, args).validate()
+    prompts = parse_prompts(sys.stdin.read()) if args.prompts == "-" else read_prompts_file(args.prompts)
+    store = Store.open(args.project)  # the project must exist before any slow model loading
+    loaded = load_model(model_config)
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r{done}/{total} prompts", end="", file=sys.stderr, flush=True)
+
+    result = generate_candidates(store, loaded, prompts, sampling, source=f"cli:{args.prompts}", progress=progress)
+    print(file=sys.stderr)
+    completions = {c.id: c for c in store.completions(result.run_id)}
+    for completion_id in result.completion_ids:
+        c = completions[completion_id]
+        print(json.dumps({"id": c.id, "prompt": c.prompt, "candidate": c.candidate_index, "text": c.text,
+                          "finish_reason": c.finish_reason}, ensure_ascii=False))
+    print(f"stored {len(result.completion_ids)} candidates for {result.prompts_done} prompts in project "
+          f"{store.name!r} (run {result.run_id}, seed {result.params['seed']})", file=sys.stderr)
+
+
+def cmd_chat(args) -> None:
+    from rlhf.generate import chat_messages, stream_chat
+    from rlhf.models import load_model
+
+    message = args.message if args.message != "-" else sys.stdin.read()
+    sampling = from_arguments(SamplingConfig, args, num_candidates=1).validate(min_candidates=1)
+    loaded = load_model(from_arguments(ModelConfig, args).validate())
+    shown = ""
+    for text in stream_chat(loaded, chat_messages(message, args.system_prompt), sampling):
+        print(text[len(shown):], end="", flush=True)
+        shown = text
+    print()
+
+
+def cmd_serve(args) -> None:
+    from rlhf.ui import launch
+
+    if args.spec:
+        import os
+
+        os.environ["RLHF_MODEL"] = args.spec
+    launch(server_name=args.host, server_port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rlhf", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    p = commands.add_parser("projects", help="list projects, or create one with --create NAME")
+    p.add_argument("--create", metavar="NAME", help="create a project (a folder under the data directory)")
+    p.set_defaults(func=cmd_projects)
+
+    p = commands.add_parser("prepare-model", help="load a model once (the bundled GGUF is converted and cached)")
+    _add_model(p)
+    p.set_defaults(func=cmd_prepare_model)
+
+    p = commands.add_parser("generate", help="sample K candidate answers per prompt and store them in the project")
+    _add_project(p)
+    p.add_argument("--prompts", required=True, help="file with one prompt per line, or - to read them from stdin")
+    _add_model(p)
+    add_arguments(p, SamplingConfig)
+    p.set_defaults(func=cmd_generate)
+
+    p = commands.add_parser("chat", help="stream one answer to a message (the UI's Chat tab, without the UI)")
+    p.add_argument("message", help="the user message, or - to read it from stdin")
+    p.add_argument("--system-prompt", default=None, help="optional system prompt")
+    _add_model(p)
+    add_arguments(p, SamplingConfig, only=["max_new_tokens", "temperature", "top_p", "seed"])
+    p.set_defaults(func=cmd_chat)
+
+    p = commands.add_parser("serve", help="launch the web app (what app.py does)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    p.add_argument("--model", dest="spec", default=None, help="default model spec for the app")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except RLHFError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

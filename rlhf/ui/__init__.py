@@ -1,0 +1,39 @@
+"""The Gradio UI: a thin layer over the library. `build_demo()` assembles the header and one module per tab."""
+
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+
+from rlhf.config import data_dir
+from rlhf.ui import chat_tab, generate_tab, project_header
+
+INTRO = """# RLHF Space
+Run the whole RLHF loop on a small language model: **generate** candidate answers, **prefer** the better ones,
+**train** a reward model and the policy, **chat** with the result. Data lives in `{data}`."""
+
+
+def build_demo() -> gr.Blocks:
+    with gr.Blocks(title="RLHF Space") as demo:
+        gr.Markdown(INTRO.format(data=data_dir()))
+        project = project_header.build()
+        with gr.Tabs():
+            with gr.Tab("Generate", id="generate"):
+                generate_tab.build(project)
+            with gr.Tab("Chat", id="chat"):
+                chat_tab.build(project)
+    return demo
+
+
+def launch(server_name: str | None = None, server_port: int | None = None, **kwargs) -> gr.Blocks:
+    """Build and serve the app; on a Space, Gradio's own environment variables pick the address."""
+    demo = build_demo()
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(
+        server_name=server_name or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=server_port or int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+        theme=gr.themes.Soft(),
+        **kwargs,
+    )
+    return demo

@@ -1,0 +1,75 @@
+"""Chat tab: stream answers from the base model or a tuned checkpoint, with an optional system prompt."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from rlhf.config import ModelConfig, SamplingConfig
+from rlhf.generate import stream_chat
+from rlhf.models import registry
+from rlhf.ui.common import MODEL_QUEUE, model_choices, session_id, stop_signals, user_errors
+
+
+def message_text(content) -> str:
+    """Gradio 6 chat history holds content as a list of parts; the model wants plain text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return content.get("text", "")
+    return "".join(message_text(part) for part in content or [])
+
+
+@user_errors
+def chat(
+    message: str,
+    history: list[dict] | None,
+    model_spec: str,
+    system_prompt: str,
+    max_new_tokens: float,
+    temperature: float,
+    top_p: float,
+    request: gr.Request = None,
+):
+    """Stream the assistant's reply; yields (cleared textbox, history with the growing answer)."""
+    sampling = SamplingConfig(
+        num_candidates=1, max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_p=float(top_p)
+    ).validate(min_candidates=1)
+    history = [{"role": m["role"], "content": message_text(m["content"])} for m in history or []]
+    history.append({"role": "user", "content": message or ""})
+    messages = ([{"role": "system", "content": system_prompt}] if (system_prompt or "").strip() else []) + history
+    stop = stop_signals.start(session_id(request), "chat")
+    loaded = registry.get(ModelConfig(spec=model_spec).validate())
+    for text in stream_chat(loaded, messages, sampling, stop=stop):
+        yield "", history + [{"role": "assistant", "content": text}]
+
+
+def stop_chat(request: gr.Request):
+    stop_signals.stop(session_id(request), "chat")
+
+
+def build(project: gr.Dropdown) -> None:
+    with gr.Row():
+        model = gr.Dropdown(
+            choices=model_choices(), value=model_choices()[0], allow_custom_value=True, label="Model",
+            elem_id="chat-model", scale=2,
+        )
+        system_prompt = gr.Textbox(
+            label="System prompt (optional)", placeholder="You are a biology tutor.", elem_id="system-prompt", scale=3
+        )
+    chatbot = gr.Chatbot(label="Chat", elem_id="chatbot", height=420)
+    message = gr.Textbox(label="Message", placeholder="Ask something and press Enter", elem_id="chat-message")
+    with gr.Row():
+        send = gr.Button("Send", variant="primary", elem_id="chat-send")
+        stop = gr.Button("Stop", variant="stop", elem_id="chat-stop")
+        clear = gr.Button("Clear", elem_id="chat-clear")
+    with gr.Accordion("Sampling", open=False):
+        max_new_tokens = gr.Slider(8, 1024, value=256, step=8, label="Max new tokens")
+        temperature = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label="Temperature")
+        top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="Top-p")
+
+    inputs = [message, chatbot, model, system_prompt, max_new_tokens, temperature, top_p]
+    options = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1)
+    sent = send.click(chat, inputs, [message, chatbot], api_name="chat", **options)
+    submitted = message.submit(chat, inputs, [message, chatbot], api_visibility="private", **options)
+    stop.click(stop_chat, None, None, queue=False, cancels=[sent, submitted], api_visibility="private")
+    clear.click(lambda: ([], ""), None, [chatbot, message], queue=False, api_visibility="private")

@@ -1,0 +1,72 @@
+"""What the tabs share: turning library errors into readable UI messages, the heavy-work queue, stop signals."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+
+import gradio as gr
+
+from rlhf.config import RLHFError, default_model_spec
+
+MODEL_QUEUE = "model"
+"""concurrency_id of every event that runs a model: one at a time, so two users never fight over one CPU/GPU."""
+
+
+def user_errors(fn):
+    """Show an `RLHFError` as a `gr.Error` (a readable toast, no traceback); works for plain and generator handlers."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except RLHFError as error:
+                raise gr.Error(str(error)) from error
+
+        return generator_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RLHFError as error:
+            raise gr.Error(str(error)) from error
+
+    return wrapper
+
+
+class StopSignals:
+    """One threading.Event per browser session and action, so a Stop/Cancel button reaches the running handler.
+
+    (Events cannot live in gr.State: Gradio deep-copies state values, and an Event holds a lock.)
+    """
+
+    def __init__(self):
+        self._events: dict[tuple[str, str], threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def start(self, session: str, action: str) -> threading.Event:
+        event = threading.Event()
+        with self._lock:
+            self._events[(session, action)] = event
+        return event
+
+    def stop(self, session: str, action: str) -> None:
+        with self._lock:
+            event = self._events.get((session, action))
+        if event is not None:
+            event.set()
+
+
+stop_signals = StopSignals()
+
+
+def session_id(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "api"
+
+
+def model_choices() -> list[str]:
+    """Models offered in the model pickers: the default base model (tuned checkpoints join as they are trained)."""
+    return [default_model_spec()]
