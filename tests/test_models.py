@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from rlhf.config import ConfigError, ModelConfig, RLHFError
+from rlhf.models import (
+    ModelRegistry, cpu_supports_bf16, ensure_bundled_cache, load_bundled_gguf, load_model, resolve_device,
+    resolve_dtype, resolve_source,
+)
+
+
+def test_explicit_dtype_wins_and_auto_follows_the_hardware():
+    cpu = torch.device("cpu")
+    assert resolve_dtype("fp32", cpu) == torch.float32
+    assert resolve_dtype("bf16", cpu) == torch.bfloat16
+    assert resolve_dtype("auto", cpu) == (torch.bfloat16 if cpu_supports_bf16() else torch.float32)
+    assert resolve_device("cpu") == cpu
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where no GPU exists")
+def test_asking_for_cuda_without_a_gpu_says_so():
+    with pytest.raises(ConfigError, match="no GPU"):
+        resolve_device("cuda")
+
+
+def test_bad_specs_get_messages_that_point_to_the_bundled_model(tmp_path):
+    with pytest.raises(RLHFError, match="bundled"):
+        resolve_source("./no/such/folder")
+    with pytest.raises(RLHFError, match="no config.json"):
+        resolve_source(str(tmp_path))
+    assert resolve_source("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_unreachable_hub_id_explains_why_and_what_to_do():
+    with pytest.raises(RLHFError) as caught:
+        load_model(ModelConfig(spec="nobody/no-such-model-here", device="cpu"))
+    message = str(caught.value)
+    assert "nobody/no-such-model-here" in message and "HF_HUB_OFFLINE=1" in message and "--model bundled" in message
+
+
+def test_loaded_model_is_ready_for_batched_sampling(tiny):
+    tokenizer = tiny.tokenizer
+    assert tokenizer.padding_side == "left"
+    assert tokenizer.pad_token == "<|endoftext|>" and tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert not tiny.model.training  # eval: dropout off
+    assert tiny.dtype == torch.float32 and tiny.max_context == 256
+
+
+def test_registry_loads_each_model_once(tiny_model_dir):
+    registry = ModelRegistry(max_models=1)
+    config = ModelConfig(spec=str(tiny_model_dir), device="cpu", dtype="fp32")
+    first = registry.get(config)
+    assert registry.get(ModelConfig(spec=str(tiny_model_dir), device="cpu", dtype="fp32")) is first
+    other = registry.get(ModelConfig(spec=str(tiny_model_dir), device="cpu", dtype="bf16"))
+    assert other is not first and other.dtype == torch.bfloat16
+    assert registry.get(config) is not first  # evicted (max_models=1) and loaded again
+
+
+@pytest.mark.slow
+def test_bundled_model_is_converted_once_and_the_cache_matches_the_gguf(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLHF_MODEL_CACHE", str(tmp_path / "cache"))
+    cache = ensure_bundled_cache()
+    weights = next(cache.glob("*.safetensors"))
+    first_write = weights.stat().st_mtime_ns
+    assert ensure_bundled_cache() == cache and weights.stat().st_mtime_ns == first_write  # not converted again
+
+    cached = load_model(ModelConfig(spec="bundled", device="cpu", dtype="fp32"))
+    gguf_model, _ = load_bundled_gguf()
+    ids = cached.tokenizer("An opossum is", return_tensors="pt")
+    with torch.inference_mode():
+        assert torch.equal(cached.model(**ids).logits, gguf_model(**ids).logits)
+    assert sum(p.numel() for p in cached.model.parameters()) == pytest.approx(134.5e6, rel=0.01)
