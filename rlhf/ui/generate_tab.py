@@ -100,7 +100,10 @@ def build(project: gr.Dropdown) -> None:
         run = gr.Button("Generate", variant="primary", elem_id="generate")
         stop = gr.Button("Cancel", variant="stop", elem_id="cancel-generate")
     status = gr.Markdown(elem_id="generate-status")
-    table = gr.Dataframe(headers=COLUMNS, wrap=True, interactive=False, elem_id="candidates", label="Candidates")
+    table = gr.Dataframe(
+        headers=COLUMNS, wrap=True, interactive=False, elem_id="candidates", label="Candidates",
+        column_widths=["24%", "8%", "52%", "8%", "8%"],
+    )
 
     starter.click(lambda: "\n".join(starter_prompts()), None, prompts, api_visibility="private")
     upload.upload(load_file, upload, prompts, api_visibility="private")

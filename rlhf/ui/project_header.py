@@ -28,7 +28,7 @@ def create_project(name: str):
 
 def build() -> gr.Dropdown:
     names = ensure_a_project()
-    with gr.Row(equal_height=True):
+    with gr.Row():
         project = gr.Dropdown(
             choices=names, value=DEFAULT_PROJECT if DEFAULT_PROJECT in names else names[0],
             label="Project", info="Each project has its own prompts, votes, guidelines and checkpoints.",
@@ -36,7 +36,7 @@ def build() -> gr.Dropdown:
             elem_id="project", scale=3,
         )
         new_name = gr.Textbox(label="New project", placeholder="e.g. opossum-tutor", elem_id="new-project", scale=2)
-        create = gr.Button("Create project", elem_id="create-project", scale=1)
+        create = gr.Button("Create project", elem_id="create-project", scale=1, size="md")
     create.click(create_project, [new_name], [project, new_name], api_visibility="private")
     new_name.submit(create_project, [new_name], [project, new_name], api_visibility="private")
     project.focus(lambda: gr.update(choices=list_projects()), None, project, queue=False, api_visibility="private")

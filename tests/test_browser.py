@@ -1,0 +1,78 @@
+"""The app in a real Chromium (Debian's package, driven by Playwright; never `playwright install`)."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rlhf.store import Store
+
+pytestmark = pytest.mark.browser
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    ARTIFACTS.mkdir(exist_ok=True)
+    Store.open("default", create=True)  # this test's data directory starts empty
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(app_url)
+    page.wait_for_selector("#prompts textarea")
+    yield page
+    page.close()
+
+
+def test_generate_shows_the_candidates(page):
+    page.fill("#prompts textarea", "What is an opossum?")
+    page.click("#generate")
+    page.wait_for_selector("#generate-status:has-text('Stored 2 candidates')", timeout=60_000)
+    table = page.locator("#candidates")
+    assert table.locator("text=What is an opossum?").count() >= 2
+    stored = Store.open("default").completions()
+    assert len(stored) == 2 and all(c.prompt == "What is an opossum?" for c in stored)
+    page.screenshot(path=str(ARTIFACTS / "generate.png"), full_page=True)
+
+
+def test_generate_refuses_empty_prompts_with_a_message(page):
+    page.fill("#prompts textarea", "   ")
+    page.click("#generate")
+    page.wait_for_selector("text=none given", timeout=30_000)
+    assert Store.open("default").counts()["generation_runs"] == 0
+
+
+def test_chat_reply_streams(page):
+    page.get_by_role("tab", name="Chat").click()
+    # Record every text the assistant's bubble shows, as the page renders it.
+    page.evaluate(
+        """() => {
+        window.seenAnswers = [];
+        const chat = document.querySelector('#chatbot');
+        new MutationObserver(() => {
+            const bots = chat.querySelectorAll('.bot');
+            if (bots.length) window.seenAnswers.push(bots[bots.length - 1].innerText);
+        }).observe(chat, {subtree: true, childList: true, characterData: true});
+        }"""
+    )
+    page.fill("#chat-message textarea", "Tell me about opossums.")
+    page.press("#chat-message textarea", "Enter")
+    page.wait_for_function("() => window.seenAnswers.length > 0", timeout=60_000)
+    page.wait_for_selector("#chatbot .bot", timeout=60_000)
+    page.wait_for_timeout(3000)
+    seen = [s.strip() for s in page.evaluate("window.seenAnswers") if s.strip()]
+    distinct = list(dict.fromkeys(seen))
+    assert len(distinct) >= 3, distinct  # the answer grew in several steps, not all at once
+    assert len(distinct[-1]) > len(distinct[0])

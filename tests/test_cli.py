@@ -1,0 +1,74 @@
+"""The CLI end to end, in subprocesses, as a user runs it."""
+
+import json
+
+from conftest import run_cli
+
+from rlhf.store import Store
+
+
+def test_help_lists_every_command_and_documents_flags():
+    top = run_cli("--help")
+    assert top.returncode == 0
+    for command in ["projects", "prepare-model", "generate", "chat", "serve"]:
+        assert command in top.stdout
+    generate = run_cli("generate", "--help")
+    text = " ".join(generate.stdout.split())
+    for flag in ["--project", "--prompts", "--num-candidates", "--model", "--max-new-tokens", "--temperature",
+                 "--top-p", "--seed", "--device", "--dtype"]:
+        assert flag in text
+    assert "Candidate answers sampled per prompt" in text
+
+
+def test_generate_end_to_end(tmp_path, tiny_model_dir, rlhf_home):
+    assert run_cli("projects", "--create", "tutor").returncode == 0
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("What is an opossum?\n\nWhy do opossums play dead?\n")
+    done = run_cli("generate", "--project", "tutor", "--prompts", str(prompts), "--model", str(tiny_model_dir),
+                   "--num-candidates", "3", "--max-new-tokens", "6", "--seed", "4")
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(x["prompt"], x["candidate"]) for x in lines] == [
+        (p, k) for p in ["What is an opossum?", "Why do opossums play dead?"] for k in range(3)]
+    store = Store.open("tutor")
+    completions = store.completions()
+    assert [c.id for c in completions] == [x["id"] for x in lines]
+    run = store.generation_run(completions[0].run_id)
+    assert run["model_spec"] == str(tiny_model_dir) and run["params"]["seed"] == 4
+    assert run["params"]["num_candidates"] == 3 and run["params"]["max_new_tokens"] == 6
+    assert "stored 6 candidates for 2 prompts" in done.stderr
+
+
+def test_generate_reads_prompts_from_stdin(tiny_model_dir):
+    run_cli("projects", "--create", "p")
+    done = run_cli("generate", "--project", "p", "--prompts", "-", "--model", str(tiny_model_dir),
+                   "--max-new-tokens", "4", stdin="Hello there\n")
+    assert done.returncode == 0, done.stderr
+    assert [p.text for p in Store.open("p").prompts()] == ["Hello there"]
+
+
+def test_bad_input_exits_non_zero_with_one_line_and_leaves_the_store_untouched(tmp_path, tiny_model_dir):
+    run_cli("projects", "--create", "p")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n\n")
+    good = tmp_path / "good.txt"
+    good.write_text("What is an opossum?\n")
+    long = tmp_path / "long.txt"
+    long.write_text("opossum " * 400 + "\n")
+    model = ["--model", str(tiny_model_dir)]
+    cases = {
+        "none given": ["generate", "--project", "p", "--prompts", str(empty), *model],
+        "exceeds the model's context": ["generate", "--project", "p", "--prompts", str(long), *model],
+        "temperature": ["generate", "--project", "p", "--prompts", str(good), "--temperature", "0", *model],
+        "top_p": ["generate", "--project", "p", "--prompts", str(good), "--top-p", "1.5", *model],
+        "num_candidates": ["generate", "--project", "p", "--prompts", str(good), "--num-candidates", "1", *model],
+        "does not exist": ["generate", "--project", "nope", "--prompts", str(good), *model],
+        "not a valid name": ["projects", "--create", "../escape"],
+    }
+    for expected, args in cases.items():
+        result = run_cli(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+    assert Store.open("p").counts() == {"prompts": 0, "completions": 0, "generation_runs": 0}
+    assert not (tmp_path.parent / "escape").exists()
