@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 7860
 
-.PHONY: run test test-fast benchmark chromium clean
+.PHONY: run test test-fast benchmark screenshots chromium clean
 
 $(VENV)/.app-installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,3 +38,6 @@ benchmark: $(VENV)/.app-installed
 
 clean:
 	rm -rf $(VENV)
+
+screenshots: $(VENV)/.dev-installed chromium
+	HF_HUB_OFFLINE=1 $(PY) scripts/screenshots.py

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 
 import gradio as gr
 
-from rlhf.config import data_dir
+from rlhf.config import ModelConfig, RLHFError, data_dir
+from rlhf.models import registry
 from rlhf.ui import chat_tab, generate_tab, project_header
 
 INTRO = """# RLHF Space
@@ -26,8 +29,21 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
+def warm_up_default_model() -> None:
+    """Load the default model in the background, so the first Generate or Chat does not wait for it."""
+
+    def load():
+        try:
+            registry.get(ModelConfig())
+        except RLHFError as error:  # shown again, readably, when a tab asks for the model
+            logging.getLogger(__name__).warning("default model not loaded: %s", error)
+
+    threading.Thread(target=load, daemon=True, name="rlhf-warm-up").start()
+
+
 def launch(server_name: str | None = None, server_port: int | None = None, **kwargs) -> gr.Blocks:
     """Build and serve the app; on a Space, Gradio's own environment variables pick the address."""
+    warm_up_default_model()
     demo = build_demo()
     demo.queue(default_concurrency_limit=4)
     demo.launch(
