@@ -83,6 +83,64 @@ def cmd_chat(args) -> None:
     print()
 
 
+def cmd_guidelines(args) -> None:
+    from rlhf.store import Store
+
+    store = Store.open(args.project)
+    if args.set:
+        text = sys.stdin.read() if args.set == "-" else _read_text(args.set)
+        version = store.save_guidelines(text, author=args.author)
+        print(f"guidelines of {store.name!r} are now version {version}", file=sys.stderr)
+        return
+    print(store.guidelines())
+
+
+def _read_text(path: str) -> str:
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise RLHFError(f"the file {path!r} does not exist.")
+    return Path(path).read_text(encoding="utf-8")
+
+
+def cmd_annotate(args) -> None:
+    from rlhf.judges import annotate, load_function
+    from rlhf.store import Store
+
+    store = Store.open(args.project)
+    judge = load_function(args.judge)
+    annotator = args.annotator or f"judge:{args.judge.rpartition(':')[2]}"
+    stored = annotate(store, judge, annotator, limit=args.limit, seed=args.seed)
+    print(f"{annotator} voted on {stored} pairs in project {store.name!r}", file=sys.stderr)
+
+
+def cmd_stats(args) -> None:
+    from rlhf.stats import format_stats, project_stats
+    from rlhf.store import Store
+
+    stats = project_stats(Store.open(args.project))
+    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+
+
+def cmd_export(args) -> None:
+    from rlhf.dataset import default_export_dir, export_preferences
+    from rlhf.store import Store
+
+    store = Store.open(args.project)
+    result = export_preferences(store, args.out or default_export_dir(store))
+    print(f"exported {json.dumps(result.rows)} to {result.folder}")
+
+
+def cmd_import(args) -> None:
+    from rlhf.dataset import import_preferences
+    from rlhf.store import Store
+
+    store = Store.open(args.project, create=args.create)
+    result = import_preferences(store, args.source, annotator=args.annotator, gold=args.gold)
+    what = "gold pairs" if args.gold else f"new votes ({result.votes_added})"
+    print(f"imported {result.rows} rows from {args.source} into {store.name!r}: {result.pairs} pairs, {what}")
+
+
 def cmd_serve(args) -> None:
     from rlhf.ui import launch
 
@@ -118,6 +176,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     add_arguments(p, SamplingConfig, only=["max_new_tokens", "temperature", "top_p", "seed"])
     p.set_defaults(func=cmd_chat)
+
+    p = commands.add_parser("guidelines", help="print the project's annotation guidelines, or --set a new version")
+    _add_project(p)
+    p.add_argument("--set", metavar="FILE", help="markdown file (or - for stdin) to save as the next version")
+    p.add_argument("--author", default=None, help="who wrote this version")
+    p.set_defaults(func=cmd_guidelines)
+
+    p = commands.add_parser("annotate", help="let a scripted judge vote on every open pair (function(prompt, a, b))")
+    _add_project(p)
+    p.add_argument("--judge", required=True, help="path/to/file.py:function returning a, b, tie or both_bad")
+    p.add_argument("--annotator", default=None, help="name its votes carry (default: judge:FUNCTION)")
+    p.add_argument("--limit", type=int, default=None, help="vote on at most this many pairs")
+    p.add_argument("--seed", type=int, default=None, help="seed for the left/right order shown to the judge")
+    p.set_defaults(func=cmd_annotate)
+
+    p = commands.add_parser("stats", help="label quality: votes, speed, agreement, kappa, gold accuracy, bias")
+    _add_project(p)
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=cmd_stats)
+
+    p = commands.add_parser("export", help="write the preference dataset (TRL format, parquet + card)")
+    _add_project(p)
+    p.add_argument("--out", default=None, help="folder to write (default: PROJECT/exports/TIMESTAMP)")
+    p.set_defaults(func=cmd_export)
+
+    p = commands.add_parser("import", help="import a preference dataset (TRL formats, hh-rlhf) from a path or Hub id")
+    _add_project(p)
+    p.add_argument("--source", required=True, help="a folder, a .parquet/.json/.jsonl/.csv file, or a Hub dataset id")
+    p.add_argument("--annotator", default=None, help="annotator for rows without an `annotator` column")
+    p.add_argument("--gold", action="store_true", help="store the pairs as gold pairs (known answers) instead")
+    p.add_argument("--create", action="store_true", help="create the project if it does not exist")
+    p.set_defaults(func=cmd_import)
 
     p = commands.add_parser("serve", help="launch the web app (what app.py does)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")

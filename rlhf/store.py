@@ -9,6 +9,14 @@ Tables (schema version in `PRAGMA user_version`, upgraded in `_MIGRATIONS` order
   prompts           unique prompt texts and where they came from
   generation_runs   one call to `generate`: model spec, checkpoint id, sampling parameters, status
   completions       candidate answers: prompt, run, text, token count, finish reason (`stop` or `length`)
+  pairs             two completions of one prompt, in canonical order (a = lower id); gold pairs carry the answer
+  presentations     a pair shown to an annotator, and which side each candidate was on (`swapped`: b on the left)
+  votes             a choice on a pair in canonical order: a, b, tie, both_bad or skip; undone votes are kept,
+                    marked `undone_at`. One live vote per (pair, annotator) and per presentation: a double click
+                    is one vote.
+  annotators        everyone who voted: a person (`human`), a scripted judge (`judge`), or an import (`import`)
+
+Votes are durable when acknowledged: each is committed (synchronous=FULL) before the call returns.
 """
 
 from __future__ import annotations
@@ -71,6 +79,48 @@ _MIGRATIONS = [
         created_at TEXT NOT NULL
     );
     CREATE INDEX completions_by_prompt ON completions(prompt_id);
+    """,
+    """
+    ALTER TABLE prompts ADD COLUMN messages_json TEXT;  -- the full conversation, for imported multi-turn prompts
+    CREATE TABLE pairs (
+        id INTEGER PRIMARY KEY,
+        prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+        completion_a_id INTEGER NOT NULL REFERENCES completions(id),
+        completion_b_id INTEGER NOT NULL REFERENCES completions(id),
+        gold_choice TEXT CHECK (gold_choice IN ('a', 'b', 'tie', 'both_bad')),
+        source TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (completion_a_id, completion_b_id),
+        CHECK (completion_a_id < completion_b_id)
+    );
+    CREATE TABLE presentations (
+        id INTEGER PRIMARY KEY,
+        pair_id INTEGER NOT NULL REFERENCES pairs(id),
+        annotator TEXT NOT NULL,
+        swapped INTEGER NOT NULL,
+        shown_at REAL NOT NULL
+    );
+    CREATE TABLE votes (
+        id INTEGER PRIMARY KEY,
+        pair_id INTEGER NOT NULL REFERENCES pairs(id),
+        presentation_id INTEGER UNIQUE REFERENCES presentations(id),
+        annotator TEXT NOT NULL,
+        choice TEXT NOT NULL CHECK (choice IN ('a', 'b', 'tie', 'both_bad', 'skip')),
+        swapped INTEGER,
+        guidelines_version INTEGER NOT NULL,
+        seconds_spent REAL,
+        comment TEXT,
+        source TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        undone_at TEXT
+    );
+    CREATE UNIQUE INDEX one_live_vote_per_annotator_and_pair ON votes(pair_id, annotator) WHERE undone_at IS NULL;
+    CREATE INDEX votes_by_annotator ON votes(annotator, id);
+    CREATE TABLE annotators (
+        name TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        first_seen TEXT NOT NULL
+    );
     """,
 ]
 
@@ -149,6 +199,7 @@ class Store:
         conn = sqlite3.connect(self.path, timeout=30)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = FULL")  # a committed vote survives a crash, not just a killed process
         try:
             with conn:
                 yield conn
@@ -210,25 +261,54 @@ class Store:
             )
 
     def add_completions(self, run_id: int, rows: list[tuple[str, int, str, int, str]], source: str) -> list[int]:
-        """Store candidates in one transaction. Each row: (prompt text, candidate index, text, tokens, finish)."""
+        """Store candidates in one transaction, and a pair for every two candidates of a prompt in this run.
+
+        Each row: (prompt text, candidate index, text, tokens, finish reason).
+        """
         ids = []
+        by_prompt: dict[int, list[int]] = {}
         with self.connect() as conn:
             for prompt, candidate_index, text, num_tokens, finish_reason in rows:
                 prompt_id = self._prompt_id(conn, prompt, source)
-                cursor = conn.execute(
-                    "INSERT INTO completions (prompt_id, run_id, candidate_index, text, num_tokens, finish_reason,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (prompt_id, run_id, candidate_index, text, num_tokens, finish_reason, now()),
+                completion_id = self._insert_completion(
+                    conn, prompt_id, run_id, candidate_index, text, num_tokens, finish_reason
                 )
-                ids.append(cursor.lastrowid)
+                ids.append(completion_id)
+                by_prompt.setdefault(prompt_id, []).append(completion_id)
+            for prompt_id, completion_ids in by_prompt.items():
+                for i, first in enumerate(completion_ids):
+                    for second in completion_ids[i + 1 :]:
+                        self._pair_id(conn, prompt_id, first, second, source)
         return ids
 
     @staticmethod
-    def _prompt_id(conn: sqlite3.Connection, text: str, source: str) -> int:
+    def _insert_completion(conn, prompt_id, run_id, candidate_index, text, num_tokens, finish_reason) -> int:
+        return conn.execute(
+            "INSERT INTO completions (prompt_id, run_id, candidate_index, text, num_tokens, finish_reason,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (prompt_id, run_id, candidate_index, text, num_tokens, finish_reason, now()),
+        ).lastrowid
+
+    @staticmethod
+    def _prompt_id(conn: sqlite3.Connection, text: str, source: str, messages: list[dict] | None = None) -> int:
         conn.execute(
-            "INSERT OR IGNORE INTO prompts (text, source, created_at) VALUES (?, ?, ?)", (text, source, now())
+            "INSERT OR IGNORE INTO prompts (text, source, created_at, messages_json) VALUES (?, ?, ?, ?)",
+            (text, source, now(), json.dumps(messages, ensure_ascii=False) if messages else None),
         )
         return conn.execute("SELECT id FROM prompts WHERE text = ?", (text,)).fetchone()[0]
+
+    @staticmethod
+    def _pair_id(conn, prompt_id: int, first: int, second: int, source: str, gold: str | None = None) -> int:
+        """The pair of two completions (created if new); a = the lower id, so each pair exists once."""
+        a, b = sorted((first, second))
+        conn.execute(
+            "INSERT OR IGNORE INTO pairs (prompt_id, completion_a_id, completion_b_id, gold_choice, source,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (prompt_id, a, b, gold, source, now()),
+        )
+        return conn.execute(
+            "SELECT id FROM pairs WHERE completion_a_id = ? AND completion_b_id = ?", (a, b)
+        ).fetchone()[0]
 
     def prompts(self) -> list[Prompt]:
         with self.connect() as conn:
@@ -261,5 +341,146 @@ class Store:
         with self.connect() as conn:
             return {
                 table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                for table in ("prompts", "completions", "generation_runs")
+                for table in ("prompts", "completions", "generation_runs", "pairs", "votes")
             }
+
+    # pairs, presentations and votes ------------------------------------------------------------------------------
+    @staticmethod
+    def _add_annotator(conn, name: str, kind: str) -> None:
+        conn.execute(
+            "INSERT OR IGNORE INTO annotators (name, kind, first_seen) VALUES (?, ?, ?)", (name, kind, now())
+        )
+
+    def pair(self, pair_id: int) -> dict:
+        """A pair with its prompt and both completions, and the model that produced each."""
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT p.id, p.prompt_id, p.gold_choice, p.source, pr.text AS prompt, pr.messages_json,"
+                " p.completion_a_id, ca.text AS text_a, ra.model_spec AS model_a, ra.checkpoint_id AS checkpoint_a,"
+                " p.completion_b_id, cb.text AS text_b, rb.model_spec AS model_b, rb.checkpoint_id AS checkpoint_b"
+                " FROM pairs p JOIN prompts pr ON pr.id = p.prompt_id"
+                " JOIN completions ca ON ca.id = p.completion_a_id JOIN generation_runs ra ON ra.id = ca.run_id"
+                " JOIN completions cb ON cb.id = p.completion_b_id JOIN generation_runs rb ON rb.id = cb.run_id"
+                " WHERE p.id = ?",
+                (pair_id,),
+            ).fetchone()
+        if row is None:
+            raise RLHFError(f"pair {pair_id} does not exist in project {self.name!r}.")
+        return dict(row)
+
+    def open_pairs(self, annotator: str) -> list[dict]:
+        """Pairs this annotator has no live vote on, with how many other annotators decided each (skips aside)."""
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT p.id, p.gold_choice,"
+                " (SELECT COUNT(DISTINCT v.annotator) FROM votes v WHERE v.pair_id = p.id AND v.undone_at IS NULL"
+                "  AND v.choice != 'skip') AS decided_by"
+                " FROM pairs p WHERE NOT EXISTS (SELECT 1 FROM votes v WHERE v.pair_id = p.id"
+                "  AND v.annotator = ? AND v.undone_at IS NULL)"
+                " ORDER BY p.id",
+                (annotator,),
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def add_presentation(self, pair_id: int, annotator: str, swapped: bool, shown_at: float) -> int:
+        with self.connect() as conn:
+            return conn.execute(
+                "INSERT INTO presentations (pair_id, annotator, swapped, shown_at) VALUES (?, ?, ?, ?)",
+                (pair_id, annotator, int(swapped), shown_at),
+            ).lastrowid
+
+    def presentation(self, presentation_id: int) -> dict:
+        with self.connect() as conn:
+            row = conn.execute("SELECT * FROM presentations WHERE id = ?", (presentation_id,)).fetchone()
+        if row is None:
+            raise RLHFError(f"presentation {presentation_id} does not exist; ask for the next pair again.")
+        return dict(row)
+
+    def add_vote(
+        self,
+        pair_id: int,
+        annotator: str,
+        choice: str,
+        *,
+        source: str,
+        kind: str = "human",
+        presentation_id: int | None = None,
+        swapped: bool | None = None,
+        seconds_spent: float | None = None,
+        comment: str | None = None,
+        guidelines_version: int | None = None,
+        conn: sqlite3.Connection | None = None,
+    ) -> tuple[int, bool]:
+        """Record a vote (choice in canonical order) and commit it; returns (vote id, True if new).
+
+        A second vote for the same presentation, or on a pair this annotator already has a live vote on, is not
+        stored again: the existing vote's id comes back with False (a double click is one vote).
+        """
+        if conn is None:
+            with self.connect() as own:
+                return self.add_vote(
+                    pair_id, annotator, choice, source=source, kind=kind, presentation_id=presentation_id,
+                    swapped=swapped, seconds_spent=seconds_spent, comment=comment,
+                    guidelines_version=guidelines_version, conn=own,
+                )
+        existing = conn.execute(
+            "SELECT id FROM votes WHERE (presentation_id = ? AND ? IS NOT NULL)"
+            " OR (pair_id = ? AND annotator = ? AND undone_at IS NULL)",
+            (presentation_id, presentation_id, pair_id, annotator),
+        ).fetchone()
+        if existing:
+            return existing[0], False
+        self._add_annotator(conn, annotator, kind)
+        if guidelines_version is None:
+            guidelines_version = conn.execute("SELECT COALESCE(MAX(version), 0) FROM guidelines").fetchone()[0]
+        vote_id = conn.execute(
+            "INSERT INTO votes (pair_id, presentation_id, annotator, choice, swapped, guidelines_version,"
+            " seconds_spent, comment, source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (pair_id, presentation_id, annotator, choice, None if swapped is None else int(swapped),
+             guidelines_version, seconds_spent, comment or None, source, now()),
+        ).lastrowid
+        return vote_id, True
+
+    def undo_last_vote(self, annotator: str) -> dict | None:
+        """Mark the annotator's newest live vote undone (kept for the record); its pair comes back to the queue."""
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT * FROM votes WHERE annotator = ? AND undone_at IS NULL ORDER BY id DESC LIMIT 1", (annotator,)
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE votes SET undone_at = ? WHERE id = ?", (now(), row["id"]))
+        return dict(row)
+
+    def votes(self, include_undone: bool = False) -> list[dict]:
+        """Every vote with its pair's prompt and completions, oldest first."""
+        query = (
+            "SELECT v.*, p.prompt_id, p.completion_a_id, p.completion_b_id, p.gold_choice, a.kind AS annotator_kind"
+            " FROM votes v JOIN pairs p ON p.id = v.pair_id JOIN annotators a ON a.name = v.annotator"
+        )
+        if not include_undone:
+            query += " WHERE v.undone_at IS NULL"
+        with self.connect() as conn:
+            return [dict(r) for r in conn.execute(query + " ORDER BY v.id")]
+
+    def annotators(self) -> list[dict]:
+        with self.connect() as conn:
+            return [dict(r) for r in conn.execute("SELECT * FROM annotators ORDER BY first_seen, name")]
+
+    def guideline_versions(self) -> list[dict]:
+        with self.connect() as conn:
+            return [dict(r) for r in conn.execute("SELECT version, text, author, created_at FROM guidelines"
+                                                  " ORDER BY version")]
+
+    def completions_by_prompt(self) -> dict[int, list[Completion]]:
+        grouped: dict[int, list[Completion]] = {}
+        for completion in self.completions():
+            grouped.setdefault(completion.prompt_id, []).append(completion)
+        return grouped
+
+    def generation_runs(self) -> list[dict]:
+        with self.connect() as conn:
+            rows = [dict(r) for r in conn.execute("SELECT * FROM generation_runs ORDER BY id")]
+        for run in rows:
+            run["params"] = json.loads(run.pop("params_json"))
+        return rows

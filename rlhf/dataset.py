@@ -1,0 +1,408 @@
+"""The preference dataset: export a project's votes in TRL's format with a card that shows the work; import others.
+
+Export layout (loads with `datasets.load_dataset(DIR)`, trains with TRL's RewardTrainer and DPOTrainer unchanged):
+    DIR/README.md              dataset card: YAML metadata (splits) + guidelines, annotators, agreement, processing
+    DIR/data/train.parquet     decided votes (a or b better): prompt, chosen, rejected as chat messages + our columns
+    DIR/data/ties.parquet      tie votes, both answers in stored order (equally good: no training signal by default)
+    DIR/data/both_bad.parquet  both-bad votes, in stored order (neither acceptable)
+    DIR/guidelines.md          the guidelines text in force at export
+    DIR/rlhf_export.json       project, counts, stats, guideline versions and generation runs, as data
+
+One row per live vote: with overlap, a pair two people labelled appears twice, once per annotator, so disagreement
+is visible in the data rather than averaged away. Undone votes and skips are not exported.
+
+Import reads TRL preference datasets (conversational or plain text, explicit or implicit prompt) and hh-rlhf style
+transcripts (`chosen`/`rejected` only, "\\n\\nHuman: ... \\n\\nAssistant: ..."). Every row is checked before anything is
+written, then all rows go in one transaction: a malformed row names its split, row and field, and nothing is imported.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlhf.config import RLHFError
+from rlhf.stats import format_stats, project_stats
+from rlhf.store import Store, now
+
+SPLITS = {"train": ("a", "b"), "ties": ("tie",), "both_bad": ("both_bad",)}
+"""Export split -> the stored choices that go into it."""
+
+
+def prompt_messages(text: str, messages_json: str | None) -> list[dict]:
+    return json.loads(messages_json) if messages_json else [{"role": "user", "content": text}]
+
+
+def export_rows(store: Store) -> dict[str, list[dict]]:
+    """The export's rows per split, from the project's live votes."""
+    pairs: dict[int, dict] = {}
+    rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    for vote in store.votes():
+        split = next((name for name, choices in SPLITS.items() if vote["choice"] in choices), None)
+        if split is None:
+            continue  # skip
+        pair = pairs.setdefault(vote["pair_id"], store.pair(vote["pair_id"]))
+        first, second = ("b", "a") if vote["choice"] == "b" else ("a", "b")  # chosen first; ties keep stored order
+        rows[split].append({
+            "prompt": prompt_messages(pair["prompt"], pair["messages_json"]),
+            "chosen": [{"role": "assistant", "content": pair[f"text_{first}"]}],
+            "rejected": [{"role": "assistant", "content": pair[f"text_{second}"]}],
+            "annotator": vote["annotator"],
+            "annotator_kind": vote["annotator_kind"],
+            "guidelines_version": vote["guidelines_version"],
+            "seconds_spent": vote["seconds_spent"],
+            "comment": vote["comment"],
+            "label": vote["choice"],
+            "shown_swapped": None if vote["swapped"] is None else bool(vote["swapped"]),
+            "gold_choice": pair["gold_choice"],
+            "vote_id": vote["id"],
+            "pair_id": vote["pair_id"],
+            "prompt_id": pair["prompt_id"],
+            "chosen_id": pair[f"completion_{first}_id"],
+            "rejected_id": pair[f"completion_{second}_id"],
+            "chosen_model": pair[f"model_{first}"],
+            "rejected_model": pair[f"model_{second}"],
+            "source": vote["source"],
+            "created_at": vote["created_at"],
+        })
+    return rows
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    rows: dict[str, int]
+
+
+def export_preferences(store: Store, out_dir: str | Path) -> ExportResult:
+    """Write the dataset folder (see the module docstring). Refuses when no vote decided anything yet."""
+    from datasets import Dataset
+
+    rows = export_rows(store)
+    if not any(rows.values()):
+        raise RLHFError(f"export: project {store.name!r} has no votes yet; label some pairs first.")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not (out / "rlhf_export.json").is_file():
+        raise RLHFError(f"export: {str(out)!r} exists and is not an earlier export; choose an empty folder.")
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "data").mkdir(parents=True)
+    for split, split_rows in rows.items():
+        if split_rows:
+            Dataset.from_list(split_rows).to_parquet(str(tmp / "data" / f"{split}.parquet"))
+    stats = project_stats(store)
+    summary = {
+        "project": store.name,
+        "exported_at": now(),
+        "rows": {split: len(r) for split, r in rows.items()},
+        "votes_by_guidelines": dict(Counter(str(r["guidelines_version"]) for split in rows.values() for r in split)),
+        "stats": stats,
+        "guidelines": store.guideline_versions(),
+        "generation_runs": store.generation_runs(),
+    }
+    (tmp / "rlhf_export.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    (tmp / "guidelines.md").write_text(store.guidelines())
+    (tmp / "README.md").write_text(dataset_card(summary))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)  # a reader never sees a half-written export
+    return ExportResult(out, summary["rows"])
+
+
+def dataset_card(summary: dict) -> str:
+    """README.md of the export: YAML metadata the Hub and `load_dataset` read, then the work, in words and tables."""
+    stats = summary["stats"]
+    splits = [split for split, n in summary["rows"].items() if n]
+    yaml_files = "\n".join(f"  - split: {s}\n    path: data/{s}.parquet" for s in splits)
+    guidelines = summary["guidelines"]
+    history = "\n".join(
+        f"| {g['version']} | {g['created_at']} | {g['author'] or ''} | {summary['votes_by_guidelines'].get(str(g['version']), 0)} |"
+        for g in guidelines
+    )
+    runs = "\n".join(
+        f"| {r['id']} | `{r['model_spec']}` | {r['checkpoint_id'] or '-'} | {r['params'].get('temperature', '-')} "
+        f"| {r['params'].get('top_p', '-')} | {r['params'].get('max_new_tokens', '-')} | {r['params'].get('seed', '-')} "
+        f"| {r['status']} |"
+        for r in summary["generation_runs"]
+    )
+    current = guidelines[-1]["text"] if guidelines else ""
+    quoted = "\n".join("> " + line for line in current.splitlines())
+    return f"""---
+configs:
+- config_name: default
+  data_files:
+{yaml_files}
+tags:
+- rlhf
+- preference
+- trl
+- rlhf-space
+task_categories:
+- text-generation
+---
+
+# Preferences: {summary['project']}
+
+Human (and scripted) preferences collected with [RLHF Space](https://huggingface.co/spaces) on
+{summary['exported_at'][:10]}, in TRL's standard conversational preference format: `prompt`, `chosen`, `rejected`
+are lists of chat messages. Load and train with:
+
+```python
+from datasets import load_dataset
+dataset = load_dataset("path/or/repo")          # splits: {", ".join(splits)}
+# trl.RewardTrainer(..., train_dataset=dataset["train"]) or trl.DPOTrainer(...) work unchanged
+```
+
+## Splits and how votes were processed
+
+| split | rows | what it holds |
+|---|---|---|
+| train | {summary['rows']['train']} | one row per vote where one answer was better (`chosen` is the preferred one) |
+| ties | {summary['rows']['ties']} | tie votes: both answers equally good; kept apart, not silently dropped |
+| both_bad | {summary['rows']['both_bad']} | both answers unacceptable; kept apart for filtering or SFT rewrites |
+
+- One row per vote: a pair labelled by two annotators (overlap) appears twice, so disagreement stays visible.
+- Skipped pairs and undone votes are not exported. Candidate order on screen was randomised per presentation
+  (`shown_swapped`), and the model behind each answer was hidden until after the vote.
+- Extra columns: `annotator`, `annotator_kind` (human, judge, import), `guidelines_version`, `seconds_spent`,
+  `comment`, `label`, `gold_choice`, ids back to the project's store (`vote_id`, `pair_id`, `prompt_id`,
+  `chosen_id`, `rejected_id`), `chosen_model`, `rejected_model`, `source`, `created_at`.
+
+## Annotation guidelines (version {guidelines[-1]['version'] if guidelines else '-'}, in force at export)
+
+{quoted}
+
+| version | created | author | votes under it |
+|---|---|---|---|
+{history}
+
+## Annotators and quality
+
+```
+{format_stats(stats)}
+```
+
+- Agreement: percent and Cohen's kappa on pairs labelled by two annotators ({stats['overlap_pairs']} pairs).
+- Position bias: share of decided votes that picked the left answer: {_pct(stats['left_share'])} (50% = none).
+
+## Generation
+
+| run | model | checkpoint | temperature | top-p | max new tokens | seed | status |
+|---|---|---|---|---|---|---|---|
+{runs}
+"""
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+# import -----------------------------------------------------------------------------------------------------------
+HH_HUMAN, HH_ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
+
+
+@dataclass
+class ImportedPair:
+    prompt: list[dict]
+    chosen: str
+    rejected: str
+    choice: str
+    """`a` (chosen is better), `tie` or `both_bad` (from an export's ties and both_bad splits)."""
+    annotator: str | None
+    annotator_kind: str | None
+    guidelines_version: int | None
+    seconds_spent: float | None
+    comment: str | None
+
+
+def _fail(split: str, index: int, field: str, problem: str):
+    raise RLHFError(f"import: split {split!r}, row {index}: field {field!r} {problem}; nothing was imported.")
+
+
+def _messages(value, split, index, field) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        _fail(split, index, field, "is not a non-empty list of messages")
+    for message in value:
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str) or "role" not in message:
+            _fail(split, index, field, "holds a message without `role` and text `content`")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def _assistant_text(messages: list[dict], split, index, field) -> str:
+    if messages[-1]["role"] != "assistant" or not messages[-1]["content"].strip():
+        _fail(split, index, field, "does not end with a non-empty assistant message")
+    return messages[-1]["content"]
+
+
+def parse_hh_transcript(text: str) -> tuple[list[dict], str]:
+    """An hh-rlhf transcript ("\\n\\nHuman: q\\n\\nAssistant: a...") -> (messages before the last answer, answer)."""
+    turns = []
+    rest = text
+    while rest:
+        human, assistant = rest.find(HH_HUMAN), rest.find(HH_ASSISTANT)
+        starts = [(i, role) for i, role in ((human, "user"), (assistant, "assistant")) if i >= 0]
+        if not starts:
+            break
+        start, role = min(starts)
+        marker = HH_HUMAN if role == "user" else HH_ASSISTANT
+        body = rest[start + len(marker):]
+        next_starts = [i for i in (body.find(HH_HUMAN), body.find(HH_ASSISTANT)) if i >= 0]
+        end = min(next_starts) if next_starts else len(body)
+        turns.append({"role": role, "content": body[:end].strip()})
+        rest = body[end:]
+    if not turns or turns[-1]["role"] != "assistant" or len(turns) < 2:
+        raise ValueError("not an hh-rlhf transcript ending with an Assistant turn")
+    return turns[:-1], turns[-1]["content"]
+
+
+def parse_row(row: dict, split: str, index: int) -> ImportedPair:
+    """One dataset row in any supported format -> an ImportedPair; a malformed row raises, naming the field."""
+    for field in ("chosen", "rejected"):
+        if row.get(field) is None:
+            _fail(split, index, field, "is missing")
+    chosen, rejected = row["chosen"], row["rejected"]
+    prompt = row.get("prompt")
+    if prompt is not None:
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                _fail(split, index, "prompt", "is empty")
+            prompt_msgs = [{"role": "user", "content": prompt}]
+        else:
+            prompt_msgs = _messages(prompt, split, index, "prompt")
+        texts = []
+        for field, value in (("chosen", chosen), ("rejected", rejected)):
+            if isinstance(value, str):
+                if not value.strip():
+                    _fail(split, index, field, "is empty")
+                texts.append(value)
+            else:
+                texts.append(_assistant_text(_messages(value, split, index, field), split, index, field))
+    elif isinstance(chosen, list) and isinstance(rejected, list):  # implicit prompt: the shared conversation start
+        chosen_msgs = _messages(chosen, split, index, "chosen")
+        rejected_msgs = _messages(rejected, split, index, "rejected")
+        if chosen_msgs[:-1] != rejected_msgs[:-1] or len(chosen_msgs) < 2:
+            _fail(split, index, "chosen", "and `rejected` do not share the conversation before their last answer")
+        prompt_msgs = chosen_msgs[:-1]
+        texts = [_assistant_text(chosen_msgs, split, index, "chosen"),
+                 _assistant_text(rejected_msgs, split, index, "rejected")]
+    elif isinstance(chosen, str) and isinstance(rejected, str):  # hh-rlhf transcripts
+        try:
+            prompt_msgs, chosen_text = parse_hh_transcript(chosen)
+            rejected_prompt, rejected_text = parse_hh_transcript(rejected)
+        except ValueError:
+            _fail(split, index, "chosen", "is plain text without a `prompt` column and not an hh-rlhf transcript")
+        if rejected_prompt != prompt_msgs:
+            _fail(split, index, "rejected", "continues a different conversation than `chosen`")
+        texts = [chosen_text, rejected_text]
+    else:
+        _fail(split, index, "chosen", "has an unsupported type (expected text or a list of messages)")
+    choice = {"ties": "tie", "both_bad": "both_bad"}.get(split, "a")
+    version = row.get("guidelines_version")
+    seconds = row.get("seconds_spent")
+    return ImportedPair(
+        prompt=prompt_msgs, chosen=texts[0], rejected=texts[1], choice=choice,
+        annotator=row.get("annotator") if isinstance(row.get("annotator"), str) else None,
+        annotator_kind=row.get("annotator_kind") if row.get("annotator_kind") in ("human", "judge") else None,
+        guidelines_version=int(version) if isinstance(version, (int, float)) else None,
+        seconds_spent=float(seconds) if isinstance(seconds, (int, float)) else None,
+        comment=row.get("comment") if isinstance(row.get("comment"), str) else None,
+    )
+
+
+def load_rows(source: str) -> dict[str, list[dict]]:
+    """Rows per split from a local folder or file (parquet, json, jsonl, csv), or a Hub dataset id."""
+    from datasets import load_dataset
+
+    path = Path(source)
+    try:
+        if path.is_file():
+            kind = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}.get(path.suffix)
+            if kind is None:
+                raise RLHFError(f"import: {source!r} is not a .parquet, .json, .jsonl or .csv file.")
+            dataset = load_dataset(kind, data_files={"train": str(path)})
+        else:
+            dataset = load_dataset(str(path) if path.is_dir() else source)
+    except RLHFError:
+        raise
+    except Exception as error:  # datasets raises many kinds; all mean "could not read it"
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RLHFError(f"import: could not read {source!r}: {first_line}") from error
+    return {split: list(dataset[split]) for split in dataset}
+
+
+@dataclass
+class ImportResult:
+    rows: int
+    votes_added: int
+    pairs: int
+
+
+def import_preferences(store: Store, source: str, annotator: str | None = None, gold: bool = False) -> ImportResult:
+    """Import a preference dataset into the project: prompts, both answers, a pair and a vote per row.
+
+    The vote's annotator is the row's `annotator` column when present (our own exports), else `annotator`, else
+    `import:<source>`. With `gold`, pairs become gold pairs (their answer is known) for measuring annotators.
+    Importing the same rows twice adds nothing.
+    """
+    splits = load_rows(source)
+    parsed = []
+    for split, rows in splits.items():
+        if split not in SPLITS:
+            continue
+        parsed += [parse_row(row, split, index) for index, row in enumerate(rows)]
+    if not parsed:
+        raise RLHFError(f"import: {source!r} has no rows in a train, ties or both_bad split.")
+    default_annotator = annotator or f"import:{Path(source).name or source}"
+    added = 0
+    pair_ids = set()
+    with store.connect() as conn:
+        run_id = conn.execute(
+            "INSERT INTO generation_runs (model_spec, checkpoint_id, params_json, status, created_at, finished_at)"
+            " VALUES (?, NULL, ?, 'done', ?, ?)",
+            (f"import:{source}", json.dumps({"source": source}), now(), now()),
+        ).lastrowid
+        for item in parsed:
+            text = _prompt_text(item.prompt)
+            prompt_id = store._prompt_id(conn, text, f"import:{source}",
+                                         item.prompt if len(item.prompt) > 1 or item.prompt[0]["role"] != "user"
+                                         else None)
+            chosen_id = _completion_id(store, conn, prompt_id, run_id, item.chosen, 0)
+            rejected_id = _completion_id(store, conn, prompt_id, run_id, item.rejected, 1)
+            if chosen_id == rejected_id:
+                continue  # identical answers carry no preference
+            gold_choice = None
+            if gold:
+                gold_choice = item.choice if item.choice != "a" else ("a" if chosen_id < rejected_id else "b")
+            pair_id = store._pair_id(conn, prompt_id, chosen_id, rejected_id, f"import:{source}", gold_choice)
+            pair_ids.add(pair_id)
+            if gold:
+                continue  # a gold pair's answer is the key, not a vote
+            choice = item.choice if item.choice != "a" else ("a" if chosen_id < rejected_id else "b")
+            _, created = store.add_vote(
+                pair_id, item.annotator or default_annotator, choice, source=f"import:{source}",
+                kind=(item.annotator_kind or "human") if item.annotator else "import", seconds_spent=item.seconds_spent,
+                comment=item.comment, guidelines_version=item.guidelines_version, conn=conn,
+            )
+            added += created
+    return ImportResult(len(parsed), added, len(pair_ids))
+
+
+def _prompt_text(messages: list[dict]) -> str:
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+def _completion_id(store: Store, conn, prompt_id: int, run_id: int, text: str, index: int) -> int:
+    row = conn.execute("SELECT id FROM completions WHERE prompt_id = ? AND text = ? ORDER BY id LIMIT 1",
+                       (prompt_id, text)).fetchone()
+    if row:
+        return row[0]
+    return store._insert_completion(conn, prompt_id, run_id, index, text, len(text.split()), "import")
+
+
+def default_export_dir(store: Store) -> Path:
+    return store.folder / "exports" / dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
