@@ -70,5 +70,5 @@ def test_bad_input_exits_non_zero_with_one_line_and_leaves_the_store_untouched(t
         assert result.returncode == 2, (args, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
-    assert Store.open("p").counts() == {"prompts": 0, "completions": 0, "generation_runs": 0}
+    assert set(Store.open("p").counts().values()) == {0}
     assert not (tmp_path.parent / "escape").exists()
