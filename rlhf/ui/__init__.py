@@ -10,7 +10,7 @@ import gradio as gr
 
 from rlhf.config import ModelConfig, RLHFError, data_dir
 from rlhf.models import registry
-from rlhf.ui import chat_tab, generate_tab, project_header
+from rlhf.ui import chat_tab, generate_tab, prefer_tab, project_header
 
 INTRO = """# RLHF Space
 Run the whole RLHF loop on a small language model: **generate** candidate answers, **prefer** the better ones,
@@ -24,8 +24,12 @@ def build_demo() -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
                 generate_tab.build(project)
+            with gr.Tab("Prefer", id="prefer"):
+                guidelines = prefer_tab.build(project)
             with gr.Tab("Chat", id="chat"):
                 chat_tab.build(project)
+        demo.load(prefer_tab.load_guidelines, project, list(guidelines), api_visibility="private")
+        demo.load(None, js=prefer_tab.HOTKEYS_JS)
     return demo
 
 

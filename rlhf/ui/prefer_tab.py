@@ -1,0 +1,271 @@
+"""Prefer tab: label pairs fast (keyboard first), guidelines in view; ranking, quality panel and export.
+
+Candidates are shown in read-only textboxes, never rendered as HTML or markdown: a completion is untrusted text.
+The keyboard shortcuts live in `HOTKEYS_JS`, loaded with the page.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from functools import partial
+
+import gradio as gr
+import pandas as pd
+
+from rlhf.config import RLHFError
+from rlhf.dataset import default_export_dir, export_preferences
+from rlhf.prefer import next_pair, progress, rank, validate_annotator, vote
+from rlhf.stats import LABELS, project_stats
+from rlhf.store import Store
+from rlhf.ui.common import user_errors
+
+HOTKEYS = {"1": "vote-a", "2": "vote-b", "3": "vote-tie", "4": "vote-both-bad", "0": "vote-skip", " ": "vote-skip",
+           "u": "vote-undo"}
+HOTKEYS_JS = """
+() => {
+  const keys = %s;
+  document.addEventListener('keydown', (event) => {
+    const target = event.target;
+    const typing = target && (target.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(target.tagName));
+    if (typing || event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+    const id = keys[event.key.toLowerCase()];
+    const button = id && document.getElementById(id);
+    if (!button || button.offsetParent === null || button.disabled) return;  // only on the visible Prefer tab
+    event.preventDefault();
+    button.click();
+  });
+}
+""" % HOTKEYS
+NOTHING_LEFT = "Nothing left for you to label in this project: generate more candidates, or ask a colleague."
+QUALITY_COLUMNS = ["annotator", "kind", "votes", "skips", "median_seconds", "agreement", "kappa", "gold_accuracy",
+                   "left_share"]
+ON_SPACE = bool(os.environ.get("SPACE_ID"))
+
+
+def annotator_name(typed: str, profile: gr.OAuthProfile | None) -> str:
+    """The Hugging Face login on a Space; the typed name when run locally."""
+    if profile is not None:
+        return profile.username
+    return validate_annotator(typed)
+
+
+def _pair_outputs(store: Store, annotator: str, overlap: float, gold_rate: float):
+    shown = next_pair(store, annotator, overlap=overlap, gold_rate=gold_rate)
+    line = progress(store, annotator).line()
+    if shown is None:
+        return None, "", "", "", f"{line}\n\n**{NOTHING_LEFT}**"
+    return shown.presentation_id, shown.prompt, shown.left, shown.right, line
+
+
+@user_errors
+def show_next(project: str, typed: str, overlap: float, gold_rate: float, profile: gr.OAuthProfile | None = None):
+    """Load the next pair for this annotator: (presentation id, prompt, left, right, progress line)."""
+    return _pair_outputs(Store.open(project), annotator_name(typed, profile), overlap, gold_rate)
+
+
+@user_errors
+def cast(choice: str, project: str, typed: str, presentation_id: int | None, comment: str, overlap: float,
+         gold_rate: float, profile: gr.OAuthProfile | None = None):
+    """Record the vote (committed before this returns), reveal the models, and show the next pair."""
+    store = Store.open(project)
+    annotator = annotator_name(typed, profile)
+    if presentation_id is None:
+        raise RLHFError("vote: no pair is shown; press Next pair (or N) first.")
+    receipt = vote(store, presentation_id, choice, annotator, comment=comment)
+    said = {"a": "left better", "b": "right better", "tie": "tie", "both_bad": "both bad", "skip": "skipped"}[choice]
+    reveal = (f"Vote {receipt.vote_id} recorded ({said}). Left was `{receipt.left_model}`, "
+              f"right was `{receipt.right_model}`.")
+    if not receipt.created:
+        reveal = f"Already recorded as vote {receipt.vote_id}."
+    return (*_pair_outputs(store, annotator, overlap, gold_rate), reveal, "")
+
+
+@user_errors
+def undo(project: str, typed: str, overlap: float, gold_rate: float, profile: gr.OAuthProfile | None = None):
+    store = Store.open(project)
+    annotator = annotator_name(typed, profile)
+    undone = store.undo_last_vote(annotator)
+    reveal = f"Undid vote {undone['id']}." if undone else "Nothing to undo."
+    return (*_pair_outputs(store, annotator, overlap, gold_rate), reveal, "")
+
+
+@user_errors
+def save_guidelines(project: str, text: str, typed: str, profile: gr.OAuthProfile | None = None):
+    store = Store.open(project)
+    author = profile.username if profile is not None else (typed or "").strip() or None
+    version = store.save_guidelines(text, author=author)
+    gr.Info(f"Guidelines saved as version {version}.")
+    return guidelines_view(store)
+
+
+def guidelines_view(store: Store) -> str:
+    return f"{store.guidelines()}\n\n<sub>Guidelines version {store.guidelines_version()}</sub>"
+
+
+@user_errors
+def load_guidelines(project: str):
+    store = Store.open(project)
+    return guidelines_view(store), store.guidelines()
+
+
+@user_errors
+def quality(project: str):
+    stats = project_stats(Store.open(project))
+    table = pd.DataFrame(stats["annotators"], columns=QUALITY_COLUMNS)
+    labels = pd.DataFrame({"label": list(LABELS), "votes": [stats["labels"][k] for k in LABELS]})
+    summary = (
+        f"{stats['votes']} votes on {stats['pairs_labelled']} of {stats['pairs']} pairs, {stats['skips']} skips. "
+        f"Left answer chosen in {_pct(stats['left_share'])} of decided votes (50% = no position bias). "
+        f"Agreement on {stats['overlap_pairs']} overlapping pairs: {_pct(stats['agreement'])}, "
+        f"Cohen's kappa {stats['kappa'] if stats['kappa'] is not None else '-'}."
+    )
+    return summary, table, labels
+
+
+def _pct(value):
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+@user_errors
+def export(project: str):
+    store = Store.open(project)
+    result = export_preferences(store, default_export_dir(store))
+    archive = shutil.make_archive(str(result.folder), "zip", result.folder)
+    rows = ", ".join(f"{split} {n}" for split, n in result.rows.items())
+    return archive, f"Exported {rows} rows to `{result.folder}`."
+
+
+# ranking ------------------------------------------------------------------------------------------------------------
+MAX_RANKED = 8
+
+
+@user_errors
+def load_ranking(project: str, typed: str, profile: gr.OAuthProfile | None = None):
+    """A prompt with 3+ candidates this annotator has not ranked, candidates shuffled; (state, prompt, boxes...)."""
+    store = Store.open(project)
+    annotator = annotator_name(typed, profile)
+    ranked = {v["prompt_id"] for v in store.votes() if v["annotator"] == annotator and v["source"] == "ranking"}
+    for prompt_id, candidates in store.completions_by_prompt().items():
+        if len(candidates) >= 3 and prompt_id not in ranked:
+            shown = random.sample(candidates[:MAX_RANKED], k=min(len(candidates), MAX_RANKED))
+            boxes = [gr.update(value=c.text, visible=True, label=f"{i + 1}") for i, c in enumerate(shown)]
+            boxes += [gr.update(value="", visible=False)] * (MAX_RANKED - len(shown))
+            return {"prompt_id": prompt_id, "ids": [c.id for c in shown]}, shown[0].prompt, *boxes
+    gr.Info("No prompt with 3 or more candidates is left for you to rank.")
+    return None, "", *[gr.update(value="", visible=False)] * MAX_RANKED
+
+
+@user_errors
+def submit_ranking(project: str, typed: str, state: dict | None, order: str, profile: gr.OAuthProfile | None = None):
+    if not state:
+        raise RLHFError("ranking: load a prompt to rank first.")
+    try:
+        positions = [int(x) for x in order.replace(",", " ").split()]
+    except ValueError:
+        raise RLHFError("ranking: type the numbers of the candidates, best first, e.g. `2 1 3`.") from None
+    if sorted(positions) != list(range(1, len(state["ids"]) + 1)):
+        raise RLHFError(f"ranking: give each of the numbers 1 to {len(state['ids'])} once, best first.")
+    ordered = [state["ids"][p - 1] for p in positions]
+    votes = rank(Store.open(project), state["prompt_id"], ordered, annotator_name(typed, profile))
+    gr.Info(f"Ranking stored as {len(votes)} pairwise votes.")
+    return ""
+
+
+# API ----------------------------------------------------------------------------------------------------------------
+def api_next_pair(project: str, annotator: str) -> dict:
+    """The next pair for `annotator`: presentation_id (pass it to /vote), pair_id, prompt, left, right; or {}."""
+    try:
+        shown = next_pair(Store.open(project), annotator)
+    except RLHFError as error:
+        raise gr.Error(str(error)) from error
+    if shown is None:
+        return {}
+    return {"presentation_id": shown.presentation_id, "pair_id": shown.pair_id, "prompt": shown.prompt,
+            "left": shown.left, "right": shown.right}
+
+
+def api_vote(project: str, presentation_id: int, choice: str, annotator: str, comment: str = "") -> dict:
+    """Vote on a presentation: choice a (left), b (right), tie, both_bad or skip. Returns the stored vote id."""
+    try:
+        receipt = vote(Store.open(project), int(presentation_id), choice, annotator, comment=comment, source="api")
+    except RLHFError as error:
+        raise gr.Error(str(error)) from error
+    return {"vote_id": receipt.vote_id, "created": receipt.created, "stored_choice": receipt.choice,
+            "left_model": receipt.left_model, "right_model": receipt.right_model}
+
+
+def build(project: gr.Dropdown) -> tuple[gr.Markdown, gr.Textbox]:
+    presentation = gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=3):
+            with gr.Row():
+                if ON_SPACE:
+                    gr.LoginButton()
+                annotator = gr.Textbox(label="Annotator", placeholder="your name", elem_id="annotator", scale=2,
+                                       info=None if not ON_SPACE else "Log in, or type a name")
+                next_button = gr.Button("Next pair", elem_id="next-pair", scale=1)
+            status = gr.Markdown(elem_id="prefer-progress")
+            prompt = gr.Textbox(label="Prompt", interactive=False, lines=2, elem_id="pair-prompt")
+            with gr.Row(equal_height=True):
+                left = gr.Textbox(label="A (left)", interactive=False, lines=10, max_lines=30, elem_id="pair-left")
+                right = gr.Textbox(label="B (right)", interactive=False, lines=10, max_lines=30, elem_id="pair-right")
+            with gr.Row():
+                buttons = {
+                    "a": gr.Button("A is better  [1]", variant="primary", elem_id="vote-a"),
+                    "b": gr.Button("B is better  [2]", variant="primary", elem_id="vote-b"),
+                    "tie": gr.Button("Tie  [3]", elem_id="vote-tie"),
+                    "both_bad": gr.Button("Both bad  [4]", elem_id="vote-both-bad"),
+                    "skip": gr.Button("Skip  [0 / space]", elem_id="vote-skip"),
+                }
+                undo_button = gr.Button("Undo  [u]", variant="stop", elem_id="vote-undo")
+            comment = gr.Textbox(label="Comment (optional)", elem_id="vote-comment")
+            reveal = gr.Markdown(elem_id="vote-reveal")
+        with gr.Column(scale=2):
+            guidelines = gr.Markdown(label="Guidelines", elem_id="guidelines", container=True)
+            with gr.Accordion("Edit guidelines (creates a new version)", open=False):
+                guidelines_text = gr.Textbox(lines=10, show_label=False, elem_id="guidelines-text")
+                save = gr.Button("Save guidelines", elem_id="save-guidelines")
+            with gr.Accordion("Queue", open=False):
+                overlap = gr.Slider(0, 1, value=0.2, step=0.05, label="Overlap: share of pairs shown to a second "
+                                    "annotator (measures agreement)")
+                gold_rate = gr.Slider(0, 1, value=0.1, step=0.05, label="Gold rate: share of gold pairs (known "
+                                      "answers) mixed in, when the project has some")
+    with gr.Accordion("Rank 3 or more candidates of one prompt", open=False):
+        ranking = gr.State(None)
+        rank_prompt = gr.Textbox(label="Prompt", interactive=False)
+        rank_boxes = [gr.Textbox(visible=False, interactive=False, lines=4) for _ in range(MAX_RANKED)]
+        with gr.Row():
+            load_rank = gr.Button("Load a prompt to rank", elem_id="load-ranking")
+            order = gr.Textbox(label="Order, best first (e.g. 2 1 3)", elem_id="ranking-order")
+            submit_rank = gr.Button("Submit ranking", elem_id="submit-ranking")
+    with gr.Accordion("Quality", open=False):
+        refresh = gr.Button("Refresh", elem_id="refresh-quality")
+        summary = gr.Markdown(elem_id="quality-summary")
+        table = gr.Dataframe(headers=QUALITY_COLUMNS, interactive=False, elem_id="quality-table")
+        plot = gr.BarPlot(x="label", y="votes", title="Label distribution", elem_id="label-plot")
+    with gr.Accordion("Export the preference dataset", open=False):
+        export_button = gr.Button("Export (TRL format + dataset card)", elem_id="export")
+        export_status = gr.Markdown()
+        export_file = gr.File(label="Download", interactive=False)
+
+    private = dict(api_visibility="private")
+    queue_inputs = [overlap, gold_rate]
+    pair_outputs = [presentation, prompt, left, right, status]
+    next_button.click(show_next, [project, annotator, *queue_inputs], pair_outputs, **private)
+    annotator.submit(show_next, [project, annotator, *queue_inputs], pair_outputs, **private)
+    for choice, button in buttons.items():
+        button.click(partial(cast, choice), [project, annotator, presentation, comment, *queue_inputs],
+                     [*pair_outputs, reveal, comment], **private)
+    undo_button.click(undo, [project, annotator, *queue_inputs], [*pair_outputs, reveal, comment], **private)
+    save.click(save_guidelines, [project, guidelines_text, annotator], guidelines, **private)
+    project.change(load_guidelines, project, [guidelines, guidelines_text], **private)
+    project.change(lambda: (None, "", "", "", "", ""), None, [*pair_outputs, reveal], **private)
+    load_rank.click(load_ranking, [project, annotator], [ranking, rank_prompt, *rank_boxes], **private)
+    submit_rank.click(submit_ranking, [project, annotator, ranking, order], order, **private)
+    refresh.click(quality, project, [summary, table, plot], **private)
+    export_button.click(export, project, [export_file, export_status], **private)
+    gr.api(api_next_pair, api_name="next_pair")
+    gr.api(api_vote, api_name="vote")
+    return guidelines, guidelines_text
