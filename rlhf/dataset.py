@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,20 +318,25 @@ def load_rows(source: str) -> dict[str, list[dict]]:
     from datasets import load_dataset
 
     path = Path(source)
-    try:
-        if path.is_file():
-            kind = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}.get(path.suffix)
-            if kind is None:
-                raise RLHFError(f"import: {source!r} is not a .parquet, .json, .jsonl or .csv file.")
-            dataset = load_dataset(kind, data_files={"train": str(path)})
-        else:
-            dataset = load_dataset(str(path) if path.is_dir() else source)
-    except RLHFError:
-        raise
-    except Exception as error:  # datasets raises many kinds; all mean "could not read it"
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise RLHFError(f"import: could not read {source!r}: {first_line}") from error
-    return {split: list(dataset[split]) for split in dataset}
+    # datasets caches a local folder under its name and file layout, not its content: a re-export to another
+    # folder of the same name would load stale rows. Local sources get a throw-away cache.
+    with tempfile.TemporaryDirectory(prefix="rlhf-import-") as fresh_cache:
+        try:
+            if path.is_file():
+                kind = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}.get(path.suffix)
+                if kind is None:
+                    raise RLHFError(f"import: {source!r} is not a .parquet, .json, .jsonl or .csv file.")
+                dataset = load_dataset(kind, data_files={"train": str(path)}, cache_dir=fresh_cache)
+            elif path.is_dir():
+                dataset = load_dataset(str(path), cache_dir=fresh_cache)
+            else:
+                dataset = load_dataset(source)
+        except RLHFError:
+            raise
+        except Exception as error:  # datasets raises many kinds; all mean "could not read it"
+            first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise RLHFError(f"import: could not read {source!r}: {first_line}") from error
+        return {split: list(dataset[split]) for split in dataset}
 
 
 @dataclass
