@@ -76,3 +76,32 @@ def test_chat_reply_streams(page):
     distinct = list(dict.fromkeys(seen))
     assert len(distinct) >= 3, distinct  # the answer grew in several steps, not all at once
     assert len(distinct[-1]) > len(distinct[0])
+
+
+def test_label_five_pairs_with_the_keyboard_and_undo_one(page):
+    from rlhf.prefer import to_canonical
+    from test_prefer import add_candidates
+
+    store = Store.open("default")
+    add_candidates(store, prompts=[f"prompt {i}" for i in range(8)])
+    page.get_by_role("tab", name="Prefer").click()
+    page.fill("#annotator textarea", "alice")
+    page.press("#annotator textarea", "Enter")
+    page.wait_for_function("() => document.querySelector('#pair-prompt textarea').value.startsWith('prompt')")
+    page.fill("#vote-comment textarea", "typing 1 2 3 u here votes nothing")
+    assert store.votes() == []
+    page.locator("#guidelines").click()  # leave the text field: shortcuts work again
+    shown = ["a", "b", "tie", "both_bad", "a"]
+    for number, key in enumerate(["1", "2", "3", "4", "1"], start=1):
+        page.keyboard.press(key)
+        page.wait_for_selector(f"#vote-reveal:has-text('Vote {number} recorded')", timeout=30_000)
+    page.keyboard.press("u")
+    page.wait_for_selector("#vote-reveal:has-text('Undid vote 5')", timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "prefer.png"), full_page=True)
+
+    votes = store.votes(include_undone=True)
+    assert len(votes) == 5 and [v["undone_at"] is not None for v in votes] == [False] * 4 + [True]
+    assert [v["choice"] for v in votes] == [to_canonical(c, v["swapped"]) for c, v in zip(shown, votes)]
+    assert votes[0]["comment"] == "typing 1 2 3 u here votes nothing"
+    assert all(v["annotator"] == "alice" and v["seconds_spent"] is not None for v in votes)
+    assert "4 yours today" in page.inner_text("#prefer-progress")

@@ -72,3 +72,56 @@ def test_bad_input_exits_non_zero_with_one_line_and_leaves_the_store_untouched(t
         assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
     assert set(Store.open("p").counts().values()) == {0}
     assert not (tmp_path.parent / "escape").exists()
+
+
+def test_annotate_stats_export_import_end_to_end(tmp_path, tiny_model_dir):
+    run_cli("projects", "--create", "loop")
+    assert run_cli("generate", "--project", "loop", "--prompts", "-", "--model", str(tiny_model_dir),
+                   "--num-candidates", "3", "--max-new-tokens", "6", stdin="one\ntwo\n").returncode == 0
+    judge = tmp_path / "judges.py"
+    judge.write_text("def shorter(prompt, a, b):\n    return 'a' if len(a) <= len(b) else 'b'\n")
+    done = run_cli("annotate", "--project", "loop", "--judge", f"{judge}:shorter", "--limit", "5", "--seed", "1")
+    assert done.returncode == 0, done.stderr
+    assert "judge:shorter voted on 5 pairs" in done.stderr
+    rest = run_cli("annotate", "--project", "loop", "--judge", f"{judge}:shorter")
+    assert "voted on 1 pairs" in rest.stderr  # 2 prompts x 3 candidates = 6 pairs in all
+    votes = Store.open("loop").votes()
+    assert len(votes) == 6 and {v["annotator"] for v in votes} == {"judge:shorter"}
+    for v in votes:  # the judge's answers are stored like a person's: the shorter answer won
+        pair = Store.open("loop").pair(v["pair_id"])
+        winner, loser = (pair["text_a"], pair["text_b"]) if v["choice"] == "a" else (pair["text_b"], pair["text_a"])
+        assert len(winner) <= len(loser)
+
+    stats = run_cli("stats", "--project", "loop", "--json")
+    assert json.loads(stats.stdout)["votes"] == 6
+    assert "judge:shorter" in run_cli("stats", "--project", "loop").stdout
+
+    exported = run_cli("export", "--project", "loop", "--out", str(tmp_path / "export"))
+    assert exported.returncode == 0 and '"train": 6' in exported.stdout
+    imported = run_cli("import", "--project", "copy", "--create", "--source", str(tmp_path / "export"))
+    assert imported.returncode == 0, imported.stderr
+    assert len(Store.open("copy").votes()) == 6
+
+
+def test_guidelines_command_versions(tmp_path):
+    run_cli("projects", "--create", "g")
+    new = tmp_path / "guidelines.md"
+    new.write_text("Biology tutor: accuracy first.")
+    done = run_cli("guidelines", "--project", "g", "--set", str(new), "--author", "owner")
+    assert done.returncode == 0 and "version 2" in done.stderr
+    assert run_cli("guidelines", "--project", "g").stdout.strip() == "Biology tutor: accuracy first."
+
+
+def test_bad_judges_and_sources_fail_cleanly(tmp_path):
+    run_cli("projects", "--create", "p")
+    judge = tmp_path / "judge.py"
+    judge.write_text("def odd(prompt, a, b):\n    return 'left'\n")
+    cases = {
+        "not of the form": ["annotate", "--project", "p", "--judge", "nocolon"],
+        "has no function named 'missing'": ["annotate", "--project", "p", "--judge", f"{judge}:missing"],
+        "could not read": ["import", "--project", "p", "--source", str(tmp_path / "nothing-here")],
+        "no votes yet": ["export", "--project", "p", "--out", str(tmp_path / "out")],
+    }
+    for expected, args in cases.items():
+        result = run_cli(*args)
+        assert result.returncode == 2 and expected in result.stderr, (args, result.stderr)
