@@ -123,3 +123,14 @@ def test_next_pair_needs_an_annotator(store):
     add_candidates(store)
     with pytest.raises(RLHFError, match="annotator"):
         next_pair(store, "  ")
+
+
+def test_annotate_refuses_a_judge_answer_it_does_not_know(store):
+    from rlhf.judges import annotate
+
+    add_candidates(store)
+    with pytest.raises(RLHFError, match="returned 'left'"):
+        annotate(store, lambda prompt, a, b: "left", "judge:odd")
+    assert store.votes() == []
+    assert annotate(store, lambda prompt, a, b: "tie", "judge:even", seed=0) == 2
+    assert {v["choice"] for v in store.votes()} == {"tie"}
