@@ -433,12 +433,24 @@ class Store:
         self._add_annotator(conn, annotator, kind)
         if guidelines_version is None:
             guidelines_version = conn.execute("SELECT COALESCE(MAX(version), 0) FROM guidelines").fetchone()[0]
-        vote_id = conn.execute(
-            "INSERT INTO votes (pair_id, presentation_id, annotator, choice, swapped, guidelines_version,"
-            " seconds_spent, comment, source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (pair_id, presentation_id, annotator, choice, None if swapped is None else int(swapped),
-             guidelines_version, seconds_spent, comment or None, source, now()),
-        ).lastrowid
+        try:
+            vote_id = conn.execute(
+                "INSERT INTO votes (pair_id, presentation_id, annotator, choice, swapped, guidelines_version,"
+                " seconds_spent, comment, source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (pair_id, presentation_id, annotator, choice, None if swapped is None else int(swapped),
+                 guidelines_version, seconds_spent, comment or None, source, now()),
+            ).lastrowid
+        except sqlite3.IntegrityError:
+            # A concurrent request (double click, second tab) committed this vote between our check and insert:
+            # the unique indexes kept it single; answer as for any repeated vote.
+            existing = conn.execute(
+                "SELECT id FROM votes WHERE (presentation_id = ? AND ? IS NOT NULL)"
+                " OR (pair_id = ? AND annotator = ? AND undone_at IS NULL)",
+                (presentation_id, presentation_id, pair_id, annotator),
+            ).fetchone()
+            if existing is None:
+                raise
+            return existing[0], False
         return vote_id, True
 
     def undo_last_vote(self, annotator: str) -> dict | None:

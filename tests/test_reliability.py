@@ -319,6 +319,8 @@ def test_sigkill_mid_burst_loses_no_acknowledged_vote(tiny_model_dir, tmp_path):
 # 4. untrusted text in a real browser ---------------------------------------------------------------------------------
 IMG = '<img src=x onerror="window.__xss=1">'
 SCRIPT = "<script>window.__xss=2</script>"
+# The reveal line is markdown with model names in code spans: a backtick in a name must not open a way out.
+MODEL = f"model {IMG} {SCRIPT} ` <img src=y onerror=window.__xss=3> `"
 
 
 @pytest.mark.browser
@@ -330,11 +332,12 @@ def test_untrusted_text_is_shown_as_text_not_run(app_url, rlhf_home):
     Store.open("default", create=True)
     prompt = f"Explain {IMG} and {SCRIPT} please"
     texts = {0: f"left {IMG} end", 1: f"right {SCRIPT} end"}
-    seed_project(rlhf_home, "default", prompts=1, candidates=2, text=lambda p, c: texts[c], prompt_text=lambda p: prompt)
+    seed_project(rlhf_home, "default", prompts=1, candidates=2, text=lambda p, c: texts[c],
+                 prompt_text=lambda p: prompt)
     # The model names are revealed after a vote: make them hostile too.
     store = Store.open("default")
     with store.connect() as conn:
-        conn.execute("UPDATE generation_runs SET model_spec = ?", (f"model {IMG} {SCRIPT}",))
+        conn.execute("UPDATE generation_runs SET model_spec = ?", (MODEL,))
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -362,9 +365,9 @@ def test_untrusted_text_is_shown_as_text_not_run(app_url, rlhf_home):
             page.wait_for_timeout(500)  # let any injected image fail to load and fire its handler
             reveal = page.locator("#vote-reveal")
             assert reveal.locator("img, script, iframe").count() == 0
-            assert "model" in reveal.inner_text()
+            assert f"model {IMG} {SCRIPT}" in reveal.inner_text()
             assert page.evaluate("typeof window.__xss") == "undefined"
-            assert page.locator("img[src='x']").count() == 0
+            assert page.locator("img[src='x'], img[src='y']").count() == 0
             assert not dialogs
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "xss.png"), full_page=True)

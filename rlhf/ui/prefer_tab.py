@@ -75,8 +75,8 @@ def cast(choice: str, project: str, typed: str, presentation_id: int | None, com
         raise RLHFError("vote: no pair is shown; press Next pair (or N) first.")
     receipt = vote(store, presentation_id, choice, annotator, comment=comment)
     said = {"a": "left better", "b": "right better", "tie": "tie", "both_bad": "both bad", "skip": "skipped"}[choice]
-    reveal = (f"Vote {receipt.vote_id} recorded ({said}). Left was `{receipt.left_model}`, "
-              f"right was `{receipt.right_model}`.")
+    reveal = (f"Vote {receipt.vote_id} recorded ({said}). Left was `{_code(receipt.left_model)}`, "
+              f"right was `{_code(receipt.right_model)}`.")
     if not receipt.created:
         reveal = f"Already recorded as vote {receipt.vote_id}."
     return (*_pair_outputs(store, annotator, overlap, gold_rate), reveal, "")
@@ -122,6 +122,11 @@ def quality(project: str):
         f"Cohen's kappa {stats['kappa'] if stats['kappa'] is not None else '-'}."
     )
     return summary, table, labels
+
+
+def _code(text: str) -> str:
+    """Text safe inside a markdown code span (a backtick would end it)."""
+    return text.replace("`", "'")
 
 
 def _pct(value):
