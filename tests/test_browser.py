@@ -105,3 +105,24 @@ def test_label_five_pairs_with_the_keyboard_and_undo_one(page):
     assert votes[0]["comment"] == "typing 1 2 3 u here votes nothing"
     assert all(v["annotator"] == "alice" and v["seconds_spent"] is not None for v in votes)
     assert "4 yours today" in page.inner_text("#prefer-progress")
+
+
+def test_quality_panel_and_export_button(page):
+    from rlhf.prefer import next_pair, vote
+    from test_prefer import add_candidates
+
+    store = Store.open("default")
+    add_candidates(store, prompts=["p1", "p2"])
+    for who in ("alice", "bob"):
+        vote(store, next_pair(store, who, overlap=1.0).presentation_id, "a", who)
+    page.get_by_role("tab", name="Prefer").click()
+    page.get_by_text("Quality", exact=True).click()
+    page.click("#refresh-quality")
+    page.wait_for_selector("#quality-summary:has-text('2 votes')", timeout=30_000)
+    table = page.inner_text("#quality-table")
+    assert "alice" in table and "bob" in table
+    page.get_by_text("Export the preference dataset", exact=True).click()
+    page.click("#export")
+    page.wait_for_selector("text=Exported train 2", timeout=60_000)
+    exports = list((store.folder / "exports").iterdir())
+    assert any(p.suffix == ".zip" for p in exports) and any((p / "README.md").is_file() for p in exports)
