@@ -7,6 +7,7 @@ that names the setting and says what to do.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import functools
@@ -101,12 +102,73 @@ class SamplingConfig:
         return self
 
 
+@dataclass
+class LoraSettings:
+    lora: bool = True
+    """Train a LoRA adapter (the base weights stay frozen and serve as the reference); False trains every weight."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+
+
+@dataclass
+class RewardTrainConfig(LoraSettings):
+    epochs: float = 2.0
+    """Passes over the training pairs."""
+    lr: float = 5e-4
+    """Learning rate (AdamW, linear decay); LoRA wants a higher one than a full fine-tune."""
+    batch_size: int = 8
+    """Preference pairs per optimizer step."""
+    eval_fraction: float = 0.2
+    """Share of the pairs held out to measure accuracy (the reward model must rank chosen above rejected)."""
+    max_length: int = 512
+    """Longest prompt + answer in tokens; longer pairs are truncated."""
+    seed: int = 0
+    """Seed for the held-out split and initialisation."""
+    min_pairs: int = 8
+    """Refuse to train on fewer decided pairs than this."""
+
+    def validate(self) -> "RewardTrainConfig":
+        if not 0 <= self.eval_fraction < 1:
+            raise ConfigError(f"eval_fraction: {self.eval_fraction} must be at least 0 and below 1.")
+        if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1:
+            raise ConfigError("epochs, lr and batch_size must be positive.")
+        return self
+
+
+@dataclass
+class DPOTrainConfig(LoraSettings):
+    epochs: float = 1.0
+    """Passes over the training pairs."""
+    lr: float = 5e-5
+    """Learning rate (AdamW, linear decay)."""
+    beta: float = 0.1
+    """DPO temperature: how far the policy may move from the reference (higher keeps it closer)."""
+    batch_size: int = 4
+    """Preference pairs per optimizer step."""
+    max_length: int = 512
+    """Longest prompt + answer in tokens."""
+    seed: int = 0
+    """Random seed."""
+    min_pairs: int = 8
+    """Refuse to train on fewer decided pairs than this."""
+
+    def validate(self) -> "DPOTrainConfig":
+        if self.beta <= 0 or self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1:
+            raise ConfigError("beta, epochs, lr and batch_size must be positive.")
+        return self
+
+
 @functools.cache
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring written under each field of a dataclass (Python keeps them only in the source)."""
+    docs: dict[str, str] = {}
+    for base in reversed(cls.__mro__[1:]):
+        if dataclasses.is_dataclass(base):
+            docs.update(field_docs(base))
     tree = ast.parse(inspect.getsource(cls))
     body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
     for node, next_node in zip(body, body[1:]):
         if (
             isinstance(node, ast.AnnAssign)
@@ -127,6 +189,12 @@ def add_arguments(parser, cls: type, only: list[str] | None = None) -> None:
         f = hints[name]
         default = f.default if f.default is not dataclasses.MISSING else None  # factories resolve at run time
         kind = _flag_type(f.type)
+        if kind is bool:
+            parser.add_argument(
+                "--" + name.replace("_", "-"), dest=name, action=argparse.BooleanOptionalAction, default=None,
+                help=f"{docs.get(name, '')} (default: {default})",
+            )
+            continue
         parser.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
@@ -146,6 +214,8 @@ def from_arguments(cls: type, args, **overrides):
 
 def _flag_type(annotation) -> type:
     text = str(annotation)
+    if "bool" in text:
+        return bool
     if "int" in text:
         return int
     if "float" in text:

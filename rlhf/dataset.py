@@ -412,3 +412,32 @@ def _completion_id(store: Store, conn, prompt_id: int, run_id: int, text: str, i
 
 def default_export_dir(store: Store) -> Path:
     return store.folder / "exports" / dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+@dataclass
+class TrainingData:
+    dataset: "object"
+    """datasets.Dataset of the decided pairs (the export's train split), in memory."""
+    fingerprint: str
+    """sha256 prefix of the exported parquet: which exact data a checkpoint was trained on."""
+    export_dir: Path
+
+
+def training_pairs(store: Store, min_pairs: int = 8) -> TrainingData:
+    """Export the project and return its decided pairs for a trainer; refuses when there are too few."""
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+
+    from rlhf.checkpoints import fingerprint_files
+
+    decided = sum(1 for v in store.votes() if v["choice"] in ("a", "b"))
+    if decided < min_pairs:
+        raise RLHFError(
+            f"training: project {store.name!r} has {decided} decided preference pairs; at least {min_pairs} are "
+            f"needed. Label {min_pairs - decided} more (Prefer tab, or `python -m rlhf annotate`)."
+        )
+    result = export_preferences(store, default_export_dir(store))
+    train_file = result.folder / "data" / "train.parquet"
+    # In memory, not through load_dataset's cache (which keys local folders by name, not content).
+    dataset = Dataset(pq.read_table(train_file))
+    return TrainingData(dataset, fingerprint_files([train_file]), result.folder)

@@ -199,6 +199,10 @@ def load_model(config: ModelConfig) -> LoadedModel:
     config.validate()
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
+    from rlhf.checkpoints import is_checkpoint
+
+    if is_checkpoint(config.spec):
+        return load_policy_checkpoint(config.spec, device, dtype)
     source = resolve_source(config.spec)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -217,6 +221,30 @@ def load_model(config: ModelConfig) -> LoadedModel:
     _neutral_generation_config(model, tokenizer)
     model.to(device).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, spec=config.spec, device=device, dtype=dtype)
+
+
+def load_policy_checkpoint(path: str | Path, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    """A tuned policy: its base model with the LoRA adapter merged in (sampling runs at base-model speed)."""
+    from peft import PeftModel
+
+    from rlhf.checkpoints import POLICY_KINDS, read_meta
+
+    path = Path(path)
+    meta = read_meta(path)
+    if meta.get("kind") not in POLICY_KINDS:
+        raise RLHFError(f"model: {str(path)!r} is a {meta.get('kind')} checkpoint, not a policy; pick a PPO or DPO one.")
+    if (path / "model").is_dir():
+        loaded = load_model(ModelConfig(spec=str(path / "model"), device=str(device), dtype=_dtype_name(dtype)))
+    else:
+        loaded = load_model(ModelConfig(spec=meta["base_model"], device=str(device), dtype=_dtype_name(dtype)))
+        loaded.model = PeftModel.from_pretrained(loaded.model, path / "adapter").merge_and_unload().eval()
+    loaded.spec = str(path)
+    loaded.checkpoint_id = meta["id"]
+    return loaded
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in DTYPES.items()}[dtype]
 
 
 class ModelRegistry:

@@ -1,0 +1,102 @@
+"""Checkpoints of a project: reward models and policies (PPO, DPO), all in one layout so every stage reads them alike.
+
+    <project>/checkpoints/<id>/           id = <kind>-<UTC timestamp>, kind in reward, ppo, dpo
+        meta.json       kind, base model spec, config, metrics, dataset fingerprint, lineage (parent, reward model)
+        adapter/        PEFT LoRA adapter (adapter_config.json, adapter_model.safetensors) when trained with LoRA
+        model/          the full weights instead, when trained without LoRA
+        metrics.jsonl   one JSON object per logged step (namespaced keys), for curves
+
+A checkpoint folder is a model spec: `rlhf.models.load_model` loads the base model and applies the adapter.
+A folder is written under a temporary name and renamed when complete: a crash never leaves a half checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from rlhf.config import RLHFError
+from rlhf.store import Store, now
+
+KINDS = ("reward", "ppo", "dpo")
+POLICY_KINDS = ("ppo", "dpo")
+META_FILE = "meta.json"
+
+
+def checkpoints_dir(store: Store) -> Path:
+    return store.folder / "checkpoints"
+
+
+def new_checkpoint_id(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"unknown checkpoint kind {kind!r}")
+    return f"{kind}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d-%H%M%S-%f')}"
+
+
+def staging_dir(store: Store, checkpoint_id: str) -> Path:
+    """Where a checkpoint is written before `publish` renames it into place."""
+    path = checkpoints_dir(store) / f".{checkpoint_id}.partial"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def publish(staged: Path, meta: dict) -> Path:
+    """Write meta.json and move the staged folder to its final name (atomic on one filesystem)."""
+    meta = {**meta, "created_at": meta.get("created_at", now())}
+    (staged / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    final = staged.with_name(meta["id"])
+    if final.exists():
+        shutil.rmtree(final)
+    staged.rename(final)
+    return final
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / META_FILE).is_file()
+
+
+def read_meta(path: str | Path) -> dict:
+    return json.loads((Path(path) / META_FILE).read_text())
+
+
+def list_checkpoints(store: Store, kinds: tuple[str, ...] = KINDS) -> list[dict]:
+    """Metadata of the project's checkpoints, oldest first, each with its `path`."""
+    root = checkpoints_dir(store)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        if not path.name.startswith(".") and is_checkpoint(path):
+            meta = read_meta(path)
+            if meta.get("kind") in kinds:
+                found.append({**meta, "path": str(path)})
+    return sorted(found, key=lambda m: m["created_at"] + m["id"])
+
+
+def find_checkpoint(store: Store, reference: str, kinds: tuple[str, ...] = KINDS) -> dict:
+    """A checkpoint by id, by folder path, or `latest` of the given kinds; a clear error when there is none."""
+    if reference == "latest":
+        found = list_checkpoints(store, kinds)
+        if not found:
+            raise RLHFError(f"checkpoint: project {store.name!r} has no {' or '.join(kinds)} checkpoint yet.")
+        return found[-1]
+    path = Path(reference)
+    if not is_checkpoint(path):
+        path = checkpoints_dir(store) / reference
+    if not is_checkpoint(path):
+        known = ", ".join(m["id"] for m in list_checkpoints(store, kinds)) or "none"
+        raise RLHFError(f"checkpoint: {reference!r} is not a checkpoint of {store.name!r} (known: {known}).")
+    return {**read_meta(path), "path": str(path)}
+
+
+def fingerprint_files(paths: list[Path]) -> str:
+    """sha256 over the files' bytes, in order: which exact data a checkpoint was trained on."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]
