@@ -9,7 +9,9 @@ import argparse
 import json
 import sys
 
-from rlhf.config import ModelConfig, RLHFError, SamplingConfig, add_arguments, data_dir, from_arguments
+from rlhf.config import (
+    ModelConfig, PPOConfig, RLHFError, SamplingConfig, add_arguments, data_dir, from_arguments,
+)
 
 
 def _add_project(parser: argparse.ArgumentParser) -> None:
@@ -141,6 +143,29 @@ def cmd_import(args) -> None:
     print(f"imported {result.rows} rows from {args.source} into {store.name!r}: {result.pairs} pairs, {what}")
 
 
+def cmd_ppo(args) -> None:
+    from rlhf.generate import read_prompts_file
+    from rlhf.ppo import resolve_reward, train_ppo
+    from rlhf.store import Store
+
+    if args.reward_model and args.reward:
+        raise RLHFError("ppo: give --reward-model or --reward, not both.")
+    store = Store.open(args.project)
+    config = from_arguments(PPOConfig, args).validate()
+    reward_fn, reward_source = resolve_reward(store, args.reward_model, args.reward)
+    prompts = read_prompts_file(args.prompts) if args.prompts else None
+
+    def report(result) -> None:
+        m = result.metrics
+        print(f"step {result.step}/{config.steps}  score {m['objective/scores']:+.3f}  kl {m['objective/kl']:.3f}  "
+              f"eos {m['ppo/eos_rate']:.2f}  len {m['ppo/response_length']:.1f}  {m['time/step_s']:.1f}s",
+              file=sys.stderr, flush=True)
+
+    meta = train_ppo(store, config, args.spec or ModelConfig().spec, reward_fn, reward_source, prompts=prompts,
+                     resume=args.resume, on_step=report, device=args.device or "auto")
+    print(f"ppo checkpoint {meta['id']} after {meta['steps_done']} steps: {meta['path']}")
+
+
 def cmd_serve(args) -> None:
     from rlhf.ui import launch
 
@@ -208,6 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gold", action="store_true", help="store the pairs as gold pairs (known answers) instead")
     p.add_argument("--create", action="store_true", help="create the project if it does not exist")
     p.set_defaults(func=cmd_import)
+
+    p = commands.add_parser("ppo", help="train the policy with PPO against a reward model (or a Python reward)")
+    _add_project(p)
+    p.add_argument("--model", dest="spec", default=None, help="policy to start from: a spec or a policy checkpoint")
+    p.add_argument("--device", default=None, help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--prompts", default=None, help="file with one prompt per line (default: the project's prompts)")
+    p.add_argument("--reward-model", default=None, help="reward checkpoint id or path (default: the newest)")
+    p.add_argument("--reward", default=None, help="path/to/file.py:function(prompt, response) -> float instead")
+    p.add_argument("--resume", default=None, help="PPO checkpoint to continue exactly where it stopped")
+    add_arguments(p, PPOConfig)
+    p.set_defaults(func=cmd_ppo)
 
     p = commands.add_parser("serve", help="launch the web app (what app.py does)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")

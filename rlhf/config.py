@@ -160,6 +160,67 @@ class DPOTrainConfig(LoraSettings):
         return self
 
 
+@dataclass
+class PPOConfig(LoraSettings):
+    steps: int = 40
+    """PPO steps; each samples `batch_size` answers, scores them and updates the policy."""
+    batch_size: int = 16
+    """Prompts (one answer each) per step."""
+    mini_batch_size: int = 8
+    """Answers per gradient update; batch_size must be a multiple of it."""
+    ppo_epochs: int = 2
+    """Passes over each batch, reshuffling the minibatches every pass."""
+    lr: float = 1e-3
+    """Learning rate (Adam, eps 1e-5), decayed linearly to 0 over the run. LoRA on a 135M model wants ~1e-3."""
+    max_new_tokens: int = 48
+    """Longest answer sampled during training."""
+    temperature: float = 0.7
+    """Sampling temperature; logits are divided by it in rollouts and in training, for policy and reference alike."""
+    kl_coef: float = 0.05
+    """Weight of the per-token KL penalty against the frozen reference (the initial value when target_kl is set)."""
+    target_kl: float | None = None
+    """When set, an adaptive controller moves kl_coef to keep the KL per answer near this (nats)."""
+    kl_horizon: int = 10000
+    """Adaptive controller horizon, in answers."""
+    cliprange: float = 0.2
+    """PPO policy ratio clip."""
+    cliprange_value: float = 0.2
+    """Value prediction clip, around the rollout's values."""
+    vf_coef: float = 0.1
+    """Weight of the value loss."""
+    gamma: float = 1.0
+    """Discount factor for GAE."""
+    lam: float = 0.95
+    """GAE lambda."""
+    whiten_rewards: bool = False
+    """Scale per-token rewards to unit variance over the batch (without shifting their mean)."""
+    missing_eos_penalty: float = 1.0
+    """Subtracted from the score of an answer that never ends (hits max_new_tokens without EOS)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping."""
+    save_every: int = 10
+    """Write a checkpoint every this many steps (and at the end)."""
+    seed: int = 0
+    """Seed for prompt order, sampling and initialisation."""
+
+    def validate(self) -> "PPOConfig":
+        if self.batch_size < 2 or self.mini_batch_size < 1:
+            raise ConfigError("batch_size must be at least 2 (advantages are whitened over the batch).")
+        if self.batch_size % self.mini_batch_size:
+            raise ConfigError(
+                f"batch_size {self.batch_size} is not a multiple of mini_batch_size {self.mini_batch_size}."
+            )
+        if self.steps < 1 or self.ppo_epochs < 1 or self.max_new_tokens < 1:
+            raise ConfigError("steps, ppo_epochs and max_new_tokens must be at least 1.")
+        if not 0 < self.temperature <= 2:
+            raise ConfigError(f"temperature: {self.temperature} must be above 0 and at most 2.")
+        if self.kl_coef < 0 or (self.target_kl is not None and self.target_kl <= 0):
+            raise ConfigError("kl_coef must be >= 0 and target_kl > 0.")
+        if not (0 < self.gamma <= 1 and 0 <= self.lam <= 1):
+            raise ConfigError("gamma must be in (0, 1] and lam in [0, 1].")
+        return self
+
+
 @functools.cache
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring written under each field of a dataclass (Python keeps them only in the source)."""

@@ -1,0 +1,577 @@
+"""PPO for RLHF, small enough to read in one sitting.
+
+Follows "The N Implementation Details of RLHF with PPO" (Huang et al.) and openai/lm-human-preferences:
+- One copy of the base weights: the policy is a LoRA adapter on it, the reference is the same model with the
+  adapter disabled (frozen by construction), and a zero-initialised value head reads the policy's last hidden state.
+- Per-token KL penalty -kl_coef * (logprob - ref_logprob); the reward model's score is added at the answer's last
+  real token (its EOS). Answers are truncated after their first EOS; answers that never end lose
+  `missing_eos_penalty`.
+- Logits are divided by the sampling temperature in rollouts and in training, for policy and reference alike.
+- Left-padded queries with attention mask and position ids; everything after EOS is masked out.
+- GAE (gamma 1, lambda 0.95), returns = advantages + values before advantages are whitened; clipped policy and
+  value losses; several epochs over freshly shuffled minibatches; fixed or adaptive KL controller; Adam eps 1e-5;
+  linear LR decay; dropout off.
+
+Layout: pure math helpers first (each tested against a hand-computed or naive reference), then `PPORun`, whose
+`step()` is the training loop body with numbered steps, then `train_ppo` which runs steps and writes checkpoints.
+
+Value index convention: `values[:, t]` is the value of the state just before response token t is sampled, read at
+the same position as the logits that predict token t (see `forward`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from rlhf.config import ModelConfig, PPOConfig, RLHFError
+from rlhf.models import LoadedModel, load_model
+
+INVALID_LOGPROB = 1.0  # any finite value: masked positions never count
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pure math
+# ---------------------------------------------------------------------------------------------------------------------
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, axis: int | None = None) -> torch.Tensor:
+    """Mean over the positions where mask is True."""
+    mask = mask.to(values.dtype)
+    if axis is None:
+        total = mask.sum()
+        if total == 0:
+            raise ValueError("masked_mean: the mask selects nothing")
+        return (values * mask).sum() / total
+    return (values * mask).sum(axis) / mask.sum(axis).clamp(min=1)
+
+
+def masked_var(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Biased variance over the masked positions (lm-human-preferences uses the biased estimate)."""
+    mean = masked_mean(values, mask)
+    return masked_mean((values - mean) ** 2, mask)
+
+
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """(x - mean) * rsqrt(var + 1e-8) over the masked positions; without shift_mean the mean is kept."""
+    if int(mask.sum()) < 2:
+        raise ValueError("masked_whiten: fewer than 2 values to whiten; use a larger batch")
+    mean, var = masked_mean(values, mask), masked_var(values, mask)
+    whitened = (values - mean) * torch.rsqrt(var + 1e-8)
+    return whitened if shift_mean else whitened + mean
+
+
+def first_true_indices(bools: torch.Tensor, dtype=torch.long) -> torch.Tensor:
+    """Index of the first True in each row; the row length when there is none. (B, T) -> (B,)"""
+    row_len = bools.size(-1)
+    positions = torch.arange(row_len, dtype=dtype, device=bools.device)
+    return torch.where(bools, positions, torch.full_like(positions, row_len)).min(dim=-1).values
+
+
+def truncate_response(responses: torch.Tensor, eos_token_id: int, pad_token_id: int) -> torch.Tensor:
+    """Replace every token after the first EOS with pad (the EOS itself stays). (B, T) -> (B, T)"""
+    eos_at = first_true_indices(responses == eos_token_id).unsqueeze(1)  # (B, 1)
+    positions = torch.arange(responses.size(1), device=responses.device).unsqueeze(0)
+    return responses.masked_fill(positions > eos_at, pad_token_id)
+
+
+def response_mask_and_last_index(responses: torch.Tensor, eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask of real tokens (up to and including the first EOS) and the index of the last one. (B, T) -> (B, T), (B,)"""
+    eos_at = first_true_indices(responses == eos_token_id)  # T when the answer never ended
+    last_index = eos_at.clamp(max=responses.size(1) - 1)
+    positions = torch.arange(responses.size(1), device=responses.device).unsqueeze(0)
+    return positions <= last_index.unsqueeze(1), last_index
+
+
+def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log p(token) under logits. (B, T, V), (B, T) -> (B, T)"""
+    return torch.gather(logits.log_softmax(-1), 2, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of each position's distribution. (B, T, V) -> (B, T)"""
+    probs = logits.softmax(-1)
+    return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)
+
+
+def compute_rewards(
+    scores: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    last_index: torch.Tensor,
+    kl_coef: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token rewards: -kl_coef * (logprob - ref_logprob) everywhere, plus the score at the last real token.
+
+    Returns (rewards, non_score_reward, kl), all (B, T) and zero after the answer's end.
+    """
+    kl = (logprobs - ref_logprobs) * mask  # the k1 estimator, per token (Schulman, "Approximating KL divergence")
+    non_score_reward = -kl_coef * kl
+    rewards = non_score_reward.clone()
+    rewards[torch.arange(rewards.size(0)), last_index] += scores
+    return rewards, non_score_reward, kl
+
+
+def compute_gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over the response tokens. (B, T) -> advantages, returns (B, T).
+
+    Positions after the end have reward 0 and value 0, so nothing leaks back across the EOS.
+    returns = advantages + values (computed before advantages are whitened).
+    """
+    rewards, values = rewards * mask, values * mask
+    advantages_reversed = []
+    last_gae = torch.zeros_like(rewards[:, 0])
+    length = rewards.size(1)
+    for t in reversed(range(length)):
+        next_value = values[:, t + 1] if t < length - 1 else torch.zeros_like(values[:, 0])
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last_gae = delta + gamma * lam * last_gae
+        advantages_reversed.append(last_gae)
+    advantages = torch.stack(advantages_reversed[::-1], dim=1)
+    return advantages * mask, (advantages + values) * mask
+
+
+def policy_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, cliprange: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clipped surrogate objective (PPO): returns (loss, clip fraction, approx KL), each a scalar."""
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    loss = masked_mean(torch.max(unclipped, clipped), mask)
+    clipfrac = masked_mean((clipped > unclipped).float(), mask)
+    approxkl = 0.5 * masked_mean(log_ratio**2, mask)
+    return loss, clipfrac, approxkl
+
+
+def value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, cliprange_value: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clipped value loss: 0.5 * max((v - R)^2, (clip(v) - R)^2); returns (loss, clip fraction)."""
+    clipped_values = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    unclipped_loss = (values - returns) ** 2
+    clipped_loss = (clipped_values - returns) ** 2
+    loss = 0.5 * masked_mean(torch.max(unclipped_loss, clipped_loss), mask)
+    clipfrac = masked_mean((clipped_loss > unclipped_loss).float(), mask)
+    return loss, clipfrac
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var(returns - values) / Var(returns): 1 = a perfect critic, 0 = no better than a constant."""
+    var_returns = masked_var(returns, mask)
+    return float(1 - masked_var(returns - values, mask) / var_returns) if var_returns > 0 else float("nan")
+
+
+class FixedKLController:
+    """kl_coef stays as set."""
+
+    def __init__(self, kl_coef: float):
+        self.value = kl_coef
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        pass
+
+
+class AdaptiveKLController:
+    """Moves kl_coef toward keeping the KL near a target (Ziegler et al. 2019, lm-human-preferences)."""
+
+    def __init__(self, init_kl_coef: float, target: float, horizon: int):
+        self.value, self.target, self.horizon = init_kl_coef, target, horizon
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        proportional_error = max(-0.2, min(0.2, current_kl / self.target - 1))
+        self.value *= 1 + proportional_error * n_steps / self.horizon
+
+
+def kl_controller(config: PPOConfig):
+    if config.target_kl is None:
+        return FixedKLController(config.kl_coef)
+    return AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Models: policy (LoRA on the base) + value head; reference = adapter disabled
+# ---------------------------------------------------------------------------------------------------------------------
+RewardFn = Callable[[list[str], list[str]], torch.Tensor]
+"""(prompts, responses) -> scores (B,). A reward model or a programmatic reward."""
+
+
+def programmatic_reward(function: Callable[[str, str], float]) -> RewardFn:
+    """Wrap `function(prompt, response) -> float` (the CLI's --reward) as a batched reward."""
+
+    def score(prompts: list[str], responses: list[str]) -> torch.Tensor:
+        values = []
+        for prompt, response in zip(prompts, responses):
+            value = function(prompt, response)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise RLHFError(f"reward: the function returned {value!r} for {response[:40]!r}; return a finite float.")
+            values.append(float(value))
+        return torch.tensor(values)
+
+    return score
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, so a left-padded row sees the same positions as an unpadded one."""
+    return (attention_mask.cumsum(1) - 1).clamp(min=0)
+
+
+@dataclass
+class Rollout:
+    """One batch of experience; every tensor is (B, ...) and has no gradient."""
+
+    queries: torch.Tensor  # (B, Lq) left-padded
+    query_mask: torch.Tensor  # (B, Lq)
+    responses: torch.Tensor  # (B, T) truncated after EOS
+    mask: torch.Tensor  # (B, T) real response tokens, EOS included
+    last_index: torch.Tensor  # (B,)
+    logprobs: torch.Tensor  # (B, T)
+    ref_logprobs: torch.Tensor  # (B, T)
+    values: torch.Tensor  # (B, T)
+    scores: torch.Tensor  # (B,)
+    prompts: list[str]
+    texts: list[str]
+    ended: torch.Tensor  # (B,) True when the answer ended with EOS
+    entropy: torch.Tensor  # (B, T)
+
+
+@dataclass
+class StepResult:
+    step: int
+    metrics: dict
+    samples: list[dict]
+    """A few rows of (prompt, response, score, kl): what the policy is learning, reward hacking included."""
+
+
+class PPORun:
+    """State of one PPO run (policy, value head, optimizer, KL controller); `step()` does one PPO iteration."""
+
+    def __init__(self, config: PPOConfig, policy: LoadedModel, reward_fn: RewardFn, prompts: list[str]):
+        from peft import LoraConfig, get_peft_model
+
+        self.config = config.validate()
+        if not prompts:
+            raise RLHFError("ppo: no prompts to train on; generate some or pass --prompts FILE.")
+        self.prompts, self.reward_fn = prompts, reward_fn
+        self.tokenizer = policy.tokenizer
+        self.device = policy.device
+        self.autocast_dtype = policy.dtype if policy.dtype != torch.float32 else None
+        torch.manual_seed(config.seed)
+        base = policy.model
+        if config.lora:
+            # Frozen base (its dtype: bf16 where fast), fp32 adapter; the reference is the base with the adapter off.
+            lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                              target_modules="all-linear", task_type="CAUSAL_LM")
+            self.model = get_peft_model(base, lora)
+            self.reference = None
+        else:
+            self.model = base.float()  # full fine-tune (GPUs): fp32 master weights
+            self.reference = copy.deepcopy(base).eval().requires_grad_(False)
+        self.model.eval()  # dropout off, in rollouts and in training
+        hidden = base.config.hidden_size
+        self.value_head = torch.nn.Linear(hidden, 1).to(self.device)
+        torch.nn.init.zeros_(self.value_head.weight)  # the critic starts knowing nothing, not something random
+        torch.nn.init.zeros_(self.value_head.bias)
+        params = [p for p in self.model.parameters() if p.requires_grad] + list(self.value_head.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=config.lr, eps=1e-5)
+        updates = config.steps * config.ppo_epochs * (config.batch_size // config.mini_batch_size)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda n: max(0.0, 1 - n / updates))
+        self.kl = kl_controller(config)
+        self.step_count = 0
+
+    # -- model calls ------------------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _transformer(self, model):
+        """The decoder without its LM head (LoRA layers inside it stay active)."""
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        return inner.model, inner.lm_head
+
+    def forward(self, queries, query_mask, responses, mask, reference: bool = False):
+        """Logits (temperature-scaled) and values for the response tokens. -> (B, T, V), (B, T)
+
+        Logit alignment: the logits at position Lq - 1 + t predict response token t.
+        """
+        inputs = torch.cat([queries, responses], dim=1)
+        attention = torch.cat([query_mask, mask.long()], dim=1)
+        positions = position_ids_from_mask(attention)
+        context = queries.size(1)
+        model = self.model
+        if reference and self.reference is not None:
+            model = self.reference
+        with self._autocast():
+            decoder, lm_head = self._transformer(model)
+            if reference and self.reference is None:
+                with self.model.disable_adapter():  # the frozen reference: base weights, adapter off
+                    hidden = decoder(input_ids=inputs, attention_mask=attention, position_ids=positions)[0]
+            else:
+                hidden = decoder(input_ids=inputs, attention_mask=attention, position_ids=positions)[0]
+            hidden = hidden[:, context - 1 : -1]  # (B, T, H)
+            logits = lm_head(hidden).float() / self.config.temperature
+            values = self.value_head(hidden.float()).squeeze(-1) if not reference else None
+        return logits, values
+
+    def _sample(self, prompts: list[str]):
+        from rlhf.generate import chat_messages, encode_chat
+
+        ids = [encode_chat(self.tokenizer, chat_messages(p)) for p in prompts]
+        batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(self.device)
+        from transformers import GenerationConfig
+
+        generation = GenerationConfig(
+            do_sample=True, temperature=self.config.temperature, top_k=0, top_p=1.0,  # the full distribution:
+            max_new_tokens=self.config.max_new_tokens,  # PPO's logprobs must be those of what was sampled
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+        )
+        with torch.no_grad(), self._autocast():
+            output = self.model.generate(**batch, generation_config=generation)
+        responses = output[:, batch["input_ids"].size(1):]
+        return batch["input_ids"], batch["attention_mask"], responses
+
+    def prompts_for_step(self, step: int) -> list[str]:
+        """Prompts of a step: a fresh seeded shuffle per pass over the prompts, so a resumed run sees the same ones."""
+        size = self.config.batch_size
+        chosen = []
+        index = step * size
+        while len(chosen) < size:
+            epoch, offset = divmod(index, len(self.prompts))
+            order = list(range(len(self.prompts)))
+            random.Random(self.config.seed * 1_000_003 + epoch).shuffle(order)
+            chosen.append(self.prompts[order[offset]])
+            index += 1
+        return chosen
+
+    # -- one PPO iteration --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def rollout(self, prompts: list[str]) -> Rollout:
+        tokenizer, config = self.tokenizer, self.config
+        # 1. generate
+        queries, query_mask, raw_responses = self._sample(prompts)
+        responses = truncate_response(raw_responses, tokenizer.eos_token_id, tokenizer.pad_token_id)
+        mask, last_index = response_mask_and_last_index(responses, tokenizer.eos_token_id)
+        ended = (responses == tokenizer.eos_token_id).any(dim=1)
+        texts = [tokenizer.decode(r[m], skip_special_tokens=True).strip() for r, m in zip(responses, mask)]
+        # 2. score (the reward model reads the truncated answer; an answer that never ended is penalised)
+        scores = self.reward_fn(prompts, texts).float().to(self.device)
+        scores = scores - config.missing_eos_penalty * (~ended).float()
+        # 3. logprobs and values (same temperature as sampling, same forward as training)
+        logits, values = self.forward(queries, query_mask, responses, mask)
+        logprobs = logprobs_from_logits(logits, responses).masked_fill(~mask, INVALID_LOGPROB)
+        ref_logits, _ = self.forward(queries, query_mask, responses, mask, reference=True)
+        ref_logprobs = logprobs_from_logits(ref_logits, responses).masked_fill(~mask, INVALID_LOGPROB)
+        entropy = entropy_from_logits(logits)
+        return Rollout(queries, query_mask, responses, mask, last_index, logprobs, ref_logprobs, values * mask,
+                       scores, prompts, texts, ended, entropy)
+
+    def step(self) -> StepResult:
+        """One PPO iteration on the next batch of prompts: generate, score, update. Returns metrics and samples."""
+        config = self.config
+        started = time.perf_counter()
+        rollout = self.rollout(self.prompts_for_step(self.step_count))
+        mask = rollout.mask
+        # 4. rewards with KL penalty
+        rewards, non_score_reward, kl = compute_rewards(
+            rollout.scores, rollout.logprobs, rollout.ref_logprobs, mask, rollout.last_index, self.kl.value
+        )
+        if config.whiten_rewards:
+            rewards = masked_whiten(rewards, mask, shift_mean=False) * mask
+        # 5. advantages and returns
+        advantages, returns = compute_gae(rewards, rollout.values, mask, config.gamma, config.lam)
+        advantages = masked_whiten(advantages, mask) * mask
+        # 6. PPO epochs over shuffled minibatches
+        stats = {key: [] for key in ("pg_loss", "vf_loss", "pg_clipfrac", "vf_clipfrac", "approxkl")}
+        batch = config.batch_size
+        for _ in range(config.ppo_epochs):
+            order = torch.randperm(batch)  # a fresh shuffle every epoch
+            for start in range(0, batch, config.mini_batch_size):
+                mb = order[start : start + config.mini_batch_size]
+                mb_mask = mask[mb]
+                logits, vpred = self.forward(rollout.queries[mb], rollout.query_mask[mb], rollout.responses[mb],
+                                             mb_mask)
+                mb_logprobs = logprobs_from_logits(logits, rollout.responses[mb])
+                pg_loss, pg_clipfrac, approxkl = policy_loss(
+                    mb_logprobs, rollout.logprobs[mb], advantages[mb], mb_mask, config.cliprange
+                )
+                vf_loss, vf_clipfrac = value_loss(vpred, rollout.values[mb], returns[mb], mb_mask,
+                                                  config.cliprange_value)
+                loss = pg_loss + config.vf_coef * vf_loss
+                if not torch.isfinite(loss):
+                    raise RLHFError(
+                        f"ppo: the loss became {loss.item()} at step {self.step_count + 1}; lower --lr or "
+                        "--max-new-tokens. The last good checkpoint is kept."
+                    )
+                self.optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(
+                    [p for g in self.optimizer.param_groups for p in g["params"]], config.max_grad_norm
+                )
+                self.optimizer.step()
+                self.scheduler.step()
+                for key, value in zip(stats, (pg_loss, vf_loss, pg_clipfrac, vf_clipfrac, approxkl)):
+                    stats[key].append(float(value.detach()))
+        # 7. KL controller and metrics
+        sequence_kl = kl.sum(1)  # (B,) nats per answer
+        self.kl.update(float(sequence_kl.mean()), config.batch_size)
+        self.step_count += 1
+        metrics = {
+            "step": self.step_count,
+            "objective/kl": float(sequence_kl.mean()),
+            "objective/kl_coef": self.kl.value,
+            "objective/entropy": float((rollout.entropy * mask).sum(1).mean()),
+            "objective/non_score_reward": float(non_score_reward.sum(1).mean()),
+            "objective/scores": float(rollout.scores.mean()),
+            "objective/rlhf_reward": float((rollout.scores + non_score_reward.sum(1)).mean()),
+            "ppo/policy/approxkl_avg": _mean(stats["approxkl"]),
+            "ppo/policy/clipfrac_avg": _mean(stats["pg_clipfrac"]),
+            "ppo/loss/policy_avg": _mean(stats["pg_loss"]),
+            "ppo/loss/value_avg": _mean(stats["vf_loss"]),
+            "ppo/val/clipfrac_avg": _mean(stats["vf_clipfrac"]),
+            "ppo/val/var_explained": explained_variance(rollout.values, returns, mask),
+            "ppo/eos_rate": float(rollout.ended.float().mean()),
+            "ppo/response_length": float(mask.sum(1).float().mean()),
+            "ppo/lr": self.scheduler.get_last_lr()[0],
+            "time/step_s": round(time.perf_counter() - started, 3),
+        }
+        samples = [
+            {"prompt": p, "response": t, "score": round(float(s), 3), "kl": round(float(k), 3)}
+            for p, t, s, k in list(zip(rollout.prompts, rollout.texts, rollout.scores, sequence_kl))[:4]
+        ]
+        return StepResult(self.step_count, metrics, samples)
+
+    # -- state for checkpoints ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "value_head": self.value_head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "kl_coef": self.kl.value,
+            "step": self.step_count,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value_head.load_state_dict(state["value_head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.kl.value = state["kl_coef"]
+        self.step_count = state["step"]
+        torch.set_rng_state(state["torch_rng"])
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A whole run: steps, JSONL metrics, checkpoints, resume
+# ---------------------------------------------------------------------------------------------------------------------
+def resolve_reward(store, reward_model: str | None = None, reward_function: str | None = None):
+    """(reward fn, description for the checkpoint's lineage): a programmatic function or the newest reward model."""
+    from rlhf.checkpoints import find_checkpoint
+
+    if reward_function:
+        from rlhf.judges import load_function
+
+        return programmatic_reward(load_function(reward_function)), f"function:{reward_function}"
+    from rlhf.reward import RewardModel
+
+    meta = find_checkpoint(store, reward_model or "latest", ("reward",))
+    model = RewardModel.load(meta["path"])
+    return model.score, meta["id"]
+
+
+def train_ppo(
+    store,
+    config: PPOConfig,
+    model_spec: str,
+    reward_fn: RewardFn,
+    reward_source: str,
+    prompts: list[str] | None = None,
+    resume: str | None = None,
+    on_step: Callable[[StepResult], None] | None = None,
+    stop: threading.Event | None = None,
+    device: str = "auto",
+) -> dict:
+    """Run PPO to `config.steps`, logging every step to JSONL and checkpointing every `save_every` steps and at the end.
+
+    `resume` (a PPO checkpoint) continues exactly where it stopped: adapter, value head, optimizer, scheduler, KL
+    controller, step and RNG state. Ctrl-C and `stop` save a checkpoint before returning.
+    """
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from rlhf.checkpoints import find_checkpoint, is_checkpoint, new_checkpoint_id, publish, read_meta, staging_dir
+
+    previous = None
+    if resume:
+        previous = find_checkpoint(store, resume, ("ppo",))
+        config = dataclasses.replace(PPOConfig(**previous["config"]), steps=config.steps)
+        model_spec = previous["policy_start"]
+    config.validate()
+    prompts = prompts if prompts is not None else [p.text for p in store.prompts()]
+    parent = read_meta(model_spec) if is_checkpoint(model_spec) else None
+    policy = load_model(ModelConfig(spec=model_spec, device=device))  # a private copy: training changes it
+    run = PPORun(config, policy, reward_fn, prompts)
+    checkpoint_id = previous["id"] if previous else new_checkpoint_id("ppo")
+    log_path = store.folder / "runs" / f"{checkpoint_id}.jsonl"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    if previous:
+        adapter = Path(previous["path"]) / "adapter" / "adapter_model.safetensors"
+        set_peft_model_state_dict(run.model, load_file(str(adapter)))
+        run.load_state_dict(torch.load(Path(previous["path"]) / "trainer_state.pt", weights_only=False))
+        log_path.write_text((Path(previous["path"]) / "metrics.jsonl").read_text())  # the log up to that step
+    elif log_path.exists():
+        log_path.unlink()
+    last_metrics: dict = {}
+
+    def save() -> dict:
+        staged = staging_dir(store, checkpoint_id)
+        if config.lora:
+            run.model.save_pretrained(staged / "adapter")
+        else:
+            run.model.save_pretrained(staged / "model")
+            run.tokenizer.save_pretrained(staged / "model")
+        torch.save(run.state_dict(), staged / "trainer_state.pt")
+        (staged / "metrics.jsonl").write_text(log_path.read_text() if log_path.exists() else "")
+        meta = {
+            "id": checkpoint_id, "kind": "ppo", "algorithm": "ppo",
+            "base_model": parent["base_model"] if parent else model_spec,
+            "policy_start": model_spec, "parent": parent["id"] if parent else None,
+            "reward": reward_source, "config": dataclasses.asdict(config),
+            "steps_done": run.step_count, "metrics": last_metrics, "num_prompts": len(prompts),
+        }
+        return {**meta, "path": str(publish(staged, meta))}
+
+    meta = None
+    try:
+        while run.step_count < config.steps:
+            if stop is not None and stop.is_set():
+                break
+            result = run.step()
+            last_metrics = result.metrics
+            with log_path.open("a") as log:
+                log.write(json.dumps({**result.metrics, "samples": result.samples}) + "\n")
+            if on_step is not None:
+                on_step(result)
+            if run.step_count % config.save_every == 0 and run.step_count < config.steps:
+                meta = save()
+    except KeyboardInterrupt:
+        meta = save()  # Ctrl-C: keep what was learned
+        raise
+    return save() if meta is None or meta["steps_done"] != run.step_count else meta

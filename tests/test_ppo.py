@@ -1,0 +1,219 @@
+"""PPO: every math helper against a hand-computed or naive-loop reference, then real steps on the tiny model."""
+
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from rlhf.config import ModelConfig, PPOConfig, RLHFError
+from rlhf.models import load_model
+from rlhf.ppo import (
+    AdaptiveKLController, FixedKLController, PPORun, compute_gae, compute_rewards, first_true_indices,
+    logprobs_from_logits, masked_mean, masked_var, masked_whiten, policy_loss, programmatic_reward,
+    response_mask_and_last_index, train_ppo, truncate_response, value_loss,
+)
+
+EOS, PAD = 2, 0
+
+
+def test_masked_statistics_match_numpy():
+    values = torch.tensor([[1.0, 2.0, 3.0, 100.0], [4.0, 5.0, -100.0, -100.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)
+    kept = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert masked_mean(values, mask).item() == pytest.approx(kept.mean())
+    assert masked_var(values, mask).item() == pytest.approx(kept.var())  # biased, as numpy's default
+    whitened = masked_whiten(values, mask)[mask]
+    assert whitened.numpy() == pytest.approx((kept - kept.mean()) / np.sqrt(kept.var() + 1e-8), rel=1e-5)
+    kept_mean = masked_whiten(values, mask, shift_mean=False)[mask]
+    assert kept_mean.mean().item() == pytest.approx(kept.mean(), rel=1e-5)
+    assert kept_mean.numpy() == pytest.approx((kept - kept.mean()) / np.sqrt(kept.var() + 1e-8) + kept.mean(),
+                                              rel=1e-5)
+    assert masked_mean(values, mask, axis=1).tolist() == pytest.approx([2.0, 4.5])
+    with pytest.raises(ValueError, match="fewer than 2"):
+        masked_whiten(values, torch.zeros_like(mask).index_fill_(1, torch.tensor([0]), True)[:1])
+    with pytest.raises(ValueError, match="selects nothing"):
+        masked_mean(values, torch.zeros_like(mask))
+
+
+def test_eos_truncation_and_masks():
+    responses = torch.tensor([[5, 6, EOS, 7, EOS], [5, 6, 7, 8, 9], [EOS, 3, 3, 3, 3]])
+    assert first_true_indices(responses == EOS).tolist() == [2, 5, 0]
+    assert truncate_response(responses, EOS, PAD).tolist() == [[5, 6, EOS, PAD, PAD], [5, 6, 7, 8, 9],
+                                                               [EOS, PAD, PAD, PAD, PAD]]
+    mask, last = response_mask_and_last_index(truncate_response(responses, EOS, PAD), EOS)
+    assert last.tolist() == [2, 4, 0]  # a never-ending answer's last real token is its final one
+    assert mask.int().tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+
+
+def test_logprobs_from_logits():
+    logits = torch.tensor([[[0.0, 1.0, 2.0], [3.0, 0.0, 0.0]]])
+    expected = [np.log(np.exp(2) / (1 + np.e + np.exp(2))), np.log(1 / (np.exp(3) + 2))]
+    assert logprobs_from_logits(logits, torch.tensor([[2, 1]]))[0].tolist() == pytest.approx(expected, rel=1e-5)
+
+
+def test_kl_penalty_per_token_and_score_at_the_last_real_token():
+    logprobs = torch.tensor([[-1.0, -2.0, -0.5, 1.0], [-1.0, -1.0, -1.0, -1.0]])
+    ref_logprobs = torch.tensor([[-1.5, -1.0, -0.5, 1.0], [-2.0, -2.0, -2.0, -2.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    rewards, non_score, kl = compute_rewards(torch.tensor([3.0, -1.0]), logprobs, ref_logprobs, mask,
+                                             torch.tensor([2, 3]), kl_coef=0.1)
+    assert kl.flatten().tolist() == pytest.approx([0.5, -1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    assert non_score.flatten().tolist() == pytest.approx([-0.05, 0.1, 0.0, 0.0, -0.1, -0.1, -0.1, -0.1])
+    assert rewards.flatten().tolist() == pytest.approx([-0.05, 0.1, 3.0, 0.0, -0.1, -0.1, -0.1, -1.1])
+
+
+def naive_gae(rewards, values, gamma, lam):
+    """Textbook GAE on one unpadded sequence."""
+    advantages, last = [0.0] * len(rewards), 0.0
+    for t in reversed(range(len(rewards))):
+        next_value = values[t + 1] if t + 1 < len(values) else 0.0
+        last = rewards[t] + gamma * next_value - values[t] + gamma * lam * last
+        advantages[t] = last
+    return advantages, [a + v for a, v in zip(advantages, values)]
+
+
+@pytest.mark.parametrize("gamma, lam", [(1.0, 0.95), (0.9, 0.5)])
+def test_gae_matches_a_naive_loop_per_sequence(gamma, lam):
+    torch.manual_seed(0)
+    rewards, values = torch.randn(3, 6), torch.randn(3, 6)
+    lengths = [6, 4, 1]
+    mask = torch.arange(6).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    advantages, returns = compute_gae(rewards, values, mask, gamma, lam)
+    for i, n in enumerate(lengths):
+        expected_adv, expected_ret = naive_gae(rewards[i, :n].tolist(), values[i, :n].tolist(), gamma, lam)
+        assert advantages[i, :n].tolist() == pytest.approx(expected_adv, rel=1e-5, abs=1e-6)
+        assert returns[i, :n].tolist() == pytest.approx(expected_ret, rel=1e-5, abs=1e-6)
+        assert advantages[i, n:].abs().sum() == 0 and returns[i, n:].abs().sum() == 0  # nothing after the end
+
+
+def test_policy_loss_by_hand():
+    logprobs = torch.log(torch.tensor([[1.5, 0.5, 1.0]]))  # ratios 1.5, 0.5, 1.0 against old logprob 0
+    old = torch.zeros(1, 3)
+    advantages = torch.tensor([[1.0, 1.0, -2.0]])
+    mask = torch.tensor([[True, True, False]])
+    loss, clipfrac, approxkl = policy_loss(logprobs, old, advantages, mask, cliprange=0.2)
+    # token 0: max(-1.5, -1.2) = -1.2 (clipped); token 1: max(-0.5, -0.8) = -0.5; token 2 masked
+    assert loss.item() == pytest.approx((-1.2 - 0.5) / 2)
+    assert clipfrac.item() == pytest.approx(0.5)
+    assert approxkl.item() == pytest.approx(0.5 * (np.log(1.5) ** 2 + np.log(0.5) ** 2) / 2)
+
+
+def test_value_loss_by_hand():
+    values, old = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]])
+    returns, mask = torch.tensor([[2.0, 1.0]]), torch.tensor([[True, True]])
+    loss, clipfrac = value_loss(values, old, returns, mask, cliprange_value=0.5)
+    # token 0: unclipped (1-2)^2 = 1, clipped (0.5-2)^2 = 2.25 -> 2.25; token 1: 1 and 1 -> 1
+    assert loss.item() == pytest.approx(0.5 * (2.25 + 1.0) / 2)
+    assert clipfrac.item() == pytest.approx(0.5)
+
+
+def test_kl_controllers():
+    fixed = FixedKLController(0.1)
+    fixed.update(100.0, 16)
+    assert fixed.value == 0.1
+    adaptive = AdaptiveKLController(0.1, target=6.0, horizon=10000)
+    adaptive.update(12.0, 100)  # error clipped to +0.2: 0.1 * (1 + 0.2 * 100 / 10000)
+    assert adaptive.value == pytest.approx(0.1 * 1.002)
+    adaptive.update(5.4, 1000)  # error -0.1: * (1 - 0.1 * 0.1)
+    assert adaptive.value == pytest.approx(0.1 * 1.002 * 0.99)
+
+
+def test_config_rules():
+    with pytest.raises(RLHFError, match="not a multiple"):
+        PPOConfig(batch_size=6, mini_batch_size=4).validate()
+    with pytest.raises(RLHFError, match="at least 2"):
+        PPOConfig(batch_size=1, mini_batch_size=1).validate()
+
+
+def test_programmatic_reward_refuses_non_finite_values():
+    score = programmatic_reward(lambda prompt, response: len(response))
+    assert score(["p", "p"], ["ab", "abcd"]).tolist() == [2.0, 4.0]
+    with pytest.raises(RLHFError, match="finite float"):
+        programmatic_reward(lambda prompt, response: float("nan"))(["p"], ["x"])
+
+
+SMALL = PPOConfig(steps=2, batch_size=4, mini_batch_size=2, ppo_epochs=2, max_new_tokens=6, save_every=1, seed=3)
+PROMPTS = ["What is an opossum?", "Hi", "Tell me a joke", "Why is the sky blue?", "Count to three"]
+
+
+def length_reward(prompts, responses):
+    return torch.tensor([len(r) / 10 for r in responses])
+
+
+def test_one_step_changes_only_the_trainable_parameters_and_not_the_reference(tiny_model_dir):
+    policy = load_model(ModelConfig(spec=str(tiny_model_dir), device="cpu", dtype="fp32"))
+    run = PPORun(SMALL, policy, length_reward, PROMPTS)
+    rollout = run.rollout(run.prompts_for_step(0))
+    base = load_model(ModelConfig(spec=str(tiny_model_dir), device="cpu", dtype="fp32")).model
+    with torch.no_grad():
+        ref_before, _ = run.forward(rollout.queries, rollout.query_mask, rollout.responses, rollout.mask,
+                                    reference=True)
+    trainable = {n: p.detach().clone() for n, p in run.model.named_parameters() if p.requires_grad}
+    frozen = {n: p.detach().clone() for n, p in run.model.named_parameters() if not p.requires_grad}
+    head = run.value_head.weight.detach().clone()
+    result = run.step()
+    assert all(not torch.equal(p, trainable[n]) for n, p in run.model.named_parameters() if p.requires_grad
+               and "lora_B" in n)  # every LoRA B matrix moved (A too, once B is non-zero)
+    assert all(torch.equal(p, frozen[n]) for n, p in run.model.named_parameters() if not p.requires_grad)
+    assert not torch.equal(run.value_head.weight, head)
+    with torch.no_grad():
+        ref_after, _ = run.forward(rollout.queries, rollout.query_mask, rollout.responses, rollout.mask,
+                                   reference=True)
+        policy_after, _ = run.forward(rollout.queries, rollout.query_mask, rollout.responses, rollout.mask)
+        inputs = torch.cat([rollout.queries, rollout.responses], 1)
+        attention = torch.cat([rollout.query_mask, rollout.mask.long()], 1)
+        positions = (attention.cumsum(1) - 1).clamp(min=0)
+        base_logits = base(input_ids=inputs, attention_mask=attention, position_ids=positions).logits
+    context = rollout.queries.size(1)
+    assert torch.equal(ref_after, ref_before)  # the reference is frozen
+    base_response_logits = base_logits[:, context - 1:-1] / SMALL.temperature
+    assert torch.allclose(ref_after, base_response_logits, atol=1e-5)  # and equal to the untouched base model
+    assert not torch.allclose(policy_after, ref_after)  # while the policy moved
+    for key in ["objective/kl", "objective/entropy", "objective/scores", "objective/non_score_reward",
+                "ppo/policy/approxkl_avg", "ppo/policy/clipfrac_avg", "ppo/val/var_explained", "ppo/eos_rate"]:
+        assert key in result.metrics
+    assert len(result.samples) == 4 and {"prompt", "response", "score", "kl"} <= set(result.samples[0])
+
+
+def test_resume_gives_the_same_state_as_an_uninterrupted_run(tiny_model_dir):
+    from rlhf.store import Store
+
+    straight_store = Store.open("straight", create=True)
+    straight = train_ppo(straight_store, dataclasses.replace(SMALL, steps=4), str(tiny_model_dir), length_reward,
+                         "function:length", prompts=PROMPTS, device="cpu")
+    split_store = Store.open("split", create=True)
+    stop = threading.Event()
+    first = train_ppo(split_store, dataclasses.replace(SMALL, steps=4), str(tiny_model_dir), length_reward,
+                      "function:length", prompts=PROMPTS, device="cpu",
+                      on_step=lambda result: result.step == 2 and stop.set(), stop=stop)  # stopped half-way
+    assert first["steps_done"] == 2
+    resumed = train_ppo(split_store, dataclasses.replace(SMALL, steps=4), str(tiny_model_dir), length_reward,
+                        "function:length", prompts=PROMPTS, resume=first["id"], device="cpu")
+    assert resumed["id"] == first["id"] and resumed["steps_done"] == 4
+    from safetensors.torch import load_file
+
+    a = load_file(f"{straight['path']}/adapter/adapter_model.safetensors")
+    b = load_file(f"{resumed['path']}/adapter/adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    state_a = torch.load(f"{straight['path']}/trainer_state.pt", weights_only=False)
+    state_b = torch.load(f"{resumed['path']}/trainer_state.pt", weights_only=False)
+    assert torch.equal(state_a["value_head"]["weight"], state_b["value_head"]["weight"])
+    log_a = [line for line in open(f"{straight['path']}/metrics.jsonl")]
+    log_b = [line for line in open(f"{resumed['path']}/metrics.jsonl")]
+    assert len(log_a) == len(log_b) == 4
+
+
+def test_checkpoint_is_a_model_spec_that_samples(tiny_model_dir):
+    from rlhf.config import SamplingConfig
+    from rlhf.generate import encode_prompts, sample_batch
+    from rlhf.store import Store
+
+    meta = train_ppo(Store.open("p", create=True), dataclasses.replace(SMALL, steps=1), str(tiny_model_dir),
+                     length_reward, "function:length", prompts=PROMPTS, device="cpu")
+    assert meta["kind"] == "ppo" and meta["base_model"] == str(tiny_model_dir) and meta["reward"] == "function:length"
+    tuned = load_model(ModelConfig(spec=meta["path"], device="cpu", dtype="fp32"))
+    assert tuned.checkpoint_id == meta["id"]
+    [sample] = sample_batch(tuned, encode_prompts(tuned, ["Hi"], 4), SamplingConfig(max_new_tokens=4))
+    assert sample.num_tokens == 4
