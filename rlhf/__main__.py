@@ -166,6 +166,24 @@ def cmd_ppo(args) -> None:
     print(f"ppo checkpoint {meta['id']} after {meta['steps_done']} steps: {meta['path']}")
 
 
+def cmd_evaluate(args) -> None:
+    from rlhf.evaluate import evaluate_policy, write_report
+    from rlhf.generate import read_prompts_file
+    from rlhf.judges import load_function
+    from rlhf.store import Store
+
+    store = Store.open(args.project)
+    sampling = SamplingConfig(num_candidates=1, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                              top_p=1.0, seed=args.seed)
+    report = evaluate_policy(
+        store, args.policy, prompts=read_prompts_file(args.prompts) if args.prompts else None,
+        judge=load_function(args.judge) if args.judge else None, reward_model=args.reward_model,
+        sampling=sampling, device=args.device or "auto",
+    )
+    write_report(report, args.out)
+    print(json.dumps(report, ensure_ascii=False))
+
+
 def cmd_serve(args) -> None:
     from rlhf.ui import launch
 
@@ -244,6 +262,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="PPO checkpoint to continue exactly where it stopped")
     add_arguments(p, PPOConfig)
     p.set_defaults(func=cmd_ppo)
+
+    p = commands.add_parser("evaluate", help="tuned policy vs reference: win rate, reward delta, KL, length")
+    _add_project(p)
+    p.add_argument("--policy", default="latest", help="policy checkpoint id or path, or latest (default)")
+    p.add_argument("--prompts", default=None, help="file with one prompt per line (default: the project's prompts)")
+    p.add_argument("--judge", default=None, help="path/to/file.py:function(prompt, a, b); a is the tuned answer")
+    p.add_argument("--reward-model", default=None, help="reward checkpoint (default: the newest, if any)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default: 64)")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature for both (default: 0.7)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed for both (default: 0)")
+    p.add_argument("--device", default=None, help="auto, cpu or cuda")
+    p.add_argument("--out", default=None, help="also write the JSON report here")
+    p.set_defaults(func=cmd_evaluate)
 
     p = commands.add_parser("serve", help="launch the web app (what app.py does)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")

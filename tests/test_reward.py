@@ -1,0 +1,312 @@
+"""Reward model: the pure functions by hand, then real training on the tiny model (no mocks), scoring, and the CLI.
+
+One LoRA reward model is trained per module on a toy preference a model can learn (the judge prefers the answer that
+praises opossums) and shared by the tests that read it.
+"""
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO
+
+from rlhf.config import RewardTrainConfig, RLHFError
+from rlhf.judges import annotate
+from rlhf.reward import (
+    RewardModel,
+    add_score_parser,
+    add_train_reward_parser,
+    build_reward_model,
+    conversation,
+    conversation_ids,
+    load_sequence_classifier,
+    load_tokenizer,
+    normalise,
+    pad_right,
+    pairwise_accuracy,
+    split_by_pair,
+    train_reward_model,
+)
+from rlhf.store import Store
+from test_dataset import labelled_project
+
+
+# pure functions, by hand -------------------------------------------------------------------------------------------
+def test_pairwise_accuracy_by_hand():
+    assert pairwise_accuracy([2.0, 1.0, 0.5, -1.0], [1.0, 3.0, 0.5, -2.0]) == 0.5  # win, loss, tie (a loss), win
+    assert pairwise_accuracy(torch.tensor([1.0]), torch.tensor([0.0])) == 1.0
+    with pytest.raises(ValueError, match="one length"):
+        pairwise_accuracy([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="no pairs"):
+        pairwise_accuracy([], [])
+
+
+def test_normalise_by_hand():
+    scores = torch.tensor([1.0, 3.0, 5.0])
+    assert torch.allclose(normalise(scores, mean=3.0, std=2.0), torch.tensor([-1.0, 0.0, 1.0]))
+    assert torch.allclose(normalise([4.0], mean=1.0, std=0.5), torch.tensor([6.0]))
+    with pytest.raises(ValueError, match="std must be positive"):
+        normalise(scores, mean=0.0, std=0.0)
+
+
+def test_split_by_pair_keeps_both_votes_on_a_pair_together():
+    pair_ids = [1, 2, 2, 3, 4, 5, 6, 7, 8, 9, 10]  # pair 2 labelled by two annotators
+    train, held_out = split_by_pair(pair_ids, eval_fraction=0.2, seed=0)
+    assert sorted(train + held_out) == list(range(len(pair_ids)))
+    assert len({pair_ids[i] for i in held_out}) == 2  # round(10 pairs * 0.2)
+    assert not {pair_ids[i] for i in train} & {pair_ids[i] for i in held_out}
+    assert split_by_pair(pair_ids, 0.2, seed=0) == (train, held_out)  # seeded
+    assert split_by_pair(pair_ids, 0.0, seed=0) == (list(range(11)), [])
+    assert len(split_by_pair([1, 2], 0.01, seed=0)[1]) == 1  # something is always held out when asked for
+    assert len(split_by_pair([1, 2], 0.99, seed=0)[0]) == 1  # and something always trains
+
+
+def test_pad_right_and_conversation():
+    input_ids, attention_mask = pad_right([[5, 6, 7], [8]], pad_id=0)
+    assert input_ids.tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert attention_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert conversation("Hi?", "Yo.") == [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Yo."}]
+    system = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
+    assert conversation(system, "Yo.")[:2] == system
+
+
+# tokenisation: the same as TRL's -----------------------------------------------------------------------------------
+def test_conversation_ids_match_trl_reward_trainer_tokenisation(store, tmp_path, tiny_model_dir):
+    """We tokenise pairs ourselves (to truncate instead of dropping long ones); TRL must see the very same ids."""
+    from trl import RewardConfig, RewardTrainer
+
+    from rlhf.dataset import training_pairs
+
+    labelled_project(store)
+    rows = training_pairs(store, min_pairs=1).dataset
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = load_sequence_classifier(tiny_model_dir, tokenizer.pad_token_id)
+    args = RewardConfig(output_dir=str(tmp_path / "rm"), use_cpu=True, bf16=False, gradient_checkpointing=False,
+                        report_to=[])
+    trainer = RewardTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
+    for row, trl_row in zip(rows, trainer.train_dataset):
+        for side in ("chosen", "rejected"):
+            ours = conversation_ids(tokenizer, conversation(row["prompt"], row[side][0]["content"]))
+            assert ours == trl_row[f"{side}_ids"]
+    text = tokenizer.decode(ours)
+    assert text.endswith("<|im_start|>assistant\np1 answer 0<|im_end|>\n")  # no generation prompt after the answer
+    assert conversation_ids(tokenizer, conversation("p1", "p1 answer 0"), max_length=5) == ours[-5:]  # keeps the end
+    # the head finds the last real token through config.pad_token_id: <|endoftext|>, not the EOS that ends each turn
+    assert model.config.pad_token_id == tokenizer.pad_token_id == tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+
+
+# training on a learnable toy preference ----------------------------------------------------------------------------
+GOOD, BAD = "Opossums are wonderful animals, {}.", "Cats are fine, {}."
+
+
+def opossum_project(store, n_prompts=12):
+    """n_prompts pairs, one answer praising opossums, in alternating candidate order; a judge prefers it."""
+    run = store.start_generation_run("base-model", None, {"temperature": 0.8})
+    rows = []
+    for i in range(n_prompts):
+        answers = [GOOD.format(i), BAD.format(i)][:: 1 if i % 2 else -1]
+        rows += [(f"Question {i}?", j, text, 5, "stop") for j, text in enumerate(answers)]
+    store.add_completions(run, rows, source="test")
+    decided = annotate(store, lambda prompt, a, b: "a" if "Opossum" in a else "b", "judge:opossum", seed=0)
+    assert decided == n_prompts
+    return store
+
+
+TOY_CONFIG = RewardTrainConfig(epochs=4, lr=2e-2, batch_size=4, lora_r=4, lora_alpha=8)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tmp_path_factory):
+    """One LoRA reward model trained on the opossum project: (store, meta, lines of the live log)."""
+    store = opossum_project(Store.open("toy", create=True, root=tmp_path_factory.mktemp("home")))
+    log_path = store.folder / "live.jsonl"
+    steps = []
+    meta = train_reward_model(store, TOY_CONFIG, str(tiny_model_dir), progress=lambda s, n, m: steps.append((s, n)),
+                              log_path=log_path)
+    assert steps and steps[-1][0] == steps[-1][1] == meta["metrics"]["steps"]
+    return store, meta, [json.loads(line) for line in log_path.read_text().splitlines()]
+
+
+def test_training_writes_a_complete_checkpoint(trained, tiny_model_dir):
+    store, meta, live = trained
+    path = Path(meta["path"])
+    assert path.parent == store.folder / "checkpoints" and path.name == meta["id"] and meta["id"].startswith("reward-")
+    assert (path / "adapter" / "adapter_config.json").is_file()
+    assert (path / "adapter" / "adapter_model.safetensors").is_file()
+    assert (path / "adapter" / "tokenizer.json").is_file() and not (path / "model").exists()
+    assert not list(path.parent.glob(".*partial"))
+    saved = json.loads((path / "meta.json").read_text())
+    assert {k: v for k, v in meta.items() if k != "path"} == {k: v for k, v in saved.items() if k != "created_at"}
+    assert (meta["kind"], meta["base_model"]) == ("reward", str(tiny_model_dir))
+    assert meta["config"]["lr"] == TOY_CONFIG.lr and meta["config"]["lora"] is True
+    m = meta["metrics"]
+    assert (m["n_train"], m["n_eval"]) == (10, 2) and m["steps"] == 4 * math.ceil(10 / 4)
+    assert math.isfinite(m["train_loss"]) and m["final_loss"] < m["train_loss"] < math.log(2) + 0.05
+    assert set(meta["normalisation"]) == {"mean", "std"} and meta["normalisation"]["std"] > 0
+    assert meta["dataset"]["rows"] == 12 and len(meta["dataset"]["fingerprint"]) == 16
+    assert len(meta["dataset"]["eval_pair_ids"]) == 2
+    lines = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in lines[:-1]] == list(range(1, m["steps"] + 1))
+    assert {"reward/loss", "reward/accuracy", "reward/margin", "reward/learning_rate"} <= set(lines[0])
+    assert lines[-1]["reward/eval_accuracy"] == m["eval_accuracy"]
+    assert live == lines  # the live log saw every line as it came
+
+
+def test_every_trainable_parameter_changed(trained, tiny_model_dir):
+    from peft import PeftModel
+
+    _, meta, _ = trained
+    tokenizer = load_tokenizer(tiny_model_dir)
+    initial = build_reward_model(tiny_model_dir, TOY_CONFIG, tokenizer.pad_token_id)
+    again = build_reward_model(tiny_model_dir, TOY_CONFIG, tokenizer.pad_token_id)
+    before = {name: p.detach().clone() for name, p in initial.named_parameters() if p.requires_grad}
+    assert all(torch.equal(before[name], p) for name, p in again.named_parameters() if p.requires_grad)  # seeded
+    assert any(".score." in name for name in before) and any("lora_B" in name for name in before)
+    base = load_sequence_classifier(tiny_model_dir, tokenizer.pad_token_id)
+    after = dict(PeftModel.from_pretrained(base, Path(meta["path"]) / "adapter").named_parameters())
+    unchanged = [name for name in before if torch.equal(before[name], after[name])]
+    assert unchanged == []
+
+
+def test_scores_are_normalised_and_accuracy_is_computed_right(trained):
+    from datasets import Dataset
+
+    _, meta, _ = trained
+    reward_model = RewardModel.load(meta["path"], device="cpu", dtype="fp32")
+    rows = Dataset.from_parquet(str(Path(meta["dataset"]["export_dir"]) / "data" / "train.parquet")).to_list()
+    chosen = reward_model.score([r["prompt"] for r in rows], [r["chosen"][0]["content"] for r in rows])
+    rejected = reward_model.score([r["prompt"] for r in rows], [r["rejected"][0]["content"] for r in rows])
+    # the reference samples (every answer of the pairs, once each) score ~N(0, 1)
+    everything = torch.cat([chosen, rejected])
+    assert torch.isfinite(everything).all()
+    assert abs(everything.mean().item()) < 1e-3 and abs(everything.std(correction=0).item() - 1) < 1e-3
+    # the meta's accuracies are the share of pairs ranked right, recomputed here from the loaded model
+    held_out = [i for i, r in enumerate(rows) if r["pair_id"] in meta["dataset"]["eval_pair_ids"]]
+    trained_on = [i for i in range(len(rows)) if i not in held_out]
+    assert meta["metrics"]["eval_accuracy"] == pairwise_accuracy(chosen[held_out], rejected[held_out])
+    assert meta["metrics"]["train_accuracy"] == pairwise_accuracy(chosen[trained_on], rejected[trained_on])
+    # and the toy preference was learnt, also on a prompt and answers it never saw
+    assert meta["metrics"]["eval_accuracy"] == meta["metrics"]["train_accuracy"] == 1.0
+    unseen = reward_model.score(["Question 99?"] * 2, [GOOD.format(99), BAD.format(99)])
+    assert unseen[0] > unseen[1]
+    raw = reward_model.score_raw(["Question 99?"], [GOOD.format(99)])
+    stats = meta["normalisation"]
+    assert torch.allclose(unseen[:1], (raw - stats["mean"]) / stats["std"])
+
+
+def test_batched_scores_equal_one_at_a_time(trained):
+    """Right padding and the pad id: the reward is read at each sequence's own last real token."""
+    _, meta, _ = trained
+    reward_model = RewardModel.load(meta["path"], device="cpu", dtype="fp32")
+    prompts = ["Hi", "A much longer question about opossums and their habits?", "Why?"]
+    responses = ["Opossums!", "Cats are fine, but opossums are wonderful animals with fifty teeth.", ""]
+    batched = reward_model.score(prompts, responses, batch_size=16)
+    single = torch.cat([reward_model.score([p], [r]) for p, r in zip(prompts, responses)])
+    assert torch.allclose(batched, single, atol=1e-5)
+    assert reward_model.model.config.pad_token_id == reward_model.tokenizer.pad_token_id
+
+
+# failures ----------------------------------------------------------------------------------------------------------
+def test_too_few_pairs_says_how_many_are_needed(store, tiny_model_dir):
+    labelled_project(store)  # 3 decided votes
+    with pytest.raises(RLHFError, match="has 3 decided preference pairs; at least 8 are needed"):
+        train_reward_model(store, RewardTrainConfig(), str(tiny_model_dir))
+    assert not (store.folder / "checkpoints").exists() or not any((store.folder / "checkpoints").iterdir())
+
+
+def test_a_diverging_loss_raises_and_keeps_nothing(store, tiny_model_dir):
+    opossum_project(store, n_prompts=8)
+    config = RewardTrainConfig(epochs=1, lr=1e30, batch_size=2, eval_fraction=0.0)
+    with pytest.raises(RLHFError, match=r"the loss became nan at step \d+; nothing was saved. Lower the learning rate"):
+        train_reward_model(store, config, str(tiny_model_dir))
+    assert list((store.folder / "checkpoints").iterdir()) == []
+
+
+def test_load_refuses_what_is_not_a_reward_checkpoint(tmp_path):
+    with pytest.raises(RLHFError, match="not a checkpoint folder"):
+        RewardModel.load(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({"id": "dpo-1", "kind": "dpo"}))
+    with pytest.raises(RLHFError, match="is a dpo checkpoint, not a reward model"):
+        RewardModel.load(tmp_path)
+
+
+# CLI ---------------------------------------------------------------------------------------------------------------
+def cli_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rlhf")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_train_reward_parser(commands)
+    add_score_parser(commands)
+    return parser
+
+
+def test_cli_flags():
+    parser = cli_parser()
+    args = parser.parse_args(["train-reward", "--project", "p"])
+    assert (args.lora, args.spec, args.epochs, args.eval_fraction) == (None, None, None, None)  # dataclass defaults
+    assert parser.parse_args(["train-reward", "--project", "p", "--full"]).lora is False
+    assert parser.parse_args(["train-reward", "--project", "p", "--no-lora"]).lora is False
+    assert parser.parse_args(["train-reward", "--project", "p", "--lora-r", "4", "--lr", "1e-3"]).lora_r == 4
+    args = parser.parse_args(["score", "--project", "p", "--prompt", "q", "--response", "a"])
+    assert args.reward_model == "latest"
+
+
+def test_cli_score_without_a_reward_model_is_a_clear_error(store):
+    args = cli_parser().parse_args(["score", "--project", store.name, "--prompt", "q", "--response", "a"])
+    with pytest.raises(RLHFError, match="has no reward checkpoint yet"):
+        args.func(args)
+
+
+# What `python -m rlhf` does, with the two subcommands added (the lead wires them into rlhf/__main__.py; then this
+# is run_cli("train-reward", ...)).
+CLI = """
+import argparse, sys
+from rlhf.__main__ import quiet_libraries
+from rlhf.config import RLHFError
+from rlhf.reward import add_score_parser, add_train_reward_parser
+parser = argparse.ArgumentParser(prog="python -m rlhf")
+commands = parser.add_subparsers(dest="command", required=True)
+add_train_reward_parser(commands)
+add_score_parser(commands)
+args = parser.parse_args()
+quiet_libraries()
+try:
+    args.func(args)
+except RLHFError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def reward_cli(*args: str):
+    import os
+
+    return subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, cwd=REPO,
+                          env=dict(os.environ), timeout=600)
+
+
+def test_cli_train_reward_then_score_end_to_end(store, tiny_model_dir):
+    opossum_project(store, n_prompts=8)
+    done = reward_cli("train-reward", "--project", store.name, "--model", str(tiny_model_dir), "--full",
+                      "--epochs", "1", "--batch-size", "4", "--lr", "1e-3")
+    assert done.returncode == 0, done.stderr
+    [line] = done.stdout.splitlines()  # one summary line, nothing else on stdout
+    assert line.startswith("reward model: 2 steps on 6 pairs") and "held-out accuracy" in line
+    path = line.rpartition("-> ")[2]
+    assert (Path(path) / "model" / "model.safetensors").is_file() and not (Path(path) / "adapter").exists()
+    assert "step 2/2" in done.stderr
+
+    scored = reward_cli("score", "--project", store.name, "--prompt", "Question 1?", "--response", GOOD.format(1),
+                        "--dtype", "fp32")
+    assert scored.returncode == 0, scored.stderr
+    assert math.isfinite(float(scored.stdout))
+    assert "normalised" in scored.stderr and path.rpartition("/")[2] in scored.stderr
+
+    missing = reward_cli("score", "--project", store.name, "--reward-model", "reward-nope", "--prompt", "q",
+                         "--response", "a")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: checkpoint: 'reward-nope' is not")
