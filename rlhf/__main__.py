@@ -276,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="also write the JSON report here")
     p.set_defaults(func=cmd_evaluate)
 
+    from rlhf.dpo import add_dpo_parser
+
+    add_dpo_parser(commands)
+
     p = commands.add_parser("serve", help="launch the web app (what app.py does)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")

@@ -236,7 +236,10 @@ def load_policy_checkpoint(path: str | Path, device: torch.device, dtype: torch.
     if (path / "model").is_dir():
         loaded = load_model(ModelConfig(spec=str(path / "model"), device=str(device), dtype=_dtype_name(dtype)))
     else:
-        loaded = load_model(ModelConfig(spec=meta["base_model"], device=str(device), dtype=_dtype_name(dtype)))
+        # The adapter was trained on the model the run started from: a base, or (one round later) another
+        # checkpoint, which is loaded the same way first.
+        start = meta.get("policy_start") or meta["base_model"]
+        loaded = load_model(ModelConfig(spec=start, device=str(device), dtype=_dtype_name(dtype)))
         loaded.model = PeftModel.from_pretrained(loaded.model, path / "adapter").merge_and_unload().eval()
     loaded.spec = str(path)
     loaded.checkpoint_id = meta["id"]

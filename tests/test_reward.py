@@ -93,9 +93,13 @@ def test_conversation_ids_match_trl_reward_trainer_tokenisation(store, tmp_path,
         for side in ("chosen", "rejected"):
             ours = conversation_ids(tokenizer, conversation(row["prompt"], row[side][0]["content"]))
             assert ours == trl_row[f"{side}_ids"]
-    text = tokenizer.decode(ours)
-    assert text.endswith("<|im_start|>assistant\np1 answer 0<|im_end|>\n")  # no generation prompt after the answer
-    assert conversation_ids(tokenizer, conversation("p1", "p1 answer 0"), max_length=5) == ours[-5:]  # keeps the end
+    first = conversation_ids(tokenizer, conversation("p1", "p1 answer 1"))
+    assert first == trainer.train_dataset[0]["chosen_ids"]
+    assert tokenizer.decode(first) == (  # SmolLM2's default system prompt; no generation prompt after the answer
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        "<|im_start|>user\np1<|im_end|>\n<|im_start|>assistant\np1 answer 1<|im_end|>\n"
+    )
+    assert conversation_ids(tokenizer, conversation("p1", "p1 answer 1"), max_length=5) == first[-5:]  # keeps the end
     # the head finds the last real token through config.pad_token_id: <|endoftext|>, not the EOS that ends each turn
     assert model.config.pad_token_id == tokenizer.pad_token_id == tokenizer.convert_tokens_to_ids("<|endoftext|>")
     assert tokenizer.pad_token_id != tokenizer.eos_token_id
