@@ -277,7 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     from rlhf.dpo import add_dpo_parser
+    from rlhf.reward import add_score_parser, add_train_reward_parser
 
+    add_train_reward_parser(commands)
+    add_score_parser(commands)
     add_dpo_parser(commands)
 
     p = commands.add_parser("serve", help="launch the web app (what app.py does)")
@@ -292,8 +295,14 @@ def quiet_libraries() -> None:
     """Per-tensor loading bars and library warnings drown our one-line messages; the CLI reports its own progress."""
     import transformers
 
+    import warnings
+
+    import datasets
+
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # deprecations inside TRL/PEFT, not ours to fix
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -273,7 +273,7 @@ def train_reward_model(
                 num_train_epochs=config.epochs, learning_rate=config.lr, per_device_train_batch_size=config.batch_size,
                 max_length=None,  # already truncated by conversation_ids; TRL would drop long pairs instead
                 use_cpu=device.type != "cuda", bf16=compute_dtype == torch.bfloat16,
-                fp16=compute_dtype == torch.float16, gradient_checkpointing=device.type == "cuda",
+                fp16=compute_dtype == torch.float16, activation_checkpointing=device.type == "cuda",
                 logging_steps=1, disable_tqdm=True,
                 logging_nan_inf_filter=False,  # transformers would hide a NaN loss behind the running mean
             )
@@ -431,7 +431,8 @@ def add_train_reward_parser(commands) -> None:
     p = commands.add_parser("train-reward", help="train a reward model on the project's preference pairs (TRL)")
     p.add_argument("--project", required=True, help="project name (a folder under the data directory)")
     p.add_argument("--model", dest="spec", default=None,
-                   help="base model spec: `bundled`, a local directory or a Hub id (default: $RLHF_MODEL, else bundled)")
+                   help="base model spec: `bundled`, a local directory or a Hub id "
+                        "(default: $RLHF_MODEL, else bundled)")
     add_arguments(p, RewardTrainConfig)
     p.add_argument("--full", dest="lora", action="store_false", default=None,
                    help="train every weight instead of a LoRA adapter (same as --no-lora)")
@@ -450,13 +451,15 @@ def cmd_train_reward(args) -> None:
     m = meta["metrics"]
     held_out = (f"held-out accuracy {m['eval_accuracy']:.2f} on {m['n_eval']} pairs" if m["n_eval"]
                 else f"no pairs held out, training accuracy {m['train_accuracy']:.2f}")
-    print(f"reward model: {m['steps']} steps on {m['n_train']} pairs, loss {m['final_loss']:.4f}, {held_out} "
+    steps = f"{m['steps']} step{'s' if m['steps'] != 1 else ''}"
+    print(f"reward model: {steps} on {m['n_train']} pairs, loss {m['final_loss']:.4f}, {held_out} "
           f"-> {meta['path']}")
 
 
 def add_score_parser(commands) -> None:
     """The `score` subcommand, for `python -m rlhf`."""
-    p = commands.add_parser("score", help="score one answer with a reward model (normalised: reference answers ~N(0,1))")
+    p = commands.add_parser("score",
+                            help="score one answer with a reward model (normalised: reference answers ~N(0,1))")
     p.add_argument("--project", required=True, help="project name (a folder under the data directory)")
     p.add_argument("--reward-model", default="latest", metavar="CKPT",
                    help="reward checkpoint: id, folder, or `latest` (default: latest)")

@@ -86,7 +86,7 @@ def test_conversation_ids_match_trl_reward_trainer_tokenisation(store, tmp_path,
     rows = training_pairs(store, min_pairs=1).dataset
     tokenizer = load_tokenizer(tiny_model_dir)
     model = load_sequence_classifier(tiny_model_dir, tokenizer.pad_token_id)
-    args = RewardConfig(output_dir=str(tmp_path / "rm"), use_cpu=True, bf16=False, gradient_checkpointing=False,
+    args = RewardConfig(output_dir=str(tmp_path / "rm"), use_cpu=True, bf16=False, activation_checkpointing=False,
                         report_to=[])
     trainer = RewardTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
     for row, trl_row in zip(rows, trainer.train_dataset):
