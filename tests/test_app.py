@@ -46,3 +46,23 @@ def test_chat_endpoint_streams(client, tiny_model_dir):
     job = client.submit("Hi!", [], str(tiny_model_dir), "You are terse.", 24, 0.7, 0.95, api_name="/chat")
     answers = [history[-1]["content"][0]["text"] for _, history in job]
     assert len(answers) >= 2 and answers[-1].startswith(answers[0]) and len(answers[-1]) > len(answers[0])
+
+
+def test_tuned_checkpoints_join_the_model_list_and_chat(client, tiny_model_dir):
+    import dataclasses
+
+    import torch
+
+    from rlhf.config import PPOConfig
+    from rlhf.ppo import train_ppo
+    from rlhf.ui.common import model_choices
+
+    store = Store.open("tuned", create=True)
+    config = PPOConfig(steps=1, batch_size=2, mini_batch_size=2, max_new_tokens=4)
+    meta = train_ppo(store, dataclasses.replace(config), str(tiny_model_dir),
+                     lambda prompts, responses: torch.zeros(len(prompts)), "function:zero", prompts=["Hi", "Yo"],
+                     device="cpu")
+    choices = model_choices("tuned")
+    assert choices[-1] == (f"{meta['id']} (ppo)", meta["path"])
+    job = client.submit("Hi!", [], meta["path"], "", 8, 0.7, 0.95, api_name="/chat")
+    assert list(job)[-1][1][-1]["content"][0]["text"]  # the tuned policy answers

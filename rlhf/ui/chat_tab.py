@@ -7,7 +7,7 @@ import gradio as gr
 from rlhf.config import ModelConfig, SamplingConfig
 from rlhf.generate import stream_chat
 from rlhf.models import registry
-from rlhf.ui.common import MODEL_QUEUE, model_choices, session_id, stop_signals, user_errors
+from rlhf.ui.common import MODEL_QUEUE, model_choices, refresh_models, session_id, stop_signals, user_errors
 
 
 def message_text(content) -> str:
@@ -50,7 +50,7 @@ def stop_chat(request: gr.Request):
 def build(project: gr.Dropdown) -> None:
     with gr.Row():
         model = gr.Dropdown(
-            choices=model_choices(), value=model_choices()[0], allow_custom_value=True, label="Model",
+            choices=model_choices(), value=model_choices()[0][1], allow_custom_value=True, label="Model",
             elem_id="chat-model", scale=2,
         )
         system_prompt = gr.Textbox(
@@ -73,3 +73,5 @@ def build(project: gr.Dropdown) -> None:
     submitted = message.submit(chat, inputs, [message, chatbot], api_visibility="private", **options)
     stop.click(stop_chat, None, None, queue=False, cancels=[sent, submitted], api_visibility="private")
     clear.click(lambda: ([], ""), None, [chatbot, message], queue=False, api_visibility="private")
+    model.focus(refresh_models, project, model, queue=False, api_visibility="private")
+    project.change(refresh_models, project, model, queue=False, api_visibility="private")

@@ -67,6 +67,22 @@ def session_id(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "api"
 
 
-def model_choices() -> list[str]:
-    """Models offered in the model pickers: the default base model (tuned checkpoints join as they are trained)."""
-    return [default_model_spec()]
+def model_choices(project: str | None = None) -> list[tuple[str, str]]:
+    """Models offered in the model pickers: the default base model, then the project's tuned policies, newest first."""
+    from rlhf.checkpoints import POLICY_KINDS, list_checkpoints
+    from rlhf.store import Store
+
+    choices = [(f"{default_model_spec()} (base)", default_model_spec())]
+    try:
+        store = Store.open(project) if project else None
+    except RLHFError:
+        store = None
+    if store is not None:
+        for meta in reversed(list_checkpoints(store, POLICY_KINDS)):
+            choices.append((f"{meta['id']} ({meta['kind']})", meta["path"]))
+    return choices
+
+
+def refresh_models(project: str):
+    """Dropdown update with the project's current model list (new checkpoints appear without a restart)."""
+    return gr.update(choices=model_choices(project))

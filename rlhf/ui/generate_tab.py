@@ -11,7 +11,7 @@ from rlhf.config import ModelConfig, SamplingConfig
 from rlhf.generate import generate_candidates, parse_prompts, read_prompts_file, starter_prompts
 from rlhf.models import registry
 from rlhf.store import Store
-from rlhf.ui.common import MODEL_QUEUE, model_choices, session_id, stop_signals, user_errors
+from rlhf.ui.common import MODEL_QUEUE, model_choices, refresh_models, session_id, stop_signals, user_errors
 
 COLUMNS = ["prompt", "candidate", "answer", "tokens", "finish"]
 
@@ -87,7 +87,7 @@ def build(project: gr.Dropdown) -> None:
                 upload = gr.UploadButton("Load a .txt file", file_types=[".txt"], size="sm", elem_id="upload-prompts")
         with gr.Column(scale=2):
             model = gr.Dropdown(
-                choices=model_choices(), value=model_choices()[0], allow_custom_value=True, label="Model",
+                choices=model_choices(), value=model_choices()[0][1], allow_custom_value=True, label="Model",
                 info="`bundled`, a local folder or a Hub id", elem_id="generate-model",
             )
             num_candidates = gr.Slider(2, 8, value=2, step=1, label="Candidates per prompt", elem_id="num-candidates")
@@ -116,3 +116,5 @@ def build(project: gr.Dropdown) -> None:
         concurrency_limit=1,
     )
     stop.click(cancel, None, None, queue=False, api_visibility="private")
+    model.focus(refresh_models, project, model, queue=False, api_visibility="private")
+    project.change(refresh_models, project, model, queue=False, api_visibility="private")
