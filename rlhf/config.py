@@ -273,6 +273,22 @@ def from_arguments(cls: type, args, **overrides):
     return cls(**values)
 
 
+def to_flags(config) -> list[str]:
+    """The CLI flags that rebuild `config` (fields left at their defaults are omitted): `add_arguments` reversed."""
+    flags = []
+    defaults = type(config)()
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if value == getattr(defaults, f.name):
+            continue
+        name = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(name if value else "--no-" + f.name.replace("_", "-"))
+        elif value is not None:
+            flags += [name, str(value)]
+    return flags
+
+
 def _flag_type(annotation) -> type:
     text = str(annotation)
     if "bool" in text:

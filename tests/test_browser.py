@@ -126,3 +126,62 @@ def test_quality_panel_and_export_button(page):
     page.wait_for_selector("text=Exported train 2", timeout=60_000)
     exports = list((store.folder / "exports").iterdir())
     assert any(p.suffix == ".zip" for p in exports) and any((p / "README.md").is_file() for p in exports)
+
+
+def test_train_tab_runs_ppo_live_stops_and_the_checkpoint_reaches_chat(page, tiny_model_dir):
+    import shlex
+    import subprocess
+    import sys
+
+    from rlhf.checkpoints import list_checkpoints
+    from rlhf.config import RewardTrainConfig
+    from rlhf.judges import annotate
+    from rlhf.reward import train_reward_model
+    from test_prefer import add_candidates
+
+    store = Store.open("default")
+    add_candidates(store, prompts=[f"prompt {i}" for i in range(6)], k=3)
+    annotate(store, lambda prompt, a, b: "a" if len(a) < len(b) else "b", "judge:short", seed=0)
+    train_reward_model(store, RewardTrainConfig(epochs=1), str(tiny_model_dir))
+
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_text("PPO", exact=True).click()
+    for field, value in [("#ppo-steps", "400"), ("#ppo-batch", "4"), ("#ppo-mini", "2"), ("#ppo-tokens", "6")]:
+        page.fill(f"{field} input", value)
+        page.press(f"{field} input", "Tab")
+    page.wait_for_function("() => document.querySelector('#cli-equivalent textarea').value.includes('--steps 400')")
+    command = page.input_value("#cli-equivalent textarea")
+    assert "python -m rlhf ppo --project default" in command and "--batch-size 4" in command
+
+    page.click("#train-start")
+    page.wait_for_function(  # the status line counts steps as they happen
+        "() => { const m = document.querySelector('#train-status').innerText.match(/step (\\d+)\\/400/);"
+        " return m && Number(m[1]) >= 3; }", timeout=60_000)
+    assert page.locator("#train-samples").locator("text=prompt").count() >= 1  # the sample table fills
+    page.wait_for_function("() => document.querySelector('#train-plot-1 canvas, #train-plot-1 svg') !== null")
+    page.click("#train-start")  # a second start while the first runs
+    page.wait_for_selector("text=Busy: ppo on project 'default'", timeout=30_000)
+    page.click("#train-stop")
+    page.wait_for_selector("#train-status:has-text('stopped')", timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "train.png"), full_page=True)
+    [checkpoint] = list_checkpoints(store, ("ppo",))
+    assert 3 <= checkpoint["steps_done"] < 400
+
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#chat-model input").focus()
+    page.wait_for_timeout(500)
+    page.locator("#chat-model input").click()
+    page.wait_for_selector(f"text={checkpoint['id']} (ppo)", timeout=10_000)
+
+    args = shlex.split(command)
+    assert args[:3] == ["python", "-m", "rlhf"]
+    process = subprocess.Popen([sys.executable, *args[1:]], stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stderr:
+            if "step 1/400" in line:
+                break  # the same run, from the command line
+        else:
+            raise AssertionError("the CLI equivalent did not start a run")
+    finally:
+        process.kill()
+        process.wait()

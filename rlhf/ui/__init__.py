@@ -10,7 +10,7 @@ import gradio as gr
 
 from rlhf.config import ModelConfig, RLHFError, data_dir
 from rlhf.models import registry
-from rlhf.ui import chat_tab, generate_tab, prefer_tab, project_header
+from rlhf.ui import chat_tab, generate_tab, prefer_tab, project_header, train_tab
 
 INTRO = """# RLHF Space
 Run the whole RLHF loop on a small language model: **generate** candidate answers, **prefer** the better ones,
@@ -26,10 +26,13 @@ def build_demo() -> gr.Blocks:
                 generate_tab.build(project)
             with gr.Tab("Prefer", id="prefer"):
                 guidelines = prefer_tab.build(project)
+            with gr.Tab("Train", id="train"):
+                command_inputs, command = train_tab.build(project)
             with gr.Tab("Chat", id="chat"):
                 chat_tab.build(project)
         demo.load(prefer_tab.load_guidelines, project, list(guidelines), api_visibility="private")
         demo.load(None, js=prefer_tab.HOTKEYS_JS)
+        demo.load(train_tab.cli_equivalent, command_inputs, command, api_visibility="private")
     return demo
 
 

@@ -6,6 +6,7 @@ import gradio as gr
 
 from rlhf.config import ModelConfig, SamplingConfig
 from rlhf.generate import stream_chat
+from rlhf.jobs import runner
 from rlhf.models import registry
 from rlhf.ui.common import MODEL_QUEUE, model_choices, refresh_models, session_id, stop_signals, user_errors
 
@@ -34,6 +35,7 @@ def chat(
     sampling = SamplingConfig(
         num_candidates=1, max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_p=float(top_p)
     ).validate(min_candidates=1)
+    runner.check_idle()  # one heavy job at a time: say what runs instead of queueing behind it
     history = [{"role": m["role"], "content": message_text(m["content"])} for m in history or []]
     history.append({"role": "user", "content": message or ""})
     messages = ([{"role": "system", "content": system_prompt}] if (system_prompt or "").strip() else []) + history

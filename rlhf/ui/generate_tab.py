@@ -9,6 +9,7 @@ import pandas as pd
 
 from rlhf.config import ModelConfig, SamplingConfig
 from rlhf.generate import generate_candidates, parse_prompts, read_prompts_file, starter_prompts
+from rlhf.jobs import runner
 from rlhf.models import registry
 from rlhf.store import Store
 from rlhf.ui.common import MODEL_QUEUE, model_choices, refresh_models, session_id, stop_signals, user_errors
@@ -44,6 +45,7 @@ def generate(
         top_p=float(top_p),
         seed=None if seed is None or seed == "" else int(seed),
     ).validate()
+    runner.check_idle()  # one heavy job at a time: say what runs instead of queueing behind it
     prompts = parse_prompts(prompts_text)
     store = Store.open(project)
     cancel = stop_signals.start(session_id(request), "generate")

@@ -1,0 +1,168 @@
+"""Long training runs in a background thread, one at a time, watched by the UI.
+
+A job outlives the browser tab that started it: the runner is one per process, so closing the tab leaves the run
+going and reopening the page shows it. Metrics and sample tables arrive through the trainers' progress callbacks;
+`stop()` sets the event the trainers check between steps, and they save a checkpoint before returning.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+from rlhf.config import RLHFError
+
+
+class Busy(RLHFError):
+    """Another heavy job is running."""
+
+
+@dataclass
+class Job:
+    kind: str
+    """`reward`, `ppo` or `dpo`."""
+    project: str
+    total_steps: int
+    command: str
+    """The CLI command that does the same."""
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    steps_done: int = 0
+    status: str = "running"
+    """running, done, stopped or failed."""
+    error: str | None = None
+    metrics: list[dict] = field(default_factory=list)
+    samples: list[dict] = field(default_factory=list)
+    result: dict | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    def record(self, step: int, total: int, metrics: dict, samples: list[dict] | None = None) -> None:
+        """Progress callback for the trainers (called from the training thread)."""
+        self.steps_done, self.total_steps = step, max(total, 1)
+        self.metrics.append({"step": step, **{k: v for k, v in metrics.items() if k != "samples"}})
+        if samples:
+            self.samples = [{"step": step, **row} for row in samples] + self.samples[:40]
+
+    def elapsed(self) -> float:
+        return (self.finished_at or time.time()) - self.started_at
+
+    def eta(self) -> float | None:
+        """Seconds left, from the mean time per step so far."""
+        if self.status != "running" or self.steps_done == 0:
+            return None
+        return self.elapsed() / self.steps_done * (self.total_steps - self.steps_done)
+
+    def summary(self) -> str:
+        eta = self.eta()
+        left = f", about {_clock(eta)} left" if eta is not None else ""
+        return (f"{self.kind} on project {self.project!r}: {self.status}, step {self.steps_done}/{self.total_steps}, "
+                f"{_clock(self.elapsed())} elapsed{left}")
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
+class JobRunner:
+    """Runs at most one job at a time; a second start is refused with what is running and how long it has left."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.job: Job | None = None
+
+    def busy(self) -> Job | None:
+        job = self.job
+        return job if job is not None and job.status == "running" else None
+
+    def check_idle(self) -> None:
+        job = self.busy()
+        if job is not None:
+            raise Busy(f"Busy: {job.summary()}. Wait for it, or stop it in the Train tab.")
+
+    def start(self, job: Job, work: Callable[[Job], dict]) -> Job:
+        """Run `work(job)` in a thread; it returns the checkpoint meta."""
+        with self._lock:
+            self.check_idle()
+            self.job = job
+
+        def run():
+            try:
+                job.result = work(job)
+                job.status = "stopped" if job.stop_event.is_set() else "done"
+            except RLHFError as error:
+                job.status, job.error = "failed", str(error)
+            except Exception as error:  # the thread must record every failure, or the UI waits forever
+                job.status, job.error = "failed", f"{type(error).__name__}: {error}"
+                traceback.print_exc()
+            finally:
+                job.finished_at = time.time()
+
+        threading.Thread(target=run, daemon=True, name=f"rlhf-{job.kind}").start()
+        return job
+
+    def stop(self) -> Job | None:
+        job = self.busy()
+        if job is not None:
+            job.stop_event.set()
+        return job
+
+
+runner = JobRunner()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Training jobs: the same library calls as the CLI, reporting into a Job
+# ---------------------------------------------------------------------------------------------------------------------
+def command_line(kind: str, project: str, model_spec: str, config, reward_model: str | None = None) -> str:
+    """The `python -m rlhf ...` command that runs the same training as the UI would."""
+    import shlex
+
+    from rlhf.config import to_flags
+
+    command = {"reward": "train-reward", "ppo": "ppo", "dpo": "dpo"}[kind]
+    parts = ["python", "-m", "rlhf", command, "--project", project, "--model", model_spec]
+    if kind == "ppo" and reward_model and reward_model != "latest":
+        parts += ["--reward-model", reward_model]
+    return " ".join(shlex.quote(p) for p in parts + to_flags(config))
+
+
+def start_training(kind: str, project: str, model_spec: str, config, reward_model: str | None = None) -> Job:
+    """Validate, then run reward-model, PPO or DPO training as the background job."""
+    from rlhf.store import Store
+
+    config.validate()
+    store = Store.open(project)
+    runner.check_idle()
+    total = getattr(config, "steps", 0) or 1
+    job = Job(kind=kind, project=store.name, total_steps=total,
+              command=command_line(kind, store.name, model_spec, config, reward_model))
+
+    def progress(step: int, total_steps: int, metrics: dict) -> None:
+        job.record(step, total_steps, metrics)
+
+    def work(job: Job) -> dict:
+        if kind == "reward":
+            from rlhf.reward import train_reward_model
+
+            return train_reward_model(store, config, model_spec, progress=progress, stop=job.stop_event)
+        if kind == "dpo":
+            from rlhf.dpo import train_dpo
+
+            return train_dpo(store, config, model_spec, progress=progress, stop=job.stop_event)
+        from rlhf.ppo import resolve_reward, train_ppo
+
+        reward_fn, reward_source = resolve_reward(store, None if reward_model == "latest" else reward_model)
+        return train_ppo(
+            store, config, model_spec, reward_fn, reward_source, stop=job.stop_event,
+            on_step=lambda result: job.record(result.step, config.steps, result.metrics, result.samples),
+        )
+
+    if kind == "ppo":  # fail now, not in the thread, when there is no reward model to train against
+        from rlhf.checkpoints import find_checkpoint
+
+        find_checkpoint(store, reward_model or "latest", ("reward",))
+    return runner.start(job, work)

@@ -1,0 +1,184 @@
+"""Train tab: reward model, PPO and DPO runs started from the browser and watched live.
+
+Widgets fill the same config dataclasses as the CLI, and the "CLI equivalent" box shows the command that runs the
+same training. The run itself is a background job (rlhf.jobs): a timer polls it for curves, samples and progress.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+import torch
+
+from rlhf.checkpoints import list_checkpoints
+from rlhf.config import DPOTrainConfig, PPOConfig, RewardTrainConfig
+from rlhf.jobs import command_line, runner, start_training
+from rlhf.store import Store
+from rlhf.ui.common import model_choices, refresh_models, user_errors
+
+PLOTS = {
+    "ppo": [["objective/scores", "objective/rlhf_reward"], ["objective/kl"],
+            ["ppo/loss/policy_avg", "ppo/loss/value_avg", "ppo/policy/clipfrac_avg", "ppo/eos_rate"]],
+    "reward": [["reward/loss"], ["reward/accuracy"], ["reward/margin"]],
+    "dpo": [["dpo/loss"], ["dpo/rewards/accuracies"], ["dpo/rewards/margins"]],
+}
+PLOT_TITLES = {"ppo": ["Reward (score, score - KL penalty)", "KL to the reference (nats per answer)",
+                       "Losses, clip fraction, EOS rate"],
+               "reward": ["Loss", "Accuracy (chosen scored above rejected)", "Margin"],
+               "dpo": ["Loss", "Reward accuracy", "Reward margin"]}
+SAMPLE_COLUMNS = ["step", "prompt", "response", "score", "kl"]
+RUN_COLUMNS = ["id", "kind", "created_at", "steps", "key metric"]
+
+
+def hardware_defaults() -> dict:
+    """Starting values for the widgets: small LoRA runs on CPU, larger batches on a GPU."""
+    if torch.cuda.is_available():
+        return {"ppo": PPOConfig(batch_size=64, mini_batch_size=16, max_new_tokens=128, steps=100),
+                "reward": RewardTrainConfig(batch_size=32), "dpo": DPOTrainConfig(batch_size=16)}
+    return {"ppo": PPOConfig(), "reward": RewardTrainConfig(), "dpo": DPOTrainConfig()}
+
+
+def make_config(kind, rm_epochs, rm_lr, rm_lora, rm_eval, steps, batch, mini, epochs, lr, tokens, kl_coef, target_kl,
+                dpo_epochs, dpo_lr, dpo_beta, dpo_lora):
+    defaults = hardware_defaults()
+    if kind == "reward":
+        return RewardTrainConfig(epochs=float(rm_epochs), lr=float(rm_lr), lora=bool(rm_lora),
+                                 eval_fraction=float(rm_eval), batch_size=defaults["reward"].batch_size)
+    if kind == "dpo":
+        return DPOTrainConfig(epochs=float(dpo_epochs), lr=float(dpo_lr), beta=float(dpo_beta), lora=bool(dpo_lora),
+                              batch_size=defaults["dpo"].batch_size)
+    return PPOConfig(steps=int(steps), batch_size=int(batch), mini_batch_size=int(mini), ppo_epochs=int(epochs),
+                     lr=float(lr), max_new_tokens=int(tokens), kl_coef=float(kl_coef),
+                     target_kl=float(target_kl) if target_kl else None)
+
+
+def cli_equivalent(project, kind, model_spec, reward_model, *settings) -> str:
+    try:
+        return command_line(kind, project, model_spec, make_config(kind, *settings).validate(), reward_model)
+    except Exception as error:  # half-typed numbers: say so instead of a stale command
+        return f"(not a valid setting yet: {error})"
+
+
+@user_errors
+def start(project, kind, model_spec, reward_model, *settings):
+    job = start_training(kind, project, model_spec, make_config(kind, *settings), reward_model)
+    gr.Info(f"Started: {job.command}")
+    return gr.update(active=True)
+
+
+def stop():
+    job = runner.stop()
+    if job is not None:
+        gr.Info("Stopping after this step; a checkpoint will be saved.")
+
+
+def metric_frame(metrics: list[dict], names: list[str]) -> pd.DataFrame:
+    rows = [{"step": m["step"], "metric": name, "value": m[name]}
+            for m in metrics for name in names if isinstance(m.get(name), (int, float))]
+    return pd.DataFrame(rows, columns=["step", "metric", "value"])
+
+
+def poll():
+    """Status line, three plots and the sample table of the current (or last) run."""
+    job = runner.job
+    if job is None:
+        empty = pd.DataFrame(columns=["step", "metric", "value"])
+        return "No run yet in this server.", empty, empty, empty, pd.DataFrame(columns=SAMPLE_COLUMNS)
+    status = job.summary()
+    if job.error:
+        status += f"\n\n**Failed:** {job.error}"
+    elif job.result:
+        status += f"\n\nCheckpoint `{job.result['id']}` saved; it is in the Chat tab's model list."
+    status += f"\n\n`{job.command}`"
+    frames = [gr.update(value=metric_frame(job.metrics, names), title=title)
+              for names, title in zip(PLOTS[job.kind], PLOT_TITLES[job.kind])]
+    samples = pd.DataFrame(job.samples[:12], columns=SAMPLE_COLUMNS)
+    return status, *frames, samples
+
+
+def runs_table(project: str) -> pd.DataFrame:
+    try:
+        store = Store.open(project)
+    except Exception:
+        return pd.DataFrame(columns=RUN_COLUMNS)
+    rows = []
+    for meta in reversed(list_checkpoints(store)):
+        metrics = meta.get("metrics") or {}
+        key = {"reward": "eval_accuracy", "ppo": "objective/scores", "dpo": "final_loss"}.get(meta["kind"], "")
+        value = metrics.get(key)
+        rows.append([meta["id"], meta["kind"], meta["created_at"], meta.get("steps_done", metrics.get("steps")),
+                     f"{key} {value:.3f}" if isinstance(value, (int, float)) else ""])
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def reward_choices(project: str):
+    try:
+        ids = [m["id"] for m in reversed(list_checkpoints(Store.open(project), ("reward",)))]
+    except Exception:
+        ids = []
+    return gr.update(choices=["latest", *ids])
+
+
+def build(project: gr.Dropdown) -> None:
+    defaults = hardware_defaults()
+    ppo, rm, dpo = defaults["ppo"], defaults["reward"], defaults["dpo"]
+    with gr.Row():
+        kind = gr.Radio([("Reward model", "reward"), ("PPO", "ppo"), ("DPO", "dpo")], value="reward",
+                        label="What to train", elem_id="train-kind")
+        start_model = gr.Dropdown(choices=model_choices(), value=model_choices()[0][1], allow_custom_value=True,
+                                  label="Start from", elem_id="train-model")
+        reward_model = gr.Dropdown(choices=["latest"], value="latest", label="Reward model (PPO)",
+                                   elem_id="train-reward-model")
+    with gr.Group(visible=True) as reward_box:
+        with gr.Row():
+            rm_epochs = gr.Number(rm.epochs, label="Epochs")
+            rm_lr = gr.Number(rm.lr, label="Learning rate")
+            rm_lora = gr.Checkbox(rm.lora, label="LoRA (off: train every weight)")
+            rm_eval = gr.Slider(0, 0.5, value=rm.eval_fraction, step=0.05, label="Held-out share")
+    with gr.Group(visible=False) as ppo_box:
+        with gr.Row():
+            steps = gr.Number(ppo.steps, label="Steps", precision=0, elem_id="ppo-steps")
+            batch = gr.Number(ppo.batch_size, label="Batch size", precision=0, elem_id="ppo-batch")
+            mini = gr.Number(ppo.mini_batch_size, label="Minibatch size", precision=0, elem_id="ppo-mini")
+            epochs = gr.Number(ppo.ppo_epochs, label="PPO epochs", precision=0)
+        with gr.Row():
+            lr = gr.Number(ppo.lr, label="Learning rate")
+            tokens = gr.Number(ppo.max_new_tokens, label="Max new tokens", precision=0, elem_id="ppo-tokens")
+            kl_coef = gr.Number(ppo.kl_coef, label="KL coefficient")
+            target_kl = gr.Number(0, label="Target KL (0: fixed coefficient)")
+    with gr.Group(visible=False) as dpo_box:
+        with gr.Row():
+            dpo_epochs = gr.Number(dpo.epochs, label="Epochs")
+            dpo_lr = gr.Number(dpo.lr, label="Learning rate")
+            dpo_beta = gr.Number(dpo.beta, label="Beta")
+            dpo_lora = gr.Checkbox(dpo.lora, label="LoRA")
+    command = gr.Textbox(label="CLI equivalent", interactive=False, elem_id="cli-equivalent")
+    with gr.Row():
+        start_button = gr.Button("Start", variant="primary", elem_id="train-start")
+        stop_button = gr.Button("Stop (saves a checkpoint)", variant="stop", elem_id="train-stop")
+    status = gr.Markdown(elem_id="train-status")
+    with gr.Row():
+        plots = [gr.LinePlot(x="step", y="value", color="metric", title=title, elem_id=f"train-plot-{i}")
+                 for i, title in enumerate(PLOT_TITLES["ppo"])]
+    samples = gr.Dataframe(headers=SAMPLE_COLUMNS, wrap=True, interactive=False, label="Recent samples",
+                           elem_id="train-samples")
+    with gr.Accordion("Runs of this project", open=False):
+        refresh_runs = gr.Button("Refresh", elem_id="refresh-runs")
+        runs = gr.Dataframe(headers=RUN_COLUMNS, interactive=False, elem_id="runs-table")
+    timer = gr.Timer(1.5, active=True)
+
+    settings = [rm_epochs, rm_lr, rm_lora, rm_eval, steps, batch, mini, epochs, lr, tokens, kl_coef, target_kl,
+                dpo_epochs, dpo_lr, dpo_beta, dpo_lora]
+    private = dict(api_visibility="private")
+    kind.change(lambda k: (gr.update(visible=k == "reward"), gr.update(visible=k == "ppo"),
+                           gr.update(visible=k == "dpo")), kind, [reward_box, ppo_box, dpo_box], **private)
+    command_inputs = [project, kind, start_model, reward_model, *settings]
+    for widget in [project, kind, start_model, reward_model, *settings]:
+        widget.change(cli_equivalent, command_inputs, command, queue=False, **private)
+    start_button.click(start, command_inputs, timer, **private)
+    stop_button.click(stop, None, None, queue=False, **private)
+    timer.tick(poll, None, [status, *plots, samples], queue=False, **private)
+    refresh_runs.click(runs_table, project, runs, **private)
+    start_model.focus(refresh_models, project, start_model, queue=False, **private)
+    reward_model.focus(reward_choices, project, reward_model, queue=False, **private)
+    return command_inputs, command
