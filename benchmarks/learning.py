@@ -408,7 +408,8 @@ def plot(runs: dict, path: Path, budget_s: float, window: int) -> None:
     for method, result in runs.items():
         raw, smooth = result["points"], result["smoothed"]
         for ax, key in ((ax_reward, "reward"), (ax_kl, "kl")):
-            ax.plot([p["t"] for p in raw], [p[key] for p in raw], color=colours[method], alpha=0.25, lw=1)
+            ax.plot([p["t"] for p in raw], [p[key] for p in raw], color=colours[method], alpha=0.3, lw=1,
+                    marker="o", ms=2.5)
             ax.plot([p["t"] for p in smooth], [p[key] for p in smooth], color=colours[method], lw=2,
                     label=f"{labels[method]} ({result['dtype'].split(' ')[0]}, moving average of {window})")
     ax_reward.set(title="Reward (mean over sampled answers; best 0)", xlabel="wall-clock seconds",

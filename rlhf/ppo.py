@@ -209,6 +209,50 @@ def kl_controller(config: PPOConfig):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Data parallel: `accelerate launch` (or torchrun) starts one process per device; each samples its own prompts,
+# gradients are averaged across processes after every backward, rank 0 writes logs and checkpoints.
+# ---------------------------------------------------------------------------------------------------------------------
+def distributed() -> tuple[int, int]:
+    """(rank, world size), initialising the process group when launched with several processes."""
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    if not dist.is_initialized():  # the launcher set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def average_gradients(parameters: list[torch.nn.Parameter], world: int) -> None:
+    """All-reduce and average gradients, so every process applies the same update (plain DDP, spelled out)."""
+    if world <= 1:
+        return
+    import torch.distributed as dist
+
+    for p in parameters:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad /= world
+
+
+def average_metrics(metrics: dict, world: int) -> dict:
+    """Mean of every numeric metric across processes (the same keys on every rank, in the same order)."""
+    if world <= 1:
+        return metrics
+    import torch.distributed as dist
+
+    keys = sorted(k for k, v in metrics.items() if isinstance(v, float))
+    values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return {**metrics, **{k: float(v) / world for k, v in zip(keys, values)}}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Models: policy (LoRA on the base) + value head; reference = adapter disabled
 # ---------------------------------------------------------------------------------------------------------------------
 RewardFn = Callable[[list[str], list[str]], torch.Tensor]
@@ -297,6 +341,9 @@ class PPORun:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda n: max(0.0, 1 - n / updates))
         self.kl = kl_controller(config)
         self.step_count = 0
+        self.rank, self.world = distributed()
+        if self.world > 1:
+            torch.manual_seed(config.seed + 1_000 * self.rank)  # same initial weights, different samples per rank
 
     # -- model calls ------------------------------------------------------------------------------------------------
     def _autocast(self):
@@ -354,7 +401,7 @@ class PPORun:
         """Prompts of a step: a fresh seeded shuffle per pass over the prompts, so a resumed run sees the same ones."""
         size = self.config.batch_size
         chosen = []
-        index = step * size
+        index = (step * self.world + self.rank) * size  # each process its own slice of the prompt stream
         while len(chosen) < size:
             epoch, offset = divmod(index, len(self.prompts))
             order = list(range(len(self.prompts)))
@@ -426,16 +473,17 @@ class PPORun:
                     )
                 self.optimizer.zero_grad()
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(
-                    [p for g in self.optimizer.param_groups for p in g["params"]], config.max_grad_norm
-                )
+                trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+                average_gradients(trainable, self.world)
+                torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
                 self.optimizer.step()
                 self.scheduler.step()
                 for key, value in zip(stats, (pg_loss, vf_loss, pg_clipfrac, vf_clipfrac, approxkl)):
                     stats[key].append(float(value.detach()))
-        # 7. KL controller and metrics
+        # 7. KL controller and metrics (averaged across processes, so every rank moves kl_coef alike)
         sequence_kl = kl.sum(1)  # (B,) nats per answer
-        self.kl.update(float(sequence_kl.mean()), config.batch_size)
+        mean_kl = average_metrics({"kl": float(sequence_kl.mean())}, self.world)["kl"]
+        self.kl.update(mean_kl, config.batch_size * self.world)
         self.step_count += 1
         metrics = {
             "step": self.step_count,
@@ -456,6 +504,7 @@ class PPORun:
             "ppo/lr": self.scheduler.get_last_lr()[0],
             "time/step_s": round(time.perf_counter() - started, 3),
         }
+        metrics = average_metrics(metrics, self.world)
         samples = [
             {"prompt": p, "response": t, "score": round(float(s), 3), "kl": round(float(k), 3)}
             for p, t, s, k in list(zip(rollout.prompts, rollout.texts, rollout.scores, sequence_kl))[:4]
@@ -480,6 +529,13 @@ class PPORun:
         self.kl.value = state["kl_coef"]
         self.step_count = state["step"]
         torch.set_rng_state(state["torch_rng"])
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def _mean(values: list[float]) -> float:
@@ -524,7 +580,9 @@ def train_ppo(
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    from rlhf.checkpoints import find_checkpoint, is_checkpoint, new_checkpoint_id, publish, read_meta, staging_dir
+    from rlhf.checkpoints import (
+        checkpoints_dir, find_checkpoint, is_checkpoint, new_checkpoint_id, publish, read_meta, staging_dir,
+    )
 
     previous = None
     if resume:
@@ -534,9 +592,18 @@ def train_ppo(
     config.validate()
     prompts = prompts if prompts is not None else [p.text for p in store.prompts()]
     parent = read_meta(model_spec) if is_checkpoint(model_spec) else None
+    rank, world = distributed()
+    if world > 1 and device == "auto" and torch.cuda.is_available():
+        device = f"cuda:{torch.cuda.current_device()}"  # one GPU per process
     policy = load_model(ModelConfig(spec=model_spec, device=device))  # a private copy: training changes it
     run = PPORun(config, policy, reward_fn, prompts)
     checkpoint_id = previous["id"] if previous else new_checkpoint_id("ppo")
+    if world > 1:  # every process must name the run as rank 0 does
+        import torch.distributed as dist
+
+        shared = [checkpoint_id]
+        dist.broadcast_object_list(shared, src=0)
+        checkpoint_id = shared[0]
     log_path = store.folder / "runs" / f"{checkpoint_id}.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     if previous:
@@ -544,11 +611,14 @@ def train_ppo(
         set_peft_model_state_dict(run.model, load_file(str(adapter)))
         run.load_state_dict(torch.load(Path(previous["path"]) / "trainer_state.pt", weights_only=False))
         log_path.write_text((Path(previous["path"]) / "metrics.jsonl").read_text())  # the log up to that step
-    elif log_path.exists():
+    elif log_path.exists() and run.rank == 0:
         log_path.unlink()
     last_metrics: dict = {}
 
     def save() -> dict:
+        if run.rank != 0:  # one writer; the others wait at the barrier below
+            _barrier(run.world)
+            return {"id": checkpoint_id, "steps_done": run.step_count, "path": str(checkpoints_dir(store) / checkpoint_id)}
         staged = staging_dir(store, checkpoint_id)
         if config.lora:
             run.model.save_pretrained(staged / "adapter")
@@ -563,8 +633,11 @@ def train_ppo(
             "policy_start": model_spec, "parent": parent["id"] if parent else None,
             "reward": reward_source, "config": dataclasses.asdict(config),
             "steps_done": run.step_count, "metrics": last_metrics, "num_prompts": len(prompts),
+            "processes": run.world,
         }
-        return {**meta, "path": str(publish(staged, meta))}
+        published = {**meta, "path": str(publish(staged, meta))}
+        _barrier(run.world)
+        return published
 
     meta = None
     try:
@@ -573,8 +646,9 @@ def train_ppo(
                 break
             result = run.step()
             last_metrics = result.metrics
-            with log_path.open("a") as log:
-                log.write(json.dumps({**result.metrics, "samples": result.samples}) + "\n")
+            if run.rank == 0:
+                with log_path.open("a") as log:
+                    log.write(json.dumps({**result.metrics, "samples": result.samples}) + "\n")
             if on_step is not None:
                 on_step(result)
             if run.step_count % config.save_every == 0 and run.step_count < config.steps:
