@@ -39,5 +39,7 @@ benchmark: $(VENV)/.app-installed
 clean:
 	rm -rf $(VENV)
 
+# README's pictures: Generate and Chat on the real model, Prefer and Train from the browser tests.
 screenshots: $(VENV)/.dev-installed chromium
 	HF_HUB_OFFLINE=1 $(PY) scripts/screenshots.py
+	HF_HUB_OFFLINE=1 RLHF_SCREENSHOTS_DIR=$(CURDIR)/docs $(PY) -m pytest -q tests/test_browser.py -k "keyboard or train_tab"

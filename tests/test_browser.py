@@ -1,5 +1,6 @@
 """The app in a real Chromium (Debian's package, driven by Playwright; never `playwright install`)."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -8,7 +9,8 @@ import pytest
 from rlhf.store import Store
 
 pytestmark = pytest.mark.browser
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+# Screenshots land in test-artifacts/, or in docs/ for README when `make screenshots` sets RLHF_SCREENSHOTS_DIR.
+ARTIFACTS = Path(os.environ.get("RLHF_SCREENSHOTS_DIR") or Path(__file__).resolve().parents[1] / "test-artifacts")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -27,7 +29,7 @@ def browser():
 
 @pytest.fixture
 def page(browser, app_url):
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     Store.open("default", create=True)  # this test's data directory starts empty
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(app_url)
