@@ -100,3 +100,19 @@ def fingerprint_files(paths: list[Path]) -> str:
         digest.update(path.name.encode())
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]
+
+
+def delete_checkpoint(store: Store, reference: str) -> None:
+    """Remove a checkpoint folder and its run log; refuses `latest` (name the run) and the running job's run."""
+    if reference == "latest":
+        raise RLHFError("delete: name the run to delete by its id, not `latest`.")
+    meta = find_checkpoint(store, reference)
+    from rlhf.jobs import runner
+
+    job = runner.busy()
+    if job is not None and job.project == store.name:
+        raise RLHFError(f"delete: a run is going in project {store.name!r}; stop it first.")
+    shutil.rmtree(meta["path"])
+    log = store.folder / "runs" / f"{meta['id']}.jsonl"
+    if log.exists():
+        log.unlink()

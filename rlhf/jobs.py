@@ -37,6 +37,9 @@ class Job:
     metrics: list[dict] = field(default_factory=list)
     samples: list[dict] = field(default_factory=list)
     result: dict | None = None
+    evaluation: dict | None = None
+    """Tuned vs reference after a policy run (rlhf.evaluate), when the project has a reward model."""
+    phase: str = "training"
     stop_event: threading.Event = field(default_factory=threading.Event)
 
     def record(self, step: int, total: int, metrics: dict, samples: list[dict] | None = None) -> None:
@@ -58,8 +61,9 @@ class Job:
     def summary(self) -> str:
         eta = self.eta()
         left = f", about {_clock(eta)} left" if eta is not None else ""
-        return (f"{self.kind} on project {self.project!r}: {self.status}, step {self.steps_done}/{self.total_steps}, "
-                f"{_clock(self.elapsed())} elapsed{left}")
+        phase = f" ({self.phase})" if self.status == "running" and self.phase != "training" else ""
+        return (f"{self.kind} on project {self.project!r}: {self.status}{phase}, step {self.steps_done}/"
+                f"{self.total_steps}, {_clock(self.elapsed())} elapsed{left}")
 
 
 def _clock(seconds: float) -> str:
@@ -145,6 +149,13 @@ def start_training(kind: str, project: str, model_spec: str, config, reward_mode
         job.record(step, total_steps, metrics)
 
     def work(job: Job) -> dict:
+        meta = train(job)
+        if kind != "reward":
+            job.phase = "evaluating against the reference"
+            job.evaluation = evaluate_after_training(store, meta)
+        return meta
+
+    def train(job: Job) -> dict:
         if kind == "reward":
             from rlhf.reward import train_reward_model
 
@@ -166,3 +177,22 @@ def start_training(kind: str, project: str, model_spec: str, config, reward_mode
 
         find_checkpoint(store, reward_model or "latest", ("reward",))
     return runner.start(job, work)
+
+
+EVALUATION_PROMPTS = 8
+
+
+def evaluate_after_training(store, meta: dict) -> dict | None:
+    """Before and after: the new policy vs its reference on a few of the project's prompts, under the reward model."""
+    import json
+    from pathlib import Path
+
+    from rlhf.checkpoints import list_checkpoints
+    from rlhf.evaluate import evaluate_policy
+
+    prompts = [p.text for p in store.prompts()][:EVALUATION_PROMPTS]
+    if not prompts or not list_checkpoints(store, ("reward",)):
+        return None
+    report = evaluate_policy(store, meta["path"], prompts=prompts)
+    (Path(meta["path"]) / "evaluation.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    return report

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from rlhf.checkpoints import list_checkpoints
-from rlhf.config import DPOTrainConfig, PPOConfig, RewardTrainConfig
+from rlhf.config import DPOTrainConfig, PPOConfig, RewardTrainConfig, RLHFError
 from rlhf.jobs import command_line, runner, start_training
 from rlhf.store import Store
 from rlhf.ui.common import model_choices, refresh_models, user_errors
@@ -27,6 +27,7 @@ PLOT_TITLES = {"ppo": ["Reward (score, score - KL penalty)", "KL to the referenc
                "reward": ["Loss", "Accuracy (chosen scored above rejected)", "Margin"],
                "dpo": ["Loss", "Reward accuracy", "Reward margin"]}
 SAMPLE_COLUMNS = ["step", "prompt", "response", "score", "kl"]
+COMPARE_COLUMNS = ["prompt", "reference", "tuned"]
 RUN_COLUMNS = ["id", "kind", "created_at", "steps", "key metric"]
 
 
@@ -83,17 +84,26 @@ def poll():
     job = runner.job
     if job is None:
         empty = pd.DataFrame(columns=["step", "metric", "value"])
-        return "No run yet in this server.", empty, empty, empty, pd.DataFrame(columns=SAMPLE_COLUMNS)
+        return ("No run yet in this server.", empty, empty, empty, pd.DataFrame(columns=SAMPLE_COLUMNS),
+                pd.DataFrame(columns=COMPARE_COLUMNS))
     status = job.summary()
     if job.error:
         status += f"\n\n**Failed:** {job.error}"
     elif job.result:
         status += f"\n\nCheckpoint `{job.result['id']}` saved; it is in the Chat tab's model list."
+    if job.evaluation:
+        e = job.evaluation
+        status += (f"\n\n**Before and after** ({e['num_prompts']} prompts, judged by {e['judge']}): win "
+                   f"{e['win_rate']:.0%}, tie {e['tie_rate']:.0%}, loss {e['loss_rate']:.0%}; reward "
+                   f"{e['reward_reference']:+.2f} -> {e['reward_tuned']:+.2f}; KL {e['kl']:.2f} nats; length "
+                   f"{e['length_reference']:.0f} -> {e['length_tuned']:.0f} words.")
     status += f"\n\n`{job.command}`"
     frames = [gr.update(value=metric_frame(job.metrics, names), title=title)
               for names, title in zip(PLOTS[job.kind], PLOT_TITLES[job.kind])]
     samples = pd.DataFrame(job.samples[:12], columns=SAMPLE_COLUMNS)
-    return status, *frames, samples
+    examples = (job.evaluation or {}).get("examples", [])
+    side_by_side = pd.DataFrame(examples, columns=COMPARE_COLUMNS)
+    return status, *frames, samples, side_by_side
 
 
 def runs_table(project: str) -> pd.DataFrame:
@@ -109,6 +119,28 @@ def runs_table(project: str) -> pd.DataFrame:
         rows.append([meta["id"], meta["kind"], meta["created_at"], meta.get("steps_done", metrics.get("steps")),
                      f"{key} {value:.3f}" if isinstance(value, (int, float)) else ""])
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+@user_errors
+def pick_run(project: str, run_id: str):
+    """Use a policy run as the starting point of the next round."""
+    from rlhf.checkpoints import POLICY_KINDS, find_checkpoint
+
+    meta = find_checkpoint(Store.open(project), (run_id or "").strip(), POLICY_KINDS)
+    gr.Info(f"The next run starts from {meta['id']}.")
+    return gr.update(choices=model_choices(project), value=meta["path"])
+
+
+@user_errors
+def remove_run(project: str, run_id: str, confirmed: bool):
+    from rlhf.checkpoints import delete_checkpoint
+
+    if not confirmed:
+        raise RLHFError("delete: tick \"Yes, delete it\" first; a deleted run cannot be restored.")
+    store = Store.open(project)
+    delete_checkpoint(store, (run_id or "").strip())
+    gr.Info(f"Deleted {run_id}.")
+    return runs_table(project), False
 
 
 def reward_choices(project: str):
@@ -162,9 +194,16 @@ def build(project: gr.Dropdown) -> None:
                  for i, title in enumerate(PLOT_TITLES["ppo"])]
     samples = gr.Dataframe(headers=SAMPLE_COLUMNS, wrap=True, interactive=False, label="Recent samples",
                            elem_id="train-samples")
+    compare = gr.Dataframe(headers=COMPARE_COLUMNS, wrap=True, interactive=False, elem_id="train-compare",
+                           label="Before and after: the reference and the tuned policy answer the same prompts")
     with gr.Accordion("Runs of this project", open=False):
         refresh_runs = gr.Button("Refresh", elem_id="refresh-runs")
         runs = gr.Dataframe(headers=RUN_COLUMNS, interactive=False, elem_id="runs-table")
+        with gr.Row():
+            run_id = gr.Textbox(label="Run id", placeholder="ppo-2026...", elem_id="run-id")
+            use_run = gr.Button("Start the next round from it", elem_id="use-run")
+            confirm = gr.Checkbox(label="Yes, delete it", elem_id="confirm-delete")
+            delete_run = gr.Button("Delete run", variant="stop", elem_id="delete-run")
     timer = gr.Timer(1.5, active=True)
 
     settings = [rm_epochs, rm_lr, rm_lora, rm_eval, steps, batch, mini, epochs, lr, tokens, kl_coef, target_kl,
@@ -177,8 +216,10 @@ def build(project: gr.Dropdown) -> None:
         widget.change(cli_equivalent, command_inputs, command, queue=False, **private)
     start_button.click(start, command_inputs, timer, **private)
     stop_button.click(stop, None, None, queue=False, **private)
-    timer.tick(poll, None, [status, *plots, samples], queue=False, **private)
+    timer.tick(poll, None, [status, *plots, samples, compare], queue=False, **private)
     refresh_runs.click(runs_table, project, runs, **private)
+    use_run.click(pick_run, [project, run_id], start_model, **private)
+    delete_run.click(remove_run, [project, run_id, confirm], [runs, confirm], **private)
     start_model.focus(refresh_models, project, start_model, queue=False, **private)
     reward_model.focus(reward_choices, project, reward_model, queue=False, **private)
     return command_inputs, command

@@ -1,0 +1,54 @@
+"""Background training jobs: one at a time, progress, stop, before-and-after evaluation, run deletion."""
+
+import time
+
+import pytest
+
+from rlhf.checkpoints import delete_checkpoint, list_checkpoints
+from rlhf.config import PPOConfig, RewardTrainConfig, RLHFError
+from rlhf.jobs import Busy, command_line, runner, start_training
+from rlhf.judges import annotate
+from rlhf.reward import train_reward_model
+from test_prefer import add_candidates
+
+
+def wait(job, timeout=120):
+    deadline = time.time() + timeout
+    while job.status == "running" and time.time() < deadline:
+        time.sleep(0.2)
+    return job
+
+
+def test_ppo_job_reports_progress_evaluates_and_refuses_a_second_start(store, tiny_model_dir):
+    add_candidates(store, prompts=[f"prompt {i}" for i in range(6)], k=3)
+    annotate(store, lambda prompt, a, b: "a" if len(a) < len(b) else "b", "judge:short", seed=0)
+    train_reward_model(store, RewardTrainConfig(epochs=1), str(tiny_model_dir))
+    config = PPOConfig(steps=3, batch_size=4, mini_batch_size=2, max_new_tokens=6)
+    job = start_training("ppo", store.name, str(tiny_model_dir), config)
+    with pytest.raises(Busy, match="ppo on project 'test-project'"):
+        start_training("ppo", store.name, str(tiny_model_dir), config)
+    wait(job)
+    assert job.status == "done", job.error
+    assert [m["step"] for m in job.metrics] == [1, 2, 3] and job.samples
+    assert job.command == command_line("ppo", store.name, str(tiny_model_dir), config)
+    assert "--steps 3 --batch-size 4 --mini-batch-size 2 --max-new-tokens 6" in job.command
+    report = job.evaluation
+    assert report["num_prompts"] == 6 and report["judge"].startswith("reward_model:")
+    assert report["win_rate"] + report["tie_rate"] + report["loss_rate"] == pytest.approx(1.0)
+    assert len(report["examples"]) == 5 and {"prompt", "reference", "tuned"} <= set(report["examples"][0])
+    [policy] = list_checkpoints(store, ("ppo",))
+    assert (store.folder / "checkpoints" / policy["id"] / "evaluation.json").is_file()
+
+    with pytest.raises(RLHFError, match="by its id"):
+        delete_checkpoint(store, "latest")
+    delete_checkpoint(store, policy["id"])
+    assert list_checkpoints(store, ("ppo",)) == []
+    assert runner.busy() is None
+
+
+def test_a_failing_job_says_why(store, tiny_model_dir):
+    with pytest.raises(RLHFError, match="no reward checkpoint yet"):
+        start_training("ppo", store.name, str(tiny_model_dir), PPOConfig(steps=1, batch_size=2, mini_batch_size=2))
+    job = start_training("reward", store.name, str(tiny_model_dir), RewardTrainConfig())
+    wait(job)
+    assert job.status == "failed" and "at least 8 are needed" in job.error
