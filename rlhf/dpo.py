@@ -16,15 +16,11 @@ the work; this module picks the settings, logs namespaced metrics and writes a c
 from __future__ import annotations
 
 import copy
-import json
-import math
 import shutil
 import sys
 import tempfile
 import threading
 from dataclasses import asdict
-from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -32,47 +28,11 @@ from rlhf.checkpoints import is_checkpoint, new_checkpoint_id, publish, read_met
 from rlhf.config import DPOTrainConfig, ModelConfig, RLHFError, add_arguments, from_arguments
 from rlhf.dataset import training_pairs
 from rlhf.models import load_model, resolve_device, resolve_dtype
+from rlhf.monitor import Progress, TrainingMonitor
 from rlhf.store import Store
 
-Progress = Callable[[int, int, dict], None]
-"""Called as progress(step, total_steps, metrics) after each optimizer step; metrics as written to metrics.jsonl."""
 
 METRICS_FILE = "metrics.jsonl"
-
-
-def _namespaced(logs: dict) -> dict:
-    """TRL's log keys (`loss`, `rewards/margins`, ...) under `dpo/`, as the curves and the meta use them."""
-    return {f"dpo/{key}": value for key, value in logs.items() if key != "epoch"}
-
-
-def _make_callback(metrics_file: Path, progress: Progress | None, stop: threading.Event | None):
-    from transformers import TrainerCallback
-
-    class DPOMonitor(TrainerCallback):
-        """Appends each step's metrics to metrics.jsonl, reports progress, stops on request or on a non-finite loss."""
-
-        def __init__(self):
-            self.last: dict = {}
-            self.bad_loss_step: int | None = None
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "loss" not in logs:
-                return  # the end-of-training summary (runtime, mean loss) is not a step
-            row = {"step": state.global_step, "epoch": logs.get("epoch"), **_namespaced(logs)}
-            with metrics_file.open("a") as handle:
-                handle.write(json.dumps(row) + "\n")
-            self.last = row
-            if not math.isfinite(logs["loss"]):
-                self.bad_loss_step = state.global_step
-                control.should_training_stop = True
-            if progress is not None:
-                progress(state.global_step, state.max_steps, row)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if stop is not None and stop.is_set():
-                control.should_training_stop = True  # the step just taken is kept and saved
-
-    return DPOMonitor()
 
 
 def train_dpo(
@@ -121,7 +81,7 @@ def train_dpo(
 
     checkpoint_id = new_checkpoint_id("dpo")
     staged = staging_dir(store, checkpoint_id)
-    monitor = _make_callback(staged / METRICS_FILE, progress, stop)
+    monitor = TrainingMonitor("dpo", staged / METRICS_FILE, progress, stop)
     try:
         with tempfile.TemporaryDirectory(prefix="rlhf-dpo-") as scratch:
             args = DPOConfig(

@@ -20,7 +20,7 @@ from transformers import (
     TextIteratorStreamer,
 )
 
-from rlhf.config import ConfigError, RLHFError, SamplingConfig
+from rlhf.config import RLHFError, SamplingConfig
 from rlhf.models import LoadedModel
 from rlhf.store import Store
 

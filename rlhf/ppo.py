@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from rlhf.config import ModelConfig, PPOConfig, RLHFError
 from rlhf.models import LoadedModel, load_model

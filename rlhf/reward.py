@@ -31,7 +31,7 @@ import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -39,10 +39,9 @@ from rlhf.checkpoints import find_checkpoint, new_checkpoint_id, publish, read_m
 from rlhf.config import ModelConfig, RewardTrainConfig, RLHFError, add_arguments, from_arguments
 from rlhf.dataset import training_pairs
 from rlhf.models import _set_pad_token, resolve_device, resolve_dtype, resolve_source
+from rlhf.monitor import Progress, TrainingMonitor
 from rlhf.store import Store
 
-Progress = Callable[[int, int, dict], None]
-"""Called as progress(step, total_steps, metrics) after each optimizer step; metrics as written to metrics.jsonl."""
 
 METRICS_FILE = "metrics.jsonl"
 Prompt = str | list[dict]
@@ -121,11 +120,6 @@ def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
     return input_ids, attention_mask
 
 
-def _namespaced(logs: dict) -> dict:
-    """TRL's log keys (`loss`, `accuracy`, `margin`, ...) under `reward/`, as the curves and the meta use them."""
-    return {f"reward/{key}": value for key, value in logs.items() if key != "epoch"}
-
-
 # the model ---------------------------------------------------------------------------------------------------------
 def lora_config(config: RewardTrainConfig):
     """LoRA on every linear layer; task SEQ_CLS makes PEFT train and save the new `score` head in full as well
@@ -189,38 +183,6 @@ def raw_scores(model, sequences: list[list[int]], pad_id: int, batch_size: int =
 
 
 # training ----------------------------------------------------------------------------------------------------------
-def _make_callback(log_path: Path | None, progress: Progress | None, stop: threading.Event | None):
-    from transformers import TrainerCallback
-
-    class RewardMonitor(TrainerCallback):
-        """Keeps each step's metrics (and appends them to `log_path` as they come, for live curves), reports
-        progress, stops on request or at the first non-finite loss."""
-
-        def __init__(self):
-            self.rows: list[dict] = []
-            self.bad_loss_step: int | None = None
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "loss" not in logs:
-                return  # the end-of-training summary (runtime, mean loss) is not a step
-            row = {"step": state.global_step, "epoch": logs.get("epoch"), **_namespaced(logs)}
-            self.rows.append(row)
-            if log_path is not None:
-                with Path(log_path).open("a") as handle:
-                    handle.write(json.dumps(row) + "\n")
-            if not math.isfinite(logs["loss"]):
-                self.bad_loss_step = state.global_step
-                control.should_training_stop = True
-            if progress is not None:
-                progress(state.global_step, state.max_steps, row)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if stop is not None and stop.is_set():
-                control.should_training_stop = True  # the step just taken is kept and saved
-
-    return RewardMonitor()
-
-
 def train_reward_model(
     store: Store,
     config: RewardTrainConfig,
@@ -265,7 +227,7 @@ def train_reward_model(
     compute_dtype = resolve_dtype("auto", device)
     checkpoint_id = new_checkpoint_id("reward")
     staged = staging_dir(store, checkpoint_id)
-    monitor = _make_callback(Path(log_path) if log_path else None, progress, stop)
+    monitor = TrainingMonitor("reward", Path(log_path) if log_path else None, progress, stop)
     try:
         with tempfile.TemporaryDirectory(prefix="rlhf-reward-") as scratch:
             args = RewardConfig(
