@@ -7,6 +7,7 @@ going and reopening the page shows it. Metrics and sample tables arrive through 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import traceback
@@ -107,6 +108,21 @@ class JobRunner:
 
         threading.Thread(target=run, daemon=True, name=f"rlhf-{job.kind}").start()
         return job
+
+    @contextlib.contextmanager
+    def hold(self, job: Job):
+        """Run heavy work in the caller's thread (a generation batch) as the current job: others are refused."""
+        with self._lock:
+            self.check_idle()
+            self.job = job
+        try:
+            yield job
+            job.status = "stopped" if job.stop_event.is_set() else "done"
+        except BaseException as error:
+            job.status, job.error = "failed", str(error)
+            raise
+        finally:
+            job.finished_at = time.time()
 
     def stop(self) -> Job | None:
         job = self.busy()

@@ -52,3 +52,21 @@ def test_a_failing_job_says_why(store, tiny_model_dir):
     job = start_training("reward", store.name, str(tiny_model_dir), RewardTrainConfig())
     wait(job)
     assert job.status == "failed" and "at least 8 are needed" in job.error
+
+
+def test_reward_and_dpo_jobs_and_generation_share_the_one_slot(store, tiny_model_dir):
+    from rlhf.config import DPOTrainConfig
+    from rlhf.jobs import Job
+
+    add_candidates(store, prompts=[f"prompt {i}" for i in range(6)], k=3)
+    annotate(store, lambda prompt, a, b: "a" if len(a) < len(b) else "b", "judge:short", seed=0)
+    for kind, config, key in [("reward", RewardTrainConfig(epochs=1), "reward/loss"),
+                              ("dpo", DPOTrainConfig(epochs=1), "dpo/loss")]:
+        job = wait(start_training(kind, store.name, str(tiny_model_dir), config))
+        assert job.status == "done", job.error
+        assert job.metrics and key in job.metrics[-1] and job.steps_done == job.total_steps
+    generation = Job(kind="generate", project=store.name, total_steps=2, command="python -m rlhf generate ...")
+    with runner.hold(generation):
+        with pytest.raises(Busy, match="generate on project"):
+            start_training("reward", store.name, str(tiny_model_dir), RewardTrainConfig(epochs=1))
+    assert generation.status == "done" and runner.busy() is None

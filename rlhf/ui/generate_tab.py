@@ -9,7 +9,7 @@ import pandas as pd
 
 from rlhf.config import ModelConfig, SamplingConfig
 from rlhf.generate import generate_candidates, parse_prompts, read_prompts_file, starter_prompts
-from rlhf.jobs import runner
+from rlhf.jobs import Job, runner
 from rlhf.models import registry
 from rlhf.store import Store
 from rlhf.ui.common import MODEL_QUEUE, model_choices, refresh_models, session_id, stop_signals, user_errors
@@ -45,17 +45,21 @@ def generate(
         top_p=float(top_p),
         seed=None if seed is None or seed == "" else int(seed),
     ).validate()
-    runner.check_idle()  # one heavy job at a time: say what runs instead of queueing behind it
     prompts = parse_prompts(prompts_text)
     store = Store.open(project)
-    cancel = stop_signals.start(session_id(request), "generate")
-    progress(0, desc="Loading the model...")
-    loaded = registry.get(ModelConfig(spec=model_spec).validate())
-    progress(0, desc=f"Sampling {len(prompts)} prompts x {sampling.num_candidates}")
-    result = generate_candidates(
-        store, loaded, prompts, sampling, source="ui",
-        progress=lambda done, total: progress(done / total, desc=f"{done}/{total} prompts"), cancel=cancel,
-    )
+    job = Job(kind="generate", project=store.name, total_steps=len(prompts),
+              command=f"python -m rlhf generate --project {store.name} --prompts FILE --model {model_spec}")
+    with runner.hold(job):  # one heavy job at a time: a training start meanwhile is told what runs
+        cancel = stop_signals.start(session_id(request), "generate")
+        progress(0, desc="Loading the model...")
+        loaded = registry.get(ModelConfig(spec=model_spec).validate())
+        progress(0, desc=f"Sampling {len(prompts)} prompts x {sampling.num_candidates}")
+
+        def report(done: int, total: int) -> None:
+            job.record(done, total, {})
+            progress(done / total, desc=f"{done}/{total} prompts")
+
+        result = generate_candidates(store, loaded, prompts, sampling, source="ui", progress=report, cancel=cancel)
     status = (
         f"Stored {len(result.completion_ids)} candidates for {result.prompts_done} of {result.prompts_total} prompts "
         f"in project **{store.name}** (run {result.run_id}, seed {result.params['seed']})."

@@ -98,8 +98,8 @@ def poll():
                    f"{e['reward_reference']:+.2f} -> {e['reward_tuned']:+.2f}; KL {e['kl']:.2f} nats; length "
                    f"{e['length_reference']:.0f} -> {e['length_tuned']:.0f} words.")
     status += f"\n\n`{job.command}`"
-    frames = [gr.update(value=metric_frame(job.metrics, names), title=title)
-              for names, title in zip(PLOTS[job.kind], PLOT_TITLES[job.kind])]
+    frames = [gr.update(value=metric_frame(job.metrics, names), title=title)  # a generation job has no curves
+              for names, title in zip(PLOTS.get(job.kind, [[]] * 3), PLOT_TITLES.get(job.kind, [""] * 3))]
     samples = pd.DataFrame(job.samples[:12], columns=SAMPLE_COLUMNS)
     examples = (job.evaluation or {}).get("examples", [])
     side_by_side = pd.DataFrame(examples, columns=COMPARE_COLUMNS)
