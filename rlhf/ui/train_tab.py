@@ -122,6 +122,20 @@ def runs_table(project: str) -> pd.DataFrame:
 
 
 @user_errors
+def run_curves(project: str, run_id: str):
+    """A finished run's curves, re-plotted from its metrics.jsonl."""
+    import json
+    from pathlib import Path
+
+    from rlhf.checkpoints import find_checkpoint
+
+    meta = find_checkpoint(Store.open(project), (run_id or "").strip())
+    rows = [json.loads(line) for line in (Path(meta["path"]) / "metrics.jsonl").read_text().splitlines() if line]
+    names = [name for group in PLOTS[meta["kind"]][:2] for name in group]
+    return gr.update(value=metric_frame(rows, names), title=f"{meta['id']}: {', '.join(names)}")
+
+
+@user_errors
 def pick_run(project: str, run_id: str):
     """Use a policy run as the starting point of the next round."""
     from rlhf.checkpoints import POLICY_KINDS, find_checkpoint
@@ -204,6 +218,8 @@ def build(project: gr.Dropdown) -> None:
             use_run = gr.Button("Start the next round from it", elem_id="use-run")
             confirm = gr.Checkbox(label="Yes, delete it", elem_id="confirm-delete")
             delete_run = gr.Button("Delete run", variant="stop", elem_id="delete-run")
+        plot_run = gr.Button("Plot its curves", elem_id="plot-run")
+        history_plot = gr.LinePlot(x="step", y="value", color="metric", elem_id="history-plot")
     timer = gr.Timer(1.5, active=True)
 
     settings = [rm_epochs, rm_lr, rm_lora, rm_eval, steps, batch, mini, epochs, lr, tokens, kl_coef, target_kl,
@@ -219,6 +235,7 @@ def build(project: gr.Dropdown) -> None:
     timer.tick(poll, None, [status, *plots, samples, compare], queue=False, **private)
     refresh_runs.click(runs_table, project, runs, **private)
     use_run.click(pick_run, [project, run_id], start_model, **private)
+    plot_run.click(run_curves, [project, run_id], history_plot, **private)
     delete_run.click(remove_run, [project, run_id, confirm], [runs, confirm], **private)
     start_model.focus(refresh_models, project, start_model, queue=False, **private)
     reward_model.focus(reward_choices, project, reward_model, queue=False, **private)
