@@ -184,6 +184,22 @@ def cmd_evaluate(args) -> None:
     print(json.dumps(report, ensure_ascii=False))
 
 
+def cmd_leaderboard(args) -> None:
+    from rlhf.arena import leaderboard
+    from rlhf.store import Store
+
+    rows = leaderboard(Store.open(args.project))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print("no head-to-head votes yet: compare two models in the Chat tab's arena")
+    for rank, row in enumerate(rows, start=1):
+        extra = "" if row["reward"] is None else f"  reward {row['reward']:+.2f}  kl {row['kl']:.2f}"
+        print(f"{rank:>2}. {row['model']:<40} {row['rating']:>5} [{row['ci_low']}, {row['ci_high']}]  "
+              f"{row['votes']} votes{extra}")
+
+
 def cmd_serve(args) -> None:
     from rlhf.ui import launch
 
@@ -262,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="PPO checkpoint to continue exactly where it stopped")
     add_arguments(p, PPOConfig)
     p.set_defaults(func=cmd_ppo)
+
+    p = commands.add_parser("leaderboard", help="models ranked by a Bradley-Terry fit of head-to-head votes")
+    _add_project(p)
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.set_defaults(func=cmd_leaderboard)
 
     p = commands.add_parser("evaluate", help="tuned policy vs reference: win rate, reward delta, KL, length")
     _add_project(p)

@@ -187,3 +187,29 @@ def test_train_tab_runs_ppo_live_stops_and_the_checkpoint_reaches_chat(page, tin
     finally:
         process.kill()
         process.wait()
+
+
+def test_arena_compare_and_vote_with_the_keyboard(page, tiny_model_dir):
+    import torch
+
+    from rlhf.config import PPOConfig
+    from rlhf.ppo import train_ppo
+
+    store = Store.open("default")
+    policy = train_ppo(store, PPOConfig(steps=1, batch_size=2, mini_batch_size=2, max_new_tokens=4), str(tiny_model_dir),
+                       lambda p, r: torch.zeros(len(p)), "function:zero", prompts=["a", "b"], device="cpu")
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_text("Compare two models (arena)", exact=False).click()
+    page.locator("#arena-model-b input").fill(policy["path"])
+    page.locator("#arena-model-b input").press("Enter")
+    page.fill("#arena-annotator textarea", "alice")
+    page.fill("#arena-prompt textarea", "What is an opossum?")
+    page.click("#arena-ask")
+    page.wait_for_selector("#arena-status:has-text('Which answer is better?')", timeout=60_000)
+    page.locator("#arena-status").click()  # out of the text fields: the keys vote
+    page.keyboard.press("2")
+    page.wait_for_selector("#arena-status:has-text('Vote 1 recorded (right better)')", timeout=30_000)
+    [stored] = store.votes()
+    assert stored["source"] == "arena" and stored["annotator"] == "alice"
+    page.click("#refresh-leaderboard")
+    page.wait_for_selector(f"#leaderboard:has-text('{policy['id']}')", timeout=30_000)

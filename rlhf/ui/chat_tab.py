@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import gradio as gr
+from functools import partial
 
-from rlhf.config import ModelConfig, SamplingConfig
+import gradio as gr
+import pandas as pd
+
+from rlhf.config import ModelConfig, RLHFError, SamplingConfig
 from rlhf.generate import stream_chat
 from rlhf.jobs import runner
 from rlhf.models import registry
+from rlhf.store import Store
 from rlhf.ui.common import MODEL_QUEUE, model_choices, refresh_models, session_id, stop_signals, user_errors
+
+
+LEADERBOARD_COLUMNS = ["model", "rating", "ci_low", "ci_high", "votes", "reward", "kl"]
 
 
 def message_text(content) -> str:
@@ -45,6 +52,37 @@ def chat(
         yield "", history + [{"role": "assistant", "content": text}]
 
 
+@user_errors
+def ask_both(project: str, prompt: str, model_a: str, model_b: str, annotator: str, max_new_tokens: float):
+    """Arena: both models answer; the answers come back in random order, the models hidden until the vote."""
+    from rlhf.arena import arena_pair
+
+    runner.check_idle()
+    sampling = SamplingConfig(num_candidates=1, max_new_tokens=int(max_new_tokens))
+    shown = arena_pair(Store.open(project), prompt, model_a, model_b, annotator, sampling)
+    return shown.presentation_id, shown.left, shown.right, "Which answer is better? (1, 2, 3 or 4)"
+
+
+@user_errors
+def arena_vote(choice: str, project: str, presentation_id: int | None, annotator: str):
+    from rlhf.prefer import vote
+
+    if presentation_id is None:
+        raise RLHFError("arena: ask both models first.")
+    receipt = vote(Store.open(project), presentation_id, choice, annotator, source="arena")
+    said = {"a": "left better", "b": "right better", "tie": "tie", "both_bad": "both bad"}[choice]
+    return None, (f"Vote {receipt.vote_id} recorded ({said}). Left was `{receipt.left_model}`, right was "
+                  f"`{receipt.right_model}`.")
+
+
+@user_errors
+def leaderboard_table(project: str):
+    from rlhf.arena import leaderboard
+
+    rows = leaderboard(Store.open(project))
+    return pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
+
+
 def stop_chat(request: gr.Request):
     stop_signals.stop(session_id(request), "chat")
 
@@ -77,3 +115,34 @@ def build(project: gr.Dropdown) -> None:
     clear.click(lambda: ([], ""), None, [chatbot, message], queue=False, api_visibility="private")
     model.focus(refresh_models, project, model, queue=False, api_visibility="private")
     project.change(refresh_models, project, model, queue=False, api_visibility="private")
+
+    with gr.Accordion("Compare two models (arena): blind votes become preference pairs", open=False):
+        shown = gr.State(None)
+        with gr.Row():
+            model_a = gr.Dropdown(choices=model_choices(), value=model_choices()[0][1], allow_custom_value=True,
+                                  label="Model 1", elem_id="arena-model-a")
+            model_b = gr.Dropdown(choices=model_choices(), value=None, allow_custom_value=True, label="Model 2",
+                                  elem_id="arena-model-b")
+            annotator = gr.Textbox(label="Your name", elem_id="arena-annotator")
+        arena_prompt = gr.Textbox(label="Prompt for both", elem_id="arena-prompt")
+        ask = gr.Button("Ask both", variant="primary", elem_id="arena-ask")
+        with gr.Row(equal_height=True):
+            left = gr.Textbox(label="A (left)", interactive=False, lines=8, elem_id="arena-left")
+            right = gr.Textbox(label="B (right)", interactive=False, lines=8, elem_id="arena-right")
+        with gr.Row():
+            buttons = {"a": gr.Button("A is better  [1]", elem_id="arena-a"),
+                       "b": gr.Button("B is better  [2]", elem_id="arena-b"),
+                       "tie": gr.Button("Tie  [3]", elem_id="arena-tie"),
+                       "both_bad": gr.Button("Both bad  [4]", elem_id="arena-both-bad")}
+        arena_status = gr.Markdown(elem_id="arena-status")
+        refresh_board = gr.Button("Refresh leaderboard", elem_id="refresh-leaderboard")
+        board = gr.Dataframe(headers=LEADERBOARD_COLUMNS, interactive=False, elem_id="leaderboard",
+                             label="Leaderboard (Bradley-Terry rating, 95% bootstrap interval)")
+    ask.click(ask_both, [project, arena_prompt, model_a, model_b, annotator, max_new_tokens],
+              [shown, left, right, arena_status], api_visibility="private", **options)
+    for choice, button in buttons.items():
+        button.click(partial(arena_vote, choice), [project, shown, annotator], [shown, arena_status],
+                     api_visibility="private")
+    refresh_board.click(leaderboard_table, project, board, api_visibility="private")
+    for picker in (model_a, model_b):
+        picker.focus(refresh_models, project, picker, queue=False, api_visibility="private")

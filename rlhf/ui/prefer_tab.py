@@ -21,8 +21,9 @@ from rlhf.stats import LABELS, project_stats
 from rlhf.store import Store
 from rlhf.ui.common import user_errors
 
-HOTKEYS = {"1": "vote-a", "2": "vote-b", "3": "vote-tie", "4": "vote-both-bad", "0": "vote-skip", " ": "vote-skip",
-           "u": "vote-undo"}
+# Each key clicks the first visible button of its list: the Prefer tab's, or the Chat tab's arena (same keys).
+HOTKEYS = {"1": ["vote-a", "arena-a"], "2": ["vote-b", "arena-b"], "3": ["vote-tie", "arena-tie"],
+           "4": ["vote-both-bad", "arena-both-bad"], "0": ["vote-skip"], " ": ["vote-skip"], "u": ["vote-undo"]}
 HOTKEYS_JS = """
 () => {
   const keys = %s;
@@ -30,9 +31,10 @@ HOTKEYS_JS = """
     const target = event.target;
     const typing = target && (target.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(target.tagName));
     if (typing || event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
-    const id = keys[event.key.toLowerCase()];
-    const button = id && document.getElementById(id);
-    if (!button || button.offsetParent === null || button.disabled) return;  // only on the visible Prefer tab
+    const ids = keys[event.key.toLowerCase()] || [];
+    const button = ids.map((id) => document.getElementById(id))
+      .find((b) => b && b.offsetParent !== null && !b.disabled);  // only buttons on the visible tab
+    if (!button) return;
     event.preventDefault();
     button.click();
   });

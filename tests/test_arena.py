@@ -1,0 +1,42 @@
+import dataclasses
+import random
+
+import pytest
+import torch
+
+from rlhf.arena import arena_pair, bradley_terry, head_to_head, leaderboard
+from rlhf.config import PPOConfig, RLHFError, SamplingConfig
+from rlhf.prefer import vote
+from rlhf.ppo import train_ppo
+
+
+def test_bradley_terry_recovers_the_win_ratio():
+    games = [("A", "B", 1.0)] * 30 + [("A", "B", 0.0)] * 10  # A wins 3 of 4
+    strength = bradley_terry(games)
+    assert strength["A"] / strength["B"] == pytest.approx(3.0, rel=0.05)  # the light prior shrinks it a little
+    three = bradley_terry([("A", "B", 1.0)] * 20 + [("B", "C", 1.0)] * 20 + [("A", "C", 0.5)] * 2)
+    assert three["A"] > three["B"] > three["C"] or three["B"] > three["C"]
+    assert bradley_terry([]) == {}
+
+
+def test_arena_votes_are_preference_pairs_and_feed_the_leaderboard(store, tiny_model_dir):
+    config = PPOConfig(steps=1, batch_size=2, mini_batch_size=2, max_new_tokens=4, lr=5e-2)
+    policy = train_ppo(store, dataclasses.replace(config), str(tiny_model_dir),
+                       lambda p, r: torch.tensor([float(len(x)) for x in r]), "function:len", prompts=["a", "b"],
+                       device="cpu")
+    sampling = SamplingConfig(num_candidates=1, max_new_tokens=6, seed=0)
+    for i in range(3):
+        shown = arena_pair(store, f"Question {i}?", str(tiny_model_dir), policy["path"], "alice", sampling,
+                           rng=random.Random(i))
+        assert shown.kind == "arena" and shown.left and shown.right
+        receipt = vote(store, shown.presentation_id, "a", "alice", source="arena")
+        assert {receipt.left_model, receipt.right_model} == {str(tiny_model_dir), f"{policy['path']} @ {policy['id']}"}
+    votes = store.votes()
+    assert len(votes) == 3 and {v["source"] for v in votes} == {"arena"}
+    games = head_to_head(store)
+    assert len(games) == 3 and {frozenset(g[:2]) for g in games} == {frozenset({str(tiny_model_dir), policy["id"]})}
+    rows = leaderboard(store, bootstrap=20)
+    assert {r["model"] for r in rows} == {str(tiny_model_dir), policy["id"]}
+    assert all(r["votes"] == 3 and r["ci_low"] <= r["rating"] <= r["ci_high"] for r in rows)
+    with pytest.raises(RLHFError, match="two different models"):
+        arena_pair(store, "Hi", str(tiny_model_dir), str(tiny_model_dir), "alice", sampling)
