@@ -200,6 +200,35 @@ def cmd_leaderboard(args) -> None:
               f"{row['votes']} votes{extra}")
 
 
+def cmd_rounds(args) -> None:
+    from rlhf.rounds import rounds
+    from rlhf.store import Store
+
+    rows = rounds(Store.open(args.project))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print("round 0: the base model; no policy trained yet")
+    for r in rows:
+        win = "-" if r["win_rate_vs_reference"] is None else f"{r['win_rate_vs_reference']:.0%}"
+        accuracy = "-" if r["reward_model_accuracy"] is None else f"{r['reward_model_accuracy']:.2f}"
+        print(f"round {r['round']}: {r['policy']} ({r['algorithm']}) +{r['votes_added']} votes, "
+              f"reward model accuracy {accuracy}, win rate vs reference {win}")
+
+
+def cmd_next_round(args) -> None:
+    from rlhf.rounds import newest_policy, next_round
+    from rlhf.store import Store
+
+    store = Store.open(args.project)
+    sampling = from_arguments(SamplingConfig, args).validate()
+    print(f"sampling candidates from {newest_policy(store)}", file=sys.stderr)
+    result = next_round(store, sampling)
+    print(f"stored {len(result.completion_ids)} candidates for {result.prompts_done} prompts (run {result.run_id}); "
+          "label them in the Prefer tab")
+
+
 def cmd_serve(args) -> None:
     from rlhf.ui import launch
 
@@ -278,6 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="PPO checkpoint to continue exactly where it stopped")
     add_arguments(p, PPOConfig)
     p.set_defaults(func=cmd_ppo)
+
+    p = commands.add_parser("rounds", help="the project's rounds: votes added, reward model accuracy, win rate")
+    _add_project(p)
+    p.add_argument("--json", action="store_true", help="print the rounds as JSON")
+    p.set_defaults(func=cmd_rounds)
+
+    p = commands.add_parser("next-round", help="start the next round: candidates from the newest policy to label")
+    _add_project(p)
+    add_arguments(p, SamplingConfig)
+    p.set_defaults(func=cmd_next_round)
 
     p = commands.add_parser("leaderboard", help="models ranked by a Bradley-Terry fit of head-to-head votes")
     _add_project(p)

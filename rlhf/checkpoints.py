@@ -45,8 +45,16 @@ def staging_dir(store: Store, checkpoint_id: str) -> Path:
 
 
 def publish(staged: Path, meta: dict) -> Path:
-    """Write meta.json and move the staged folder to its final name (atomic on one filesystem)."""
-    meta = {**meta, "created_at": meta.get("created_at", now())}
+    """Write meta.json and move the staged folder to its final name (atomic on one filesystem).
+
+    A policy checkpoint records its round: one more than the policy it started from (round 0 = a base model).
+    `meta` is completed in place (created_at, round), so the caller returns what was written.
+    """
+    meta.setdefault("created_at", now())
+    if meta.get("kind") in POLICY_KINDS and "round" not in meta:
+        start = meta.get("policy_start") or meta.get("parent_path")
+        parent_round = read_meta(start).get("round", 0) if start and is_checkpoint(start) else 0
+        meta["round"] = parent_round + 1
     (staged / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
     final = staged.with_name(meta["id"])
     if final.exists():

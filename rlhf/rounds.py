@@ -1,0 +1,61 @@
+"""Rounds of RLHF: generate with the current policy -> label -> reward model -> PPO or DPO -> a new policy.
+
+A round is not stored separately; it is read off what the project holds. Policy checkpoints carry their round (one
+more than the policy they started from); a round's votes are those cast between the previous policy and this one.
+`next_round` starts the next one: candidates from the newest policy for the project's prompts, ready to label.
+"""
+
+from __future__ import annotations
+
+from rlhf.checkpoints import POLICY_KINDS, list_checkpoints
+from rlhf.config import ModelConfig, SamplingConfig, default_model_spec
+from rlhf.store import Store
+
+
+def rounds(store: Store) -> list[dict]:
+    """One row per policy checkpoint, oldest first: round, votes added, reward model accuracy, evaluation."""
+    import json
+    from pathlib import Path
+
+    rewards = {m["id"]: m for m in list_checkpoints(store, ("reward",))}
+    votes = sorted(v["created_at"] for v in store.votes() if v["choice"] != "skip")
+    rows, previous_time = [], ""
+    for meta in list_checkpoints(store, POLICY_KINDS):
+        evaluation_file = Path(meta["path"]) / "evaluation.json"
+        evaluation = json.loads(evaluation_file.read_text()) if evaluation_file.is_file() else {}
+        reward = rewards.get(meta.get("reward", ""), {})
+        rows.append({
+            "round": meta.get("round", 1),
+            "policy": meta["id"],
+            "algorithm": meta["kind"],
+            "started_from": meta.get("parent") or meta.get("base_model"),
+            "votes_added": sum(1 for t in votes if previous_time < t <= meta["created_at"]),
+            "reward_model": meta.get("reward"),
+            "reward_model_accuracy": (reward.get("metrics") or {}).get("eval_accuracy"),
+            "win_rate_vs_reference": evaluation.get("win_rate"),
+            "kl": evaluation.get("kl"),
+            "created_at": meta["created_at"],
+        })
+        previous_time = meta["created_at"]
+    return rows
+
+
+def newest_policy(store: Store) -> str:
+    """The newest policy checkpoint's folder, or the base model when there is none yet."""
+    policies = list_checkpoints(store, POLICY_KINDS)
+    return policies[-1]["path"] if policies else default_model_spec()
+
+
+def next_round(store: Store, sampling: SamplingConfig | None = None, progress=None):
+    """Sample fresh candidates from the newest policy for every prompt of the project (to label next)."""
+    from rlhf.generate import generate_candidates
+    from rlhf.models import load_model
+
+    prompts = [p.text for p in store.prompts()]
+    if not prompts:
+        from rlhf.config import RLHFError
+
+        raise RLHFError("next round: the project has no prompts yet; generate candidates first.")
+    loaded = load_model(ModelConfig(spec=newest_policy(store)))
+    return generate_candidates(store, loaded, prompts, sampling or SamplingConfig(), source="next-round",
+                               progress=progress)
