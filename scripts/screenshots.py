@@ -30,6 +30,7 @@ def main() -> None:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(url)
+        page.get_by_role("tab", name="Generate").click()  # the app opens on "Start here"
         page.fill("#prompts textarea", "What is an opossum?\nWrite a haiku about the first snow of winter.")
         page.fill("#max-new-tokens input[type=number]", "64")
         page.press("#max-new-tokens input[type=number]", "Enter")

@@ -33,6 +33,7 @@ def page(browser, app_url):
     Store.open("default", create=True)  # this test's data directory starts empty
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(app_url)
+    page.get_by_role("tab", name="Generate").click()  # the app opens on "Start here"
     page.wait_for_selector("#prompts textarea")
     yield page
     page.close()
@@ -147,7 +148,7 @@ def test_train_tab_runs_ppo_live_stops_and_the_checkpoint_reaches_chat(page, tin
     train_reward_model(store, RewardTrainConfig(epochs=1), str(tiny_model_dir))
 
     page.get_by_role("tab", name="Train").click()
-    page.get_by_text("PPO", exact=True).click()
+    page.locator("#train-kind").get_by_text("PPO", exact=True).click()
     for field, value in [("#ppo-steps", "400"), ("#ppo-batch", "4"), ("#ppo-mini", "2"), ("#ppo-tokens", "6")]:
         page.fill(f"{field} input", value)
         page.press(f"{field} input", "Tab")
@@ -213,3 +214,16 @@ def test_arena_compare_and_vote_with_the_keyboard(page, tiny_model_dir):
     assert stored["source"] == "arena" and stored["annotator"] == "alice"
     page.click("#refresh-leaderboard")
     page.wait_for_selector(f"#leaderboard:has-text('{policy['id']}')", timeout=30_000)
+
+
+def test_walkthrough_creates_two_contexts_and_loads_its_prompts(page):
+    page.get_by_role("tab", name="Start here").click()
+    page.click("#create-walkthrough")
+    page.wait_for_function("() => document.querySelector('#project input').value === 'opossum-tutor'")
+    assert "biology tutor" in Store.open("opossum-tutor").guidelines()
+    assert "meme bot" in Store.open("opossum-memes").guidelines()
+    page.get_by_role("tab", name="Generate").click()
+    page.click("#load-walkthrough")
+    page.wait_for_function("() => document.querySelector('#prompts textarea').value.startsWith('What is an opossum?')")
+    page.get_by_role("tab", name="Prefer").click()
+    page.wait_for_selector("#guidelines:has-text('biology tutor')", timeout=30_000)  # the context is in view

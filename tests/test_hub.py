@@ -232,3 +232,37 @@ print("same logits")
                           env=client_env(hub, tmp_path), timeout=300)
     assert done.returncode == 0 and "same logits" in done.stdout, done.stderr[-3000:]
     assert_token_nowhere(hub, rlhf_home)
+
+
+def test_the_card_says_what_a_reader_cannot_do_and_never_claims_data_it_did_not_use(tmp_path, monkeypatch):
+    """No Hub needed: a PPO policy on the bundled model with a scripted reward, pushed without matplotlib."""
+    from rlhf.hub import model_card, plot_curves, stage_checkpoint
+
+    checkpoint = tmp_path / "ppo-1"
+    (checkpoint / "adapter").mkdir(parents=True)
+    (checkpoint / "adapter" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/x/smol"}))
+    (checkpoint / "metrics.jsonl").write_text(json.dumps({"objective/scores": 1.0, "objective/kl": 0.1}) + "\n")
+    (checkpoint / "trainer_state.pt").write_bytes(b"optimizer state")
+    meta = {"id": "ppo-1", "kind": "ppo", "base_model": "bundled", "policy_start": "bundled", "parent": None,
+            "reward": "function:length", "config": {"kl_coef": 0.05, "lora": True}, "metrics": {"objective/kl": 0.1},
+            "path": str(checkpoint)}
+    record = {"dataset": {"repo_id": DATASET, "revision": "f" * 40, "url": "u", "train_fingerprint": "abc"},
+              "checkpoints": {}, "models": {}, "pulls": []}
+    folder = tmp_path / "staged"
+    pushed, warnings = stage_checkpoint(meta, folder, record, merged=False)
+    assert not (folder / "trainer_state.pt").exists() and "path" not in json.loads((folder / "meta.json").read_text())
+    assert pushed["base_model"] == "bundled" and pushed["hub"]["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert warnings == []  # the adapter's base is on the Hub
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if matplotlib were not installed
+    assert plot_curves(folder / "metrics.jsonl", folder / "curves.png", "ppo") is False
+    assert not (folder / "curves.png").exists()
+    card = model_card(pushed, "me/p", record["dataset"], None, None, False, warnings, {"adapter"})
+    metadata = card_yaml(card)
+    assert metadata["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and "datasets" not in metadata
+    assert "the reward was a Python function" in card and "4-bit GGUF" in card and "matplotlib was not" in card
+
+    local = {**meta, "base_model": "/somewhere/my-model", "policy_start": "/somewhere/my-model"}
+    pushed, warnings = stage_checkpoint(local, tmp_path / "staged-local", record, merged=False)
+    assert pushed["hub"]["base_model"] is None and "is not on the Hub" in warnings[0] and "--merged" in warnings[0]
+    card = model_card(pushed, "me/p", record["dataset"], None, None, False, warnings, {"adapter"})
+    assert "base_model" not in card_yaml(card) and "> Note: the base model '/somewhere/my-model'" in card

@@ -17,11 +17,28 @@ Run the whole RLHF loop on a small language model: **generate** candidate answer
 **train** a reward model and the policy, **chat** with the result. Data lives in `{data}`."""
 
 
+def walkthrough_tab(project: gr.Dropdown) -> None:
+    from rlhf.store import list_projects
+    from rlhf.walkthrough import STEPS, create_walkthrough_projects
+
+    gr.Markdown(STEPS)
+    create = gr.Button("Create the walkthrough projects", elem_id="create-walkthrough")
+
+    def make():
+        names = create_walkthrough_projects()
+        gr.Info("Created opossum-tutor and opossum-memes; opossum-tutor is selected.")
+        return gr.update(choices=list_projects(), value=names[0])
+
+    create.click(make, None, project, api_visibility="private")
+
+
 def build_demo() -> gr.Blocks:
     with gr.Blocks(title="RLHF Space") as demo:
         gr.Markdown(INTRO.format(data=data_dir()))
         project = project_header.build()
         with gr.Tabs():
+            with gr.Tab("Start here", id="start"):
+                walkthrough_tab(project)
             with gr.Tab("Generate", id="generate"):
                 generate_tab.build(project)
             with gr.Tab("Prefer", id="prefer"):

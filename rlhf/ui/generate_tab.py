@@ -13,6 +13,7 @@ from rlhf.jobs import Job, runner
 from rlhf.models import registry
 from rlhf.store import Store
 from rlhf.ui.common import MODEL_QUEUE, model_choices, refresh_models, session_id, stop_signals, user_errors
+from rlhf.walkthrough import PROMPTS as WALKTHROUGH_PROMPTS
 
 COLUMNS = ["prompt", "candidate", "answer", "tokens", "finish"]
 
@@ -90,6 +91,7 @@ def build(project: gr.Dropdown) -> None:
             )
             with gr.Row():
                 starter = gr.Button("Load starter prompts", size="sm", elem_id="load-starter")
+                walkthrough = gr.Button("Load walkthrough prompts", size="sm", elem_id="load-walkthrough")
                 upload = gr.UploadButton("Load a .txt file", file_types=[".txt"], size="sm", elem_id="upload-prompts")
         with gr.Column(scale=2):
             model = gr.Dropdown(
@@ -112,6 +114,7 @@ def build(project: gr.Dropdown) -> None:
     )
 
     starter.click(lambda: "\n".join(starter_prompts()), None, prompts, api_visibility="private")
+    walkthrough.click(lambda: "\n".join(WALKTHROUGH_PROMPTS), None, prompts, api_visibility="private")
     upload.upload(load_file, upload, prompts, api_visibility="private")
     run.click(
         generate,
