@@ -351,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_score_parser(commands)
     add_dpo_parser(commands)
 
+    from rlhf.hub import add_pull_parser, add_push_parser
+
+    add_push_parser(commands)
+    add_pull_parser(commands)
+
     p = commands.add_parser("walkthrough", help="create the two starter projects (biology tutor, meme bot)")
     p.set_defaults(func=cmd_walkthrough)
 

@@ -38,9 +38,10 @@ SPACE_URL = "https://huggingface.co/spaces"
 CURVES = {"ppo": ("objective/scores", "objective/kl"), "dpo": ("dpo/loss", "dpo/rewards/margins")}
 """Metrics plotted on a model card, per algorithm."""
 NOT_PUSHED = ("trainer_state.pt",)
+"""Checkpoint files that stay local: optimizer and RNG state, only for resuming here."""
 FOLDER_NOTES = {"adapter": "- `adapter/`: the LoRA adapter (PEFT), to apply on the base model",
                 "model": "- `model/`: full weights (the adapter merged in, when there is one) and the tokenizer"}
-"""Checkpoint files that stay local: optimizer and RNG state, only for resuming here."""
+"""What a model card says about each weights folder a pushed repo holds."""
 
 
 # the record: what this project pushed and pulled ------------------------------------------------------------------
@@ -100,7 +101,7 @@ def repo_url(api, repo_id: str, repo_type: str) -> str:
     return f"{api.endpoint}/{'' if repo_type == 'model' else repo_type + 's/'}{repo_id}"
 
 
-def _upload(api, token, repo_id: str, repo_type: str, folder: Path, private: bool, message: str,
+def _upload(api, token: str | None, repo_id: str, repo_type: str, folder: Path, private: bool, message: str,
             delete_patterns: list[str]) -> str:
     """Create the repo if needed and commit `folder` to it (only what changed); returns the commit id.
 
@@ -116,13 +117,14 @@ def _upload(api, token, repo_id: str, repo_type: str, folder: Path, private: boo
     return info.oid
 
 
-def _failure_report(api, token, repo_id: str, repo_type: str, error: Exception) -> str:
+def _failure_report(api, token: str | None, repo_id: str, repo_type: str, error: Exception) -> str:
     report = f"push: uploading to {repo_type} repo {repo_id} failed: {_first_line(error, token)}."
     try:
         info = api.repo_info(repo_id, repo_type=repo_type)
         files = sorted(s.rfilename for s in info.siblings or [])
-        report += f" The repo is at revision {info.sha[:7]} with {len(files)} file(s): {', '.join(files)}."
-    except Exception as second:
+        shown = ", ".join(files[:20]) + (", ..." if len(files) > 20 else "")
+        report += f" The repo is at revision {info.sha[:7]} with {len(files)} file(s): {shown}."
+    except Exception as second:  # the Hub is unreachable or the repo was never created
         report += f" The repo could not be read back either ({_first_line(second, token)})."
     return report + (" Nothing was recorded in the project. Run the same push again: files and LFS objects the Hub "
                      "already holds are not sent twice.")
@@ -442,14 +444,20 @@ With RLHF Space: `python -m rlhf pull --project P --model-repo {repo_id}` prints
 def _snapshot(api, token, repo_id: str, repo_type: str, revision: str | None, folder: Path) -> str:
     """Download the repo at `revision` into `folder` (files it no longer has are removed); returns the commit id."""
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
+    where = f"{repo_type} repo {repo_id}{f' at {revision}' if revision else ''}"
     try:
         sha = api.repo_info(repo_id, repo_type=repo_type, revision=revision).sha
         snapshot_download(repo_id, repo_type=repo_type, revision=sha, local_dir=folder, token=token)
         wanted = set(api.list_repo_files(repo_id, repo_type=repo_type, revision=sha))
-    except Exception as error:  # not found, private, no connection
-        raise RLHFError(f"pull: could not download {repo_type} repo {repo_id}"
-                        f"{f' at {revision}' if revision else ''}: {_first_line(error, token)}") from error
+    except RepositoryNotFoundError as error:
+        raise RLHFError(f"pull: {where} was not found on {api.endpoint} (or it is private and your token cannot "
+                        "read it); check the id, and whether it is a dataset or a model.") from error
+    except RevisionNotFoundError as error:
+        raise RLHFError(f"pull: {repo_type} repo {repo_id} has no revision {revision!r}.") from error
+    except Exception as error:  # no connection, a server error
+        raise RLHFError(f"pull: could not download {where}: {_first_line(error, token)}") from error
     for path in folder.rglob("*"):
         relative = path.relative_to(folder).as_posix()
         if path.is_file() and not relative.startswith(".cache/") and relative not in wanted:
@@ -462,12 +470,13 @@ def pull_dataset(store: Store, repo_id: str, revision: str | None = None, token:
 
     The snapshot is kept in <project>/imports/<owner>--<name>/<commit>/, so the imported rows' `source` names a
     folder that still shows what came in. When the dataset is an RLHF Space export and the project's guidelines are
-    still the first version, the export's guideline versions are replayed, so `guidelines_version` on the imported
+    untouched (version 1, no votes), the export's guideline versions are replayed, so `guidelines_version` on the imported
     votes names the text the annotators saw. Returns repo_id, revision, folder, rows, votes_added, pairs, guidelines.
     """
     from rlhf.dataset import import_preferences
 
     api = _api(token)
+    fresh = len(store.guideline_versions()) == 1 and not store.votes(include_undone=True)
     folder = store.folder / "imports" / repo_id.replace("/", "--")
     staging = folder / ".download"
     shutil.rmtree(staging, ignore_errors=True)
@@ -477,7 +486,7 @@ def pull_dataset(store: Store, repo_id: str, revision: str | None = None, token:
     shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's download bookkeeping
     staging.rename(target)
     result = import_preferences(store, str(target))
-    replayed = _replay_guidelines(store, target / "rlhf_export.json")
+    replayed = _replay_guidelines(store, target / "rlhf_export.json") if fresh else 0
     entry = {"repo_id": repo_id, "revision": revision, "folder": str(target), "pulled_at": now(),
              "rows": result.rows, "votes_added": result.votes_added, "pairs": result.pairs, "guidelines": replayed}
     record = read_record(store)
@@ -487,7 +496,8 @@ def pull_dataset(store: Store, repo_id: str, revision: str | None = None, token:
 
 
 def _replay_guidelines(store: Store, summary_file: Path) -> int:
-    """Save an export's guideline versions 2..n in a project that has only version 1 (the same text); 0 otherwise."""
+    """Save an export's guideline versions 2..n after the project's version 1 (when it is the same text), so the
+    version numbers on imported votes name the same texts here; returns how many were saved."""
     if not summary_file.is_file():
         return 0
     versions = sorted(json.loads(summary_file.read_text()).get("guidelines") or [], key=lambda g: g["version"])
