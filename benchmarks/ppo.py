@@ -56,6 +56,7 @@ versions (torch==2.13.0 takes the local CPU wheel). Prints a table and writes be
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -113,6 +114,19 @@ def memory_now() -> dict:
     return {"rss_mb": round(_status_kb("VmRSS") / 1024, 1), "hwm_mb": round(_status_kb("VmHWM") / 1024, 1)}
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def contention(wall_s: float, cpu_s: float, threads: int, load_before: tuple) -> dict:
+    """How much of the CPU the timed part got: utilisation well below 1 means other work shared the cores."""
+    return {"cpu_s": round(cpu_s, 2), "cpu_utilisation": round(cpu_s / (wall_s * threads), 3),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+
+
 def peak_memory() -> dict:
     """The process's RSS high-water mark, two ways (they agree on Linux; ru_maxrss is in KB there)."""
     return {"vmhwm_mb": round(_status_kb("VmHWM") / 1024, 1),
@@ -154,7 +168,12 @@ def worker_ours(spec: dict, fp32: bool) -> dict:
     from rlhf.config import ModelConfig, PPOConfig
     from rlhf.models import load_model
     from rlhf.ppo import PPORun
-    from rlhf.reward import conversation, conversation_ids, load_sequence_classifier, raw_scores
+    from rlhf.reward import (
+        conversation,
+        conversation_ids,
+        load_sequence_classifier,
+        raw_scores,
+    )
 
     memory = {"after_imports": memory_now()}
     started = time.perf_counter()
@@ -229,6 +248,7 @@ def worker_ours(spec: dict, fp32: bool) -> dict:
         phases[key] = 0.0
     counters.update(update_flops=0.0, update_forwards=0, widths=[])
     step_seconds, lengths, eos_rates = [], [], []
+    load_before, cpu_before = os.getloadavg(), cpu_seconds()
     for _ in range(spec["steps"]):
         start = time.perf_counter()
         result = run.step()
@@ -236,6 +256,7 @@ def worker_ours(spec: dict, fp32: bool) -> dict:
         lengths.append(result.metrics.get("ppo/response_length"))
         eos_rates.append(result.metrics.get("ppo/eos_rate"))
     total = sum(step_seconds)
+    cpu_timed = cpu_seconds() - cpu_before
     update_s = total - phases["rollout"]
     rollout_other = phases["rollout"] - phases["generate"] - phases["reward"] - phases["rollout_forward"]
     dtype = str(policy.dtype).removeprefix("torch.")
@@ -270,6 +291,7 @@ def worker_ours(spec: dict, fp32: bool) -> dict:
         "memory_mb": memory,
         "peak_memory": peak_memory(),
         "threads": torch.get_num_threads(),
+        "contention": contention(total, cpu_timed, torch.get_num_threads(), load_before),
     }
 
 
@@ -281,7 +303,12 @@ def worker_trl(spec: dict, lora: bool) -> dict:
     import transformers
     import trl
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        TrainerCallback,
+    )
     from trl.experimental.ppo import PPOConfig, PPOTrainer
     from trl.experimental.ppo import ppo_trainer as ppo_module
 
@@ -331,10 +358,10 @@ def worker_trl(spec: dict, lora: bool) -> dict:
             self.marks, self.logs = [], []
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.marks.append(time.perf_counter())
+            self.marks.append((time.perf_counter(), cpu_seconds(), os.getloadavg()))
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.marks.append(time.perf_counter())
+            self.marks.append((time.perf_counter(), cpu_seconds(), os.getloadavg()))
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             self.logs.append(dict(logs or {}))
@@ -363,8 +390,9 @@ def worker_trl(spec: dict, lora: bool) -> dict:
     memory["after_load"] = memory_now()
     load_s = time.perf_counter() - started
     trainer.train()
-    marks = clock.marks  # train begin, then the end of each step
-    step_seconds = [b - a for a, b in zip(marks, marks[1:])]
+    marks = clock.marks  # (wall, cpu, load) at train begin, then at the end of each step
+    step_seconds = [b[0] - a[0] for a, b in itertools.pairwise(marks)]
+    cpu_timed = marks[-1][1] - marks[spec["warmup"]][1]
     timed = step_seconds[spec["warmup"]:]
     total = sum(timed)
     gen_timed = generation["seconds"][spec["warmup"]:]
@@ -390,6 +418,7 @@ def worker_trl(spec: dict, lora: bool) -> dict:
         "memory_mb": memory,
         "peak_memory": peak_memory(),
         "threads": torch.get_num_threads(),
+        "contention": contention(total, cpu_timed, torch.get_num_threads(), marks[spec["warmup"]][2]),
     }
 
 
@@ -411,7 +440,7 @@ def trl_python(venv: Path) -> Path:
     """The TRL virtualenv's Python, creating the venv with pinned versions when missing or wrong."""
     python = venv / "bin" / "python"
     check = [str(python), "-c", "import trl, sys; sys.exit(trl.__version__ != '1.12.0')"]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+    if python.exists() and subprocess.run(check, capture_output=True, check=False).returncode == 0:
         return python
     print(f"creating the TRL 1.12 virtualenv in {venv} (a few minutes, once)", flush=True)
     base_python = getattr(sys, "_base_executable", None) or "python3"  # the same Python as ours: the torch wheel fits
@@ -430,7 +459,7 @@ def run_side(name: str, python: Path, spec_path: Path, workdir: Path) -> dict:
                "--result", str(result_path)]
     started = time.perf_counter()
     with log_path.open("w") as log:
-        completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+        completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT, check=False)
     wall = time.perf_counter() - started
     if completed.returncode != 0 or not result_path.exists():
         tail = log_path.read_text()[-3000:]
@@ -492,7 +521,8 @@ def main() -> None:
             if "error" not in results[side]:
                 r = results[side]
                 print(f"  {side}: {r['episodes_per_s']} episodes/s, steps {r['step_seconds']} s, peak "
-                      f"{r['peak_memory']['vmhwm_mb']} MB, {r['dtype']}", flush=True)
+                      f"{r['peak_memory']['vmhwm_mb']} MB, CPU utilisation {r['contention']['cpu_utilisation']}, "
+                      f"{r['dtype']}", flush=True)
 
     efficiency = {}
     for side in ("ours", "ours-fp32"):
@@ -508,8 +538,8 @@ def main() -> None:
             return round(key(results[a]) / key(results[b]), 3)
         return None
 
-    eps = lambda r: r["episodes_per_s"]  # noqa: E731
-    mem = lambda r: r["peak_memory"]["vmhwm_mb"]  # noqa: E731
+    eps = lambda r: r["episodes_per_s"]
+    mem = lambda r: r["peak_memory"]["vmhwm_mb"]
     ratios = {
         "ours_over_trl_lora_episodes_per_s": ratio("ours", "trl-lora", eps),
         "ours_over_trl_lora_peak_memory": ratio("ours", "trl-lora", mem),
@@ -545,7 +575,7 @@ def main() -> None:
 def print_table(results: dict, efficiency: dict, ratios: dict, goals: dict) -> None:
     print()
     print(f"{'side':<10} {'episodes/s':>10} {'s/step':>7} {'peak RSS MB':>11} {'rollout s':>9} {'update s':>8} "
-          f"{'resp len':>8}  dtype")
+          f"{'resp len':>8} {'CPU util':>8}  dtype")
     for side, r in results.items():
         if "error" in r:
             print(f"{side:<10} FAILED: {r['error']}")
@@ -555,8 +585,10 @@ def print_table(results: dict, efficiency: dict, ratios: dict, goals: dict) -> N
         update = phases.get("update", phases.get("rest (ref/value/reward forwards, PPO epochs)"))
         print(f"{side:<10} {r['episodes_per_s']:>10.3f} {r['seconds_timed'] / len(r['step_seconds']):>7.2f} "
               f"{r['peak_memory']['vmhwm_mb']:>11.0f} {rollout:>9.2f} {update:>8.2f} "
-              f"{r['response_length_mean']:>8}  {r['dtype']}")
-    print("(TRL's 'rollout s' is generation only and its 'update s' everything else; ours splits at PPORun.rollout.)")
+              f"{r['response_length_mean']:>8} {r['contention']['cpu_utilisation']:>8.2f}  {r['dtype']}")
+    print("(TRL's 'rollout s' is generation only and its 'update s' everything else; ours splits at PPORun.rollout. "
+          "CPU util = CPU seconds / (wall x threads) over the timed steps: well below 1 means other work shared the "
+          "cores and the figures are not clean.)")
     for side, e in efficiency.items():
         print(f"{side} update phase: {e['achieved_gflops']} GFLOP/s of {e['peak_gflops']} {e['peak_dtype']} matmul "
               f"peak = {e['fraction_of_peak']:.1%}")
