@@ -217,3 +217,22 @@ def test_checkpoint_is_a_model_spec_that_samples(tiny_model_dir):
     assert tuned.checkpoint_id == meta["id"]
     [sample] = sample_batch(tuned, encode_prompts(tuned, ["Hi"], 4), SamplingConfig(max_new_tokens=4))
     assert sample.num_tokens == 4
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_model_dir):
+    from rlhf.checkpoints import list_checkpoints
+    from rlhf.store import Store
+
+    calls = []
+
+    def reward_that_breaks(prompts, responses):
+        calls.append(1)
+        return torch.full((len(prompts),), float("nan") if len(calls) > 1 else 1.0)
+
+    store = Store.open("nan", create=True)
+    with pytest.raises(RLHFError, match="loss became nan at step 2"):
+        train_ppo(store, dataclasses.replace(SMALL, steps=3, save_every=1), str(tiny_model_dir), reward_that_breaks,
+                  "function:breaks", prompts=PROMPTS, device="cpu")
+    [kept] = list_checkpoints(store, ("ppo",))
+    assert kept["steps_done"] == 1  # the last good state, loadable as a model spec
+    assert load_model(ModelConfig(spec=kept["path"], device="cpu", dtype="fp32")).checkpoint_id == kept["id"]
