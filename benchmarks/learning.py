@@ -329,14 +329,18 @@ def smoothed_curves(points: list[dict], window: int, budget_s: float) -> list[di
             "reward": round(sum(c["reward"] for c in chunk) / len(chunk), 4),
             "kl": round(sum(c["kl"] for c in chunk) / len(chunk), 4),
             "eos_rate": round(sum(c["eos_rate"] for c in chunk) / len(chunk), 4),
+            "full_window": len(chunk) == window,
         })
     return out
 
 
 def time_to_reach(smoothed: list[dict], reward: float) -> dict | None:
-    """The first smoothed point whose reward is at least `reward`, or None if the curve never gets there."""
-    for p in smoothed:
-        if p["reward"] >= reward:
+    """The first smoothed point whose reward is at least `reward`, or None if the curve never gets there.
+
+    Points whose window is not full yet (the first steps) are skipped: one lucky batch is not "reached".
+    """
+    for i, p in enumerate(smoothed):
+        if (p["full_window"] or i == len(smoothed) - 1) and p["reward"] >= reward:
             return p
     return None
 

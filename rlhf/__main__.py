@@ -161,8 +161,10 @@ def cmd_ppo(args) -> None:
               f"eos {m['ppo/eos_rate']:.2f}  len {m['ppo/response_length']:.1f}  {m['time/step_s']:.1f}s",
               file=sys.stderr, flush=True)
 
+    from rlhf.monitor import stop_on_ctrl_c
+
     meta = train_ppo(store, config, args.spec or ModelConfig().spec, reward_fn, reward_source, prompts=prompts,
-                     resume=args.resume, on_step=report, device=args.device or "auto")
+                     resume=args.resume, on_step=report, stop=stop_on_ctrl_c(), device=args.device or "auto")
     print(f"ppo checkpoint {meta['id']} after {meta['steps_done']} steps: {meta['path']}")
 
 

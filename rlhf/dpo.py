@@ -28,7 +28,7 @@ from rlhf.checkpoints import is_checkpoint, new_checkpoint_id, publish, read_met
 from rlhf.config import DPOTrainConfig, ModelConfig, RLHFError, add_arguments, from_arguments
 from rlhf.dataset import training_pairs
 from rlhf.models import load_model, resolve_device, resolve_dtype
-from rlhf.monitor import Progress, TrainingMonitor
+from rlhf.monitor import Progress, TrainingMonitor, stop_on_ctrl_c
 from rlhf.store import Store
 
 
@@ -170,7 +170,7 @@ def cmd_dpo(args) -> None:
     def progress(step: int, total: int, metrics: dict) -> None:
         print(f"\rstep {step}/{total} loss {metrics['dpo/loss']:.4f}", end="", file=sys.stderr, flush=True)
 
-    meta = train_dpo(store, config, args.spec or ModelConfig().spec, progress=progress)
+    meta = train_dpo(store, config, args.spec or ModelConfig().spec, progress=progress, stop=stop_on_ctrl_c())
     print(file=sys.stderr)
     m = meta["metrics"]
     print(f"dpo: {m['steps']} step{'s' * (m['steps'] != 1)} on {m['n_pairs']} pairs, loss {m['dpo/loss']:.4f}, "

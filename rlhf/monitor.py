@@ -52,3 +52,21 @@ class TrainingMonitor(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.stop is not None and self.stop.is_set():
             control.should_training_stop = True  # the step just taken is kept and saved
+
+
+def stop_on_ctrl_c() -> threading.Event:
+    """For the CLI: the first Ctrl-C asks training to stop after the current step and save a checkpoint; a second
+    one interrupts at once."""
+    import signal
+    import sys
+
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to quit now)", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, handler)
+    return stop

@@ -39,7 +39,7 @@ from rlhf.checkpoints import find_checkpoint, new_checkpoint_id, publish, read_m
 from rlhf.config import ModelConfig, RewardTrainConfig, RLHFError, add_arguments, from_arguments
 from rlhf.dataset import training_pairs
 from rlhf.models import _set_pad_token, resolve_device, resolve_dtype, resolve_source
-from rlhf.monitor import Progress, TrainingMonitor
+from rlhf.monitor import Progress, TrainingMonitor, stop_on_ctrl_c
 from rlhf.store import Store
 
 
@@ -408,7 +408,8 @@ def cmd_train_reward(args) -> None:
     def progress(step: int, total: int, metrics: dict) -> None:
         print(f"\rstep {step}/{total} loss {metrics['reward/loss']:.4f}", end="", file=sys.stderr, flush=True)
 
-    meta = train_reward_model(store, config, args.spec or ModelConfig().spec, progress=progress)
+    meta = train_reward_model(store, config, args.spec or ModelConfig().spec, progress=progress,
+                              stop=stop_on_ctrl_c())
     print(file=sys.stderr)
     m = meta["metrics"]
     held_out = (f"held-out accuracy {m['eval_accuracy']:.2f} on {m['n_eval']} pairs" if m["n_eval"]

@@ -63,3 +63,31 @@ def test_training_refuses_too_few_pairs(tiny_model_dir):
         assert result.returncode == 2 and "at least 8 are needed" in result.stderr, result.stderr
     result = run_cli("ppo", "--project", "tiny", "--model", str(tiny_model_dir))
     assert result.returncode == 2 and "no reward checkpoint yet" in result.stderr, result.stderr
+
+
+def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path, tiny_model_dir):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    run_cli("projects", "--create", "interrupted")
+    rewards = tmp_path / "rewards.py"
+    rewards.write_text("def short(prompt, response):\n    return -len(response) / 10\n")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a\nb\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rlhf", "ppo", "--project", "interrupted", "--model", str(tiny_model_dir),
+         "--reward", f"{rewards}:short", "--prompts", str(prompts), "--steps", "500", "--batch-size", "2",
+         "--mini-batch-size", "2", "--max-new-tokens", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    for line in process.stderr:
+        if "step 2/500" in line:
+            process.send_signal(signal.SIGINT)  # Ctrl-C
+            break
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0 and "ppo checkpoint" in out
+    [meta] = list_checkpoints(Store.open("interrupted"), ("ppo",))
+    assert 2 <= meta["steps_done"] < 500
