@@ -12,16 +12,18 @@ base model. Each gets the same wall-clock budget (`--budget-s`), one after the o
   linearly to 0 over the budget by the clock; no gradient checkpointing; bf16 autocast where ours uses bf16).
 
 Both report, per step, against the wall-clock time since training started (model loading excluded):
-- reward: the mean programmatic reward of the answers the step sampled (for ours: the raw function's values, read by
-  wrapping it, so PPO's missing-EOS penalty is not in it; for RLOO: `rewards/<func>/mean` from its log);
+- reward: the mean programmatic reward of the answers the step sampled, read by wrapping the function (so neither
+  PPO's missing-EOS penalty nor the optional `--rloo-missing-eos-penalty` is in it);
 - KL: nats per answer, the sum over the answer's tokens of logprob - ref_logprob (the k1 estimator both use), at the
   sampling temperature. Ours logs it per answer (`objective/kl`); TRL logs it per token (total KL / total tokens), so
   it is multiplied by the mean answer length of the same batch, which gives exactly total KL / answers.
 
 It prints the time each needs to reach the other's final reward (curves smoothed by a trailing moving average of
-`--smooth` points, i.e. the same number of sampled answers for both) and the KL there, and checks the target: ours
-reaches RLOO's final reward in at most half the time RLOO first reached it, at no higher KL than RLOO had then. Writes benchmarks/results/learning.json and
-a plot, benchmarks/results/learning.png (needs matplotlib, a benchmark-only dependency: `pip install matplotlib`).
+`--smooth` points, i.e. the same number of sampled answers for both) and the KL there, the best reward each reached
+within KL budgets (the reward-KL frontier), and checks the target: ours reaches RLOO's final reward in at most half
+the time RLOO first reached it, at no higher KL than RLOO had then. Writes benchmarks/results/learning.json and a
+plot, benchmarks/results/learning.png (needs matplotlib, a benchmark-only dependency: `pip install matplotlib`).
+`--from-json FILE` redoes the comparison and the plot from a saved run without training.
 
 Run it alone on the machine (it is a timing measurement), e.g.
 
@@ -44,6 +46,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TIME_RATIO_GOAL = 0.5
 """Ours should reach RLOO's final reward in at most this fraction of RLOO's time (at no higher KL)."""
+KL_LIMITS = (5, 10, 15, 20)
+"""KL budgets (nats per answer) at which the best reward each method reached is reported."""
 RLOO_NUM_GENERATIONS = 4
 RLOO_BATCH = 16
 """Answers per RLOO step (4 prompts x 4 answers): the same number of answers per step as our PPO batch."""
@@ -63,11 +67,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ppo-steps", type=int, default=None,
                         help="PPOConfig.steps (its LR decays to 0 over them); default: PPOConfig's own default")
     parser.add_argument("--rloo-lr", type=float, default=1e-3, help="RLOO learning rate (LoRA)")
+    parser.add_argument("--rloo-missing-eos-penalty", type=float, default=0.0,
+                        help="subtract this from RLOO's training reward for answers that never end, as our PPO's "
+                             "missing_eos_penalty does (default 0: RLOO trains on the plain reward); the reported "
+                             "reward never includes it")
     parser.add_argument("--smooth", type=int, default=3, help="points in the trailing moving average")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "learning.json")
     parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: the JSON path with .png)")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="train nothing: recompute the comparison and the plot from a saved run's points")
     args = parser.parse_args()
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = set(args.methods) - {"ppo", "rloo"}
@@ -79,6 +89,11 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.from_json:
+        report = json.loads(args.from_json.read_text())
+        args.budget_s, args.smooth = report["settings"]["budget_s"], report["settings"]["smooth_points"]
+        finish(args, report["machine"], report["settings"], report["runs"])
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sys.path.insert(0, str(REPO_ROOT))  # run as a script from the repo, rlhf is not an installed package
@@ -124,23 +139,26 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         summary = runs[method]["points"][-1] if runs[method]["points"] else {}
         print(f"{method}: {len(runs[method]['points'])} steps in {runs[method]['train_s']:.0f} s "
               f"({runs[method]['dtype']}); last step: reward {summary.get('reward')}, kl {summary.get('kl')}")
-    for method, result in runs.items():
+    settings = {
+        "budget_s": args.budget_s, "smooth_points": args.smooth, "seed": args.seed,
+        "reward": "-abs(len(response.split()) - 20) / 10 (mean over the step's sampled answers)",
+        "kl": "nats per answer: sum over answer tokens of logprob - ref_logprob (k1), at the sampling temperature",
+        "time": "wall-clock seconds since training started, at the end of each step (model loading excluded)",
+        "prompts": "rlhf.generate.starter_prompts()",
+        "lock": "run under `flock /tmp/rlhf-bench.lock` so that benchmarks run one at a time",
+        "loadavg": "each point's `loadavg` is the 1-minute load average then: well above 2 means other work shared "
+                   "the 2 cores and that step's time is inflated",
+    }
+    finish(args, machine, settings, runs)
+
+
+def finish(args: argparse.Namespace, machine: dict, settings: dict, runs: dict) -> None:
+    """Smooth the curves, compare, write the JSON and the plot, print the figures."""
+    for result in runs.values():
         result["smoothed"] = smoothed_curves(result["points"], args.smooth, args.budget_s)
         result["final"] = result["smoothed"][-1] if result["smoothed"] else None
     comparison = compare(runs) if set(runs) == {"ppo", "rloo"} else None
-    report = {
-        "machine": machine,
-        "settings": {
-            "budget_s": args.budget_s, "smooth_points": args.smooth, "seed": args.seed,
-            "reward": "-abs(len(response.split()) - 20) / 10 (mean over the step's sampled answers)",
-            "kl": "nats per answer: sum over answer tokens of logprob - ref_logprob (k1), at the sampling temperature",
-            "time": "wall-clock seconds since training started, at the end of each step (model loading excluded)",
-            "prompts": "rlhf.generate.starter_prompts()",
-            "lock": "run under `flock /tmp/rlhf-bench.lock` so that benchmarks run one at a time",
-        },
-        "runs": runs,
-        "comparison": comparison,
-    }
+    report = {"machine": machine, "settings": settings, "runs": runs, "comparison": comparison}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     plot(runs, args.plot, args.budget_s, args.smooth)
@@ -188,7 +206,8 @@ def run_ppo(args: argparse.Namespace, device) -> dict:
             "scores_with_eos_penalty": round(m["objective/scores"], 4), "kl_coef": m["objective/kl_coef"],
             "entropy": round(m["objective/entropy"], 3), "approxkl": m["ppo/policy/approxkl_avg"],
             "clipfrac": m["ppo/policy/clipfrac_avg"], "var_explained": m["ppo/val/var_explained"],
-            "lr": m["ppo/lr"], "step_s": m["time/step_s"], "sample": result.samples[0]["response"][:200],
+            "lr": m["ppo/lr"], "step_s": m["time/step_s"], "loadavg": round(os.getloadavg()[0], 2),
+            "sample": result.samples[0]["response"][:200],
         })
         print(f"  ppo step {result.step:3d} t={elapsed:6.1f}s reward {points[-1]['reward']:+.3f} "
               f"kl {m['objective/kl']:6.2f} eos {m['ppo/eos_rate']:.2f} len {m['ppo/response_length']:.1f} "
@@ -229,11 +248,15 @@ def run_rloo(args: argparse.Namespace, device, tmp: Path) -> dict:
     loaded = load_model(ModelConfig(spec="bundled", device=args.device))  # bf16 on GPU / CPUs with native bf16
     bf16 = loaded.dtype == torch.bfloat16
     dataset = Dataset.from_list([{"prompt": chat_messages(p)} for p in starter_prompts()])
-    rewards_seen: list[float] = []
+    raw_means: list[float] = []  # the plain reward's mean, per call (one call per step: one generation per step)
+    eos_ids = {loaded.tokenizer.eos_token_id}
+    penalty = args.rloo_missing_eos_penalty
 
-    def word_count_reward(completions, **kwargs) -> list[float]:
+    def word_count_reward(completions, completion_ids=None, **kwargs) -> list[float]:
         values = [twenty_words("", c[0]["content"] if isinstance(c, list) else c) for c in completions]
-        rewards_seen.extend(values)
+        raw_means.append(sum(values) / len(values))
+        if penalty and completion_ids is not None:  # TRL passes the ids, truncated after the first EOS
+            values = [v - penalty * (not ids or ids[-1] not in eos_ids) for v, ids in zip(values, completion_ids)]
         return values
 
     word_count_reward.__name__ = "twenty_words"
@@ -258,13 +281,14 @@ def run_rloo(args: argparse.Namespace, device, tmp: Path) -> dict:
             length = logs["completions/mean_length"]
             points.append({
                 "step": state.global_step, "t": round(elapsed, 2),
-                "reward": round(logs["rewards/twenty_words/mean"], 4),
+                "reward": round(raw_means[-1], 4),  # = rewards/twenty_words/mean when no penalty is added
+                "logged_reward": logs["rewards/twenty_words/mean"],
                 # TRL logs total KL / total answer tokens; times the mean answer length = total KL / answers.
                 "kl": round(logs["kl"] * length, 4), "kl_per_token": logs["kl"],
                 "eos_rate": round(1 - logs["completions/clipped_ratio"], 4), "length": length,
                 "entropy_per_token": logs.get("entropy"), "clip_ratio": logs.get("clip_ratio/region_mean"),
                 "lr": logs.get("learning_rate"), "step_s": logs.get("step_time"),
-                "reward_std": logs.get("reward_std"),
+                "reward_std": logs.get("reward_std"), "loadavg": round(os.getloadavg()[0], 2),
             })
             p = points[-1]
             print(f"  rloo step {p['step']:3d} t={elapsed:6.1f}s reward {p['reward']:+.3f} kl {p['kl']:6.2f} "
@@ -308,6 +332,7 @@ def run_rloo(args: argparse.Namespace, device, tmp: Path) -> dict:
             "beta": RLOO_BETA, "max_completion_length": ours.max_new_tokens, "temperature": ours.temperature,
             "top_p": 1.0, "top_k": 0, "num_iterations": 1, "lora_r": ours.lora_r, "lora_alpha": ours.lora_alpha,
             "gradient_checkpointing": False, "bf16": bf16, "max_grad_norm": ours.max_grad_norm,
+            "missing_eos_penalty": penalty,
         },
         "answers_per_step": RLOO_BATCH,
         "train_s": points[-1]["t"] if points else 0.0,
@@ -346,7 +371,6 @@ def time_to_reach(smoothed: list[dict], reward: float) -> dict | None:
 
 
 def compare(runs: dict) -> dict:
-    ppo, rloo = runs["ppo"], runs["rloo"]
     result = {}
     for method, other in (("ppo", "rloo"), ("rloo", "ppo")):
         final = runs[other]["final"]
@@ -373,7 +397,17 @@ def compare(runs: dict) -> dict:
         "met": bool(time_met and kl_met),
     }
     result["finals"] = {m: runs[m]["final"] for m in ("ppo", "rloo")}
+    result["best_reward_at_kl"] = {
+        f"kl<={limit}": {m: best_reward_within_kl(runs[m]["smoothed"], limit) for m in ("ppo", "rloo")}
+        for limit in KL_LIMITS
+    }
     return result
+
+
+def best_reward_within_kl(smoothed: list[dict], limit: float) -> float | None:
+    """The best smoothed reward among the points whose smoothed KL is at most `limit`: the reward-KL frontier."""
+    rewards = [p["reward"] for p in smoothed if p["full_window"] and p["kl"] <= limit]
+    return max(rewards) if rewards else None
 
 
 def print_summary(runs: dict, comparison: dict | None) -> None:
@@ -395,6 +429,9 @@ def print_summary(runs: dict, comparison: dict | None) -> None:
                   f"(KL {row[f'{other}_kl']:.2f}): ratio {row['time_ratio']}")
         else:
             print(f"{method} never reaches {other}'s final reward {row['target_reward']:+.3f}")
+    for limit, row in comparison["best_reward_at_kl"].items():
+        print(f"best smoothed reward at {limit} nats: " + ", ".join(
+            f"{m} {'-' if v is None else f'{v:+.3f}'}" for m, v in row.items()))
     goal = comparison["goal"]
     print(f"goal: time ratio {goal['time_ratio']} (<= {TIME_RATIO_GOAL}: {'met' if goal['time_met'] else 'NOT met'}), "
           f"KL {goal['kl_ours']} vs {goal['kl_rloo']} ({'met' if goal['kl_met'] else 'NOT met'}): "
