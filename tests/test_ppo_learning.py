@@ -27,6 +27,6 @@ def test_word_count_reward_rises_within_16_steps():
     eos = [r.metrics["ppo/eos_rate"] for r in history]
     print("scores", [round(s, 2) for s in scores], "kl", [round(k, 1) for k in kls], "eos", eos)
     first, last = scores[0], sum(scores[-3:]) / 3
-    assert last - first > 0.5  # measured here at 12 steps: +1.16 and +0.65 on two machines
+    assert last - first > 0.5  # measured: +1.16 and +0.65 at 12 steps, +0.73 at 16 steps
     assert max(kls) < 40  # nats per answer: the KL penalty keeps the policy on a leash
     assert sum(eos[-3:]) / 3 > eos[0] + 0.3  # it learned to end its answers
