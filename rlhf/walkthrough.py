@@ -47,7 +47,7 @@ def create_walkthrough_projects() -> list[str]:
     return list(PROJECTS)
 
 
-STEPS = """### Your first RLHF loop, in about 15 minutes on a CPU
+STEPS = """### Your first RLHF loop, on the CPU of a free Space
 
 1. **Pick a context.** Create the walkthrough projects below and choose *opossum-tutor* (a biology tutor) or
    *opossum-memes* (a meme bot) in the Project box. Same questions, different guidelines.
