@@ -8,9 +8,11 @@ import threading
 
 import gradio as gr
 
+from rlhf.access import require_owner
 from rlhf.config import ModelConfig, RLHFError, data_dir
 from rlhf.models import registry
-from rlhf.ui import chat_tab, generate_tab, prefer_tab, project_header, train_tab
+from rlhf.ui import chat_tab, generate_tab, hub_tab, prefer_tab, project_header, train_tab
+from rlhf.ui.common import user_errors, username
 
 INTRO = """# RLHF Space
 Run the whole RLHF loop on a small language model: **generate** candidate answers, **prefer** the better ones,
@@ -24,7 +26,9 @@ def walkthrough_tab(project: gr.Dropdown) -> None:
     gr.Markdown(STEPS)
     create = gr.Button("Create the walkthrough projects", elem_id="create-walkthrough")
 
-    def make():
+    @user_errors
+    def make(profile: gr.OAuthProfile | None = None):
+        require_owner("project", username(profile))
         names = create_walkthrough_projects()
         gr.Info("Created opossum-tutor and opossum-memes; opossum-tutor is selected.")
         return gr.update(choices=list_projects(), value=names[0])
@@ -47,9 +51,12 @@ def build_demo() -> gr.Blocks:
                 command_inputs, command = train_tab.build(project)
             with gr.Tab("Chat", id="chat"):
                 chat_tab.build(project)
+            with gr.Tab("Hub", id="hub"):
+                login_line = hub_tab.build(project)
         demo.load(prefer_tab.load_guidelines, project, list(guidelines), api_visibility="private")
         demo.load(None, js=prefer_tab.HOTKEYS_JS)
         demo.load(train_tab.cli_equivalent, command_inputs, command, api_visibility="private")
+        demo.load(hub_tab.who, None, login_line, api_visibility="private")
     return demo
 
 

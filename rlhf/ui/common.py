@@ -67,9 +67,34 @@ def session_id(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "api"
 
 
+def username(profile: gr.OAuthProfile | None) -> str | None:
+    """Who is logged in with Hugging Face (None: nobody); the identity rlhf.access checks."""
+    return profile.username if profile is not None else None
+
+
+@functools.cache
+def login_available() -> bool:
+    """Show the Login button? Always on a Space. Locally Gradio mocks the login with the account of HF_TOKEN (or
+    the cached login), asked once at start: without a token that answers, the button would stop the app."""
+    from rlhf.access import on_space
+
+    if on_space():
+        return True
+    from huggingface_hub import constants, get_token, whoami
+
+    if constants.HF_HUB_OFFLINE or get_token() is None:
+        return False
+    try:
+        return whoami().get("type") == "user"
+    except Exception:  # no connection, a bad token: run without the button
+        return False
+
+
 def model_choices(project: str | None = None) -> list[tuple[str, str]]:
-    """Models offered in the model pickers: the default base model, then the project's tuned policies, newest first."""
+    """Models offered in the model pickers: the default base model, the project's tuned policies (newest first),
+    then models pulled from the Hub into the project."""
     from rlhf.checkpoints import POLICY_KINDS, list_checkpoints
+    from rlhf.hub import read_record
     from rlhf.store import Store
 
     choices = [(f"{default_model_spec()} (base)", default_model_spec())]
@@ -80,6 +105,8 @@ def model_choices(project: str | None = None) -> list[tuple[str, str]]:
     if store is not None:
         for meta in reversed(list_checkpoints(store, POLICY_KINDS)):
             choices.append((f"{meta['id']} ({meta['kind']})", meta["path"]))
+        for repo_id, pulled in read_record(store)["models"].items():
+            choices.append((f"{repo_id} (pulled)", pulled["path"]))
     return choices
 
 

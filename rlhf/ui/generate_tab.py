@@ -7,12 +7,14 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from rlhf.access import require_owner
 from rlhf.config import ModelConfig, SamplingConfig
 from rlhf.generate import generate_candidates, parse_prompts, read_prompts_file, starter_prompts
 from rlhf.jobs import Job, runner
 from rlhf.models import registry
 from rlhf.store import Store
-from rlhf.ui.common import MODEL_QUEUE, model_choices, refresh_models, session_id, stop_signals, user_errors
+from rlhf.ui.common import (MODEL_QUEUE, model_choices, refresh_models, session_id, stop_signals, user_errors,
+                             username)
 from rlhf.walkthrough import PROMPTS as WALKTHROUGH_PROMPTS
 
 COLUMNS = ["prompt", "candidate", "answer", "tokens", "finish"]
@@ -35,10 +37,12 @@ def generate(
     temperature: float,
     top_p: float,
     seed: float | None,
+    profile: gr.OAuthProfile | None = None,
     request: gr.Request = None,
     progress=gr.Progress(),
 ):
     """Sample candidates for every prompt (one per line) and store them; returns the table and a status line."""
+    require_owner("generate", username(profile))
     sampling = SamplingConfig(
         num_candidates=int(num_candidates),
         max_new_tokens=int(max_new_tokens),

@@ -6,7 +6,6 @@ The keyboard shortcuts live in `HOTKEYS_JS`, loaded with the page.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 from functools import partial
@@ -19,7 +18,8 @@ from rlhf.dataset import default_export_dir, export_preferences
 from rlhf.prefer import next_pair, progress, rank, validate_annotator, vote
 from rlhf.stats import LABELS, project_stats
 from rlhf.store import Store
-from rlhf.ui.common import user_errors
+from rlhf.access import require_owner
+from rlhf.ui.common import login_available, user_errors, username
 
 # Each key clicks the first visible button of its list: the Prefer tab's, or the Chat tab's arena (same keys).
 HOTKEYS = {"1": ["vote-a", "arena-a"], "2": ["vote-b", "arena-b"], "3": ["vote-tie", "arena-tie"],
@@ -43,7 +43,6 @@ HOTKEYS_JS = """
 NOTHING_LEFT = "Nothing left for you to label in this project: generate more candidates, or ask a colleague."
 QUALITY_COLUMNS = ["annotator", "kind", "votes", "skips", "median_seconds", "agreement", "kappa", "gold_accuracy",
                    "left_share"]
-ON_SPACE = bool(os.environ.get("SPACE_ID"))
 
 
 def annotator_name(typed: str, profile: gr.OAuthProfile | None) -> str:
@@ -95,6 +94,7 @@ def undo(project: str, typed: str, overlap: float, gold_rate: float, profile: gr
 
 @user_errors
 def save_guidelines(project: str, text: str, typed: str, profile: gr.OAuthProfile | None = None):
+    require_owner("guidelines", username(profile))
     store = Store.open(project)
     author = profile.username if profile is not None else (typed or "").strip() or None
     version = store.save_guidelines(text, author=author)
@@ -208,10 +208,8 @@ def build(project: gr.Dropdown) -> tuple[gr.Markdown, gr.Textbox]:
     with gr.Row():
         with gr.Column(scale=3):
             with gr.Row():
-                if ON_SPACE:
-                    gr.LoginButton()
                 annotator = gr.Textbox(label="Annotator", placeholder="your name", elem_id="annotator", scale=2,
-                                       info=None if not ON_SPACE else "Log in, or type a name")
+                                       info="Log in at the top, or type a name" if login_available() else None)
                 next_button = gr.Button("Next pair", elem_id="next-pair", scale=1)
             status = gr.Markdown(elem_id="prefer-progress")
             prompt = gr.Textbox(label="Prompt", interactive=False, lines=2, elem_id="pair-prompt")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import gradio as gr
 
 from rlhf.store import Store, list_projects
-from rlhf.ui.common import user_errors
+from rlhf.access import require_owner
+from rlhf.ui.common import login_available, user_errors, username
 
 DEFAULT_PROJECT = "default"
 
@@ -20,7 +21,8 @@ def ensure_a_project() -> list[str]:
 
 
 @user_errors
-def create_project(name: str):
+def create_project(name: str, profile: gr.OAuthProfile | None = None):
+    require_owner("project", username(profile))
     store = Store.open(name, create=True)
     gr.Info(f"Project {store.name!r} is ready.")
     return gr.update(choices=list_projects(), value=store.name), ""
@@ -37,6 +39,8 @@ def build() -> gr.Dropdown:
         )
         new_name = gr.Textbox(label="New project", placeholder="e.g. opossum-tutor", elem_id="new-project", scale=2)
         create = gr.Button("Create project", elem_id="create-project", scale=1, size="md")
+        if login_available():  # one login for the app: annotator identity, owner rights, Hub pushes
+            gr.LoginButton(scale=1)
     create.click(create_project, [new_name], [project, new_name], api_visibility="private")
     new_name.submit(create_project, [new_name], [project, new_name], api_visibility="private")
     project.focus(lambda: gr.update(choices=list_projects()), None, project, queue=False, api_visibility="private")

@@ -14,7 +14,8 @@ from rlhf.checkpoints import list_checkpoints
 from rlhf.config import DPOTrainConfig, PPOConfig, RewardTrainConfig, RLHFError
 from rlhf.jobs import command_line, runner, start_training
 from rlhf.store import Store
-from rlhf.ui.common import MODEL_QUEUE, model_choices, refresh_models, user_errors
+from rlhf.access import require_owner
+from rlhf.ui.common import MODEL_QUEUE, model_choices, refresh_models, user_errors, username
 
 PLOTS = {
     "ppo": [["objective/scores", "objective/rlhf_reward"], ["objective/kl"],
@@ -61,13 +62,16 @@ def cli_equivalent(project, kind, model_spec, reward_model, *settings) -> str:
 
 
 @user_errors
-def start(project, kind, model_spec, reward_model, *settings):
+def start(profile: gr.OAuthProfile | None, project, kind, model_spec, reward_model, *settings):
+    # (the profile comes first: Gradio fills it in, and it looks for such parameters only before *settings)
+    require_owner("train", username(profile))
     job = start_training(kind, project, model_spec, make_config(kind, *settings), reward_model)
     gr.Info(f"Started: {job.command}")
     return gr.update(active=True)
 
 
-def stop():
+def stop(profile: gr.OAuthProfile | None = None):
+    require_owner("train", username(profile))
     job = runner.stop()
     if job is not None:
         gr.Info("Stopping after this step; a checkpoint will be saved.")
@@ -146,9 +150,10 @@ def pick_run(project: str, run_id: str):
 
 
 @user_errors
-def remove_run(project: str, run_id: str, confirmed: bool):
+def remove_run(project: str, run_id: str, confirmed: bool, profile: gr.OAuthProfile | None = None):
     from rlhf.checkpoints import delete_checkpoint
 
+    require_owner("delete", username(profile))
     if not confirmed:
         raise RLHFError("delete: tick \"Yes, delete it\" first; a deleted run cannot be restored.")
     store = Store.open(project)
@@ -168,7 +173,8 @@ def rounds_table(project: str) -> pd.DataFrame:
 
 
 @user_errors
-def start_next_round(project: str, progress=gr.Progress()):
+def start_next_round(project: str, profile: gr.OAuthProfile | None = None, progress=gr.Progress()):
+    require_owner("generate", username(profile))
     from rlhf.jobs import Job
     from rlhf.rounds import newest_policy, next_round
 
