@@ -112,7 +112,7 @@ def cmd_annotate(args) -> None:
     store = Store.open(args.project)
     judge = load_function(args.judge)
     annotator = args.annotator or f"judge:{args.judge.rpartition(':')[2]}"
-    stored = annotate(store, judge, annotator, limit=args.limit, seed=args.seed)
+    stored = annotate(store, judge, annotator, limit=args.limit, seed=args.seed, order=args.order)
     print(f"{annotator} voted on {stored} pairs in project {store.name!r}", file=sys.stderr)
 
 
@@ -287,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotator", default=None, help="name its votes carry (default: judge:FUNCTION)")
     p.add_argument("--limit", type=int, default=None, help="vote on at most this many pairs")
     p.add_argument("--seed", type=int, default=None, help="seed for the left/right order shown to the judge")
+    p.add_argument("--order", choices=["oldest", "uncertain"], default="oldest",
+                   help="which pairs first: oldest, or uncertain (smallest score gap under the newest reward model, "
+                        "the Prefer tab's 'Least certain first'; plain order without one)")
     p.set_defaults(func=cmd_annotate)
 
     p = commands.add_parser("stats", help="label quality: votes, speed, agreement, kappa, gold accuracy, bias")

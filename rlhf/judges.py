@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from rlhf.config import RLHFError
-from rlhf.prefer import vote
+from rlhf.prefer import ORDERS, least_certain_first, queue_scores, vote
 from rlhf.store import Store
 
 JUDGE_ANSWERS = ("a", "b", "tie", "both_bad")
@@ -46,11 +46,19 @@ def annotate(
     annotator: str,
     limit: int | None = None,
     seed: int | None = None,
+    order: str = "oldest",
 ) -> int:
-    """Let `judge` vote on every pair it has not voted on yet (at most `limit`); returns the number of votes stored."""
+    """Let `judge` vote on every pair it has not voted on yet (at most `limit`); returns the number of votes stored.
+
+    Pairs come in id order, or with `order="uncertain"` the new ones least certain first under the newest reward
+    model (as the Prefer queue orders them; plain order without a reward model)."""
+    if order not in ORDERS:
+        raise RLHFError(f"annotate: order {order!r} is not one of {', '.join(ORDERS)}.")
     rng = random.Random(seed)
     stored = 0
-    for row in store.open_pairs(annotator):
+    rows = store.open_pairs(annotator)
+    queue = queue_scores(store, rows) if order == "uncertain" else None
+    for row in least_certain_first(rows, queue.gaps) if queue else rows:
         if limit is not None and stored >= limit:
             break
         if row["gold_choice"] is not None:

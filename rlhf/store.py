@@ -15,6 +15,8 @@ Tables (schema version in `PRAGMA user_version`, upgraded in `_MIGRATIONS` order
                     marked `undone_at`. One live vote per (pair, annotator) and per presentation: a double click
                     is one vote.
   annotators        everyone who voted: a person (`human`), a scripted judge (`judge`), or an import (`import`)
+  reward_scores     a reward checkpoint's normalised score of a completion, per (checkpoint id, completion id):
+                    computed once, so the Prefer queue can order pairs by the reward model's certainty cheaply
 
 Votes are durable when acknowledged: each is committed (synchronous=FULL) before the call returns.
 """
@@ -120,6 +122,15 @@ _MIGRATIONS = [
         name TEXT PRIMARY KEY,
         kind TEXT NOT NULL,
         first_seen TEXT NOT NULL
+    );
+    """,
+    """
+    CREATE TABLE reward_scores (
+        checkpoint_id TEXT NOT NULL,
+        completion_id INTEGER NOT NULL REFERENCES completions(id),
+        score REAL NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (checkpoint_id, completion_id)
     );
     """,
 ]
@@ -372,7 +383,7 @@ class Store:
         """Pairs this annotator has no live vote on, with how many other annotators decided each (skips aside)."""
         with self.connect() as conn:
             rows = conn.execute(
-                "SELECT p.id, p.gold_choice,"
+                "SELECT p.id, p.gold_choice, p.completion_a_id, p.completion_b_id,"
                 " (SELECT COUNT(DISTINCT v.annotator) FROM votes v WHERE v.pair_id = p.id AND v.undone_at IS NULL"
                 "  AND v.choice != 'skip') AS decided_by"
                 " FROM pairs p WHERE NOT EXISTS (SELECT 1 FROM votes v WHERE v.pair_id = p.id"
@@ -489,6 +500,40 @@ class Store:
         for completion in self.completions():
             grouped.setdefault(completion.prompt_id, []).append(completion)
         return grouped
+
+    # reward scores ----------------------------------------------------------------------------------------------
+    def reward_scores(self, checkpoint_id: str, completion_ids: list[int] | None = None) -> dict[int, float]:
+        """Cached normalised scores of a reward checkpoint, completion id -> score (all of them, or these ids)."""
+        query, args = "SELECT completion_id, score FROM reward_scores WHERE checkpoint_id = ?", [checkpoint_id]
+        if completion_ids is not None:
+            ids = [int(i) for i in completion_ids]
+            query += f" AND completion_id IN ({', '.join('?' * len(ids))})"
+            args += ids
+        with self.connect() as conn:
+            return {row[0]: row[1] for row in conn.execute(query, args)}
+
+    def add_reward_scores(self, checkpoint_id: str, scores: dict[int, float]) -> None:
+        """Cache a reward checkpoint's scores of completions (a score computed again replaces the old one)."""
+        with self.connect() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO reward_scores (checkpoint_id, completion_id, score, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                [(checkpoint_id, int(c), float(score), now()) for c, score in scores.items()],
+            )
+
+    def completion_chats(self, completion_ids: list[int]) -> dict[int, tuple[list[dict], str]]:
+        """What a reward model reads for each completion: (the prompt as chat messages, the answer)."""
+        from rlhf.dataset import prompt_messages  # dataset imports this module
+
+        ids = [int(i) for i in completion_ids]
+        if not ids:
+            return {}
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT c.id, c.text, p.text AS prompt, p.messages_json FROM completions c"
+                f" JOIN prompts p ON p.id = c.prompt_id WHERE c.id IN ({', '.join('?' * len(ids))})", ids,
+            ).fetchall()
+        return {r["id"]: (prompt_messages(r["prompt"], r["messages_json"]), r["text"]) for r in rows}
 
     def generation_runs(self) -> list[dict]:
         with self.connect() as conn:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from rlhf.config import RLHFError
 from rlhf.dataset import default_export_dir, export_preferences
-from rlhf.prefer import next_pair, progress, rank, validate_annotator, vote
+from rlhf.prefer import Presentation, next_pair, progress, rank, validate_annotator, vote
 from rlhf.stats import LABELS, project_stats
 from rlhf.store import Store
 from rlhf.access import require_owner
@@ -52,24 +52,41 @@ def annotator_name(typed: str, profile: gr.OAuthProfile | None) -> str:
     return validate_annotator(typed)
 
 
-def _pair_outputs(store: Store, annotator: str, overlap: float, gold_rate: float):
-    shown = next_pair(store, annotator, overlap=overlap, gold_rate=gold_rate)
-    line = progress(store, annotator).line()
+def queue_line(shown: Presentation | None, order: str) -> str:
+    """Which order the queue is in: least certain first needs a reward model, else it is the plain order."""
+    if shown is not None and shown.order == "uncertain":
+        return f"queue: least certain first (reward model `{shown.reward_model}`)"
+    if order == "uncertain":
+        return "queue: plain order (no reward model in this project yet)"
+    return "queue: oldest first"
+
+
+def _pair_outputs(store: Store, annotator: str, overlap: float, gold_rate: float, order: str,
+                  scoring: gr.Progress | None = None):
+    def on_score(done: int, total: int) -> None:  # the first request after training scores the queue once
+        if scoring is not None:
+            scoring((done, total), desc="Reward model scoring the queue")
+
+    shown = next_pair(store, annotator, overlap=overlap, gold_rate=gold_rate, order=order or "oldest",
+                      progress=on_score)
+    line = f"{progress(store, annotator).line()} · {queue_line(shown, order)}"
     if shown is None:
         return None, "", "", "", f"{line}\n\n**{NOTHING_LEFT}**"
     return shown.presentation_id, shown.prompt, shown.left, shown.right, line
 
 
 @user_errors
-def show_next(project: str, typed: str, overlap: float, gold_rate: float, profile: gr.OAuthProfile | None = None):
+def show_next(project: str, typed: str, overlap: float, gold_rate: float, order: str,
+              profile: gr.OAuthProfile | None = None, scoring=gr.Progress()):
     """Load the next pair for this annotator: (presentation id, prompt, left, right, progress line)."""
-    return _pair_outputs(Store.open(project), annotator_name(typed, profile), overlap, gold_rate)
+    return _pair_outputs(Store.open(project), annotator_name(typed, profile), overlap, gold_rate, order, scoring)
 
 
 @user_errors
 def cast(choice: str, project: str, typed: str, presentation_id: int | None, comment: str, overlap: float,
-         gold_rate: float, profile: gr.OAuthProfile | None = None):
-    """Record the vote (committed before this returns), reveal the models, and show the next pair."""
+         gold_rate: float, order: str, profile: gr.OAuthProfile | None = None, scoring=gr.Progress()):
+    """Record the vote (committed before this returns), reveal the models (and the reward model's guess, when it
+    scored this pair), and show the next pair."""
     store = Store.open(project)
     annotator = annotator_name(typed, profile)
     if presentation_id is None:
@@ -78,18 +95,21 @@ def cast(choice: str, project: str, typed: str, presentation_id: int | None, com
     said = {"a": "left better", "b": "right better", "tie": "tie", "both_bad": "both bad", "skip": "skipped"}[choice]
     reveal = (f"Vote {receipt.vote_id} recorded ({said}). Left was `{_code(receipt.left_model)}`, "
               f"right was `{_code(receipt.right_model)}`.")
+    if receipt.reward_guess is not None:
+        reveal += f" {receipt.reward_guess.line()}"
     if not receipt.created:
         reveal = f"Already recorded as vote {receipt.vote_id}."
-    return (*_pair_outputs(store, annotator, overlap, gold_rate), reveal, "")
+    return (*_pair_outputs(store, annotator, overlap, gold_rate, order, scoring), reveal, "")
 
 
 @user_errors
-def undo(project: str, typed: str, overlap: float, gold_rate: float, profile: gr.OAuthProfile | None = None):
+def undo(project: str, typed: str, overlap: float, gold_rate: float, order: str,
+         profile: gr.OAuthProfile | None = None, scoring=gr.Progress()):
     store = Store.open(project)
     annotator = annotator_name(typed, profile)
     undone = store.undo_last_vote(annotator)
     reveal = f"Undid vote {undone['id']}." if undone else "Nothing to undo."
-    return (*_pair_outputs(store, annotator, overlap, gold_rate), reveal, "")
+    return (*_pair_outputs(store, annotator, overlap, gold_rate, order, scoring), reveal, "")
 
 
 @user_errors
@@ -199,8 +219,12 @@ def api_vote(project: str, presentation_id: int, choice: str, annotator: str, co
         receipt = vote(Store.open(project), int(presentation_id), choice, annotator, comment=comment, source="api")
     except RLHFError as error:
         raise gr.Error(str(error)) from error
+    guess = receipt.reward_guess
     return {"vote_id": receipt.vote_id, "created": receipt.created, "stored_choice": receipt.choice,
-            "left_model": receipt.left_model, "right_model": receipt.right_model}
+            "left_model": receipt.left_model, "right_model": receipt.right_model,
+            "reward_model_preferred": guess.preferred if guess else None,
+            "reward_model_gap": guess.gap if guess else None,
+            "agreed_with_reward_model": guess.agreed if guess else None}
 
 
 def build(project: gr.Dropdown) -> tuple[gr.Markdown, gr.Textbox]:
@@ -237,6 +261,10 @@ def build(project: gr.Dropdown) -> tuple[gr.Markdown, gr.Textbox]:
                                     "annotator (measures agreement)")
                 gold_rate = gr.Slider(0, 1, value=0.1, step=0.05, label="Gold rate: share of gold pairs (known "
                                       "answers) mixed in, when the project has some")
+                order = gr.Radio([("Least certain first", "uncertain"), ("Oldest first", "oldest")],
+                                 value="uncertain", label="New pairs", elem_id="queue-order",
+                                 info="Least certain first: the pairs the newest reward model scores closest come "
+                                      "first (plain order until the project has a reward model)")
     with gr.Accordion("Rank 3 or more candidates of one prompt", open=False):
         ranking = gr.State(None)
         rank_prompt = gr.Textbox(label="Prompt", interactive=False)
@@ -256,7 +284,7 @@ def build(project: gr.Dropdown) -> tuple[gr.Markdown, gr.Textbox]:
         export_file = gr.File(label="Download", interactive=False)
 
     private = dict(api_visibility="private")
-    queue_inputs = [overlap, gold_rate]
+    queue_inputs = [overlap, gold_rate, order]
     pair_outputs = [presentation, prompt, left, right, status]
     next_button.click(show_next, [project, annotator, *queue_inputs], pair_outputs, **private)
     annotator.submit(show_next, [project, annotator, *queue_inputs], pair_outputs, **private)
