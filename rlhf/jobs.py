@@ -154,6 +154,15 @@ def start_training(kind: str, project: str, model_spec: str, config, reward_mode
     """Validate, then run reward-model, PPO or DPO training as the background job."""
     from rlhf.store import Store
 
+    from rlhf.models import on_zero_gpu
+
+    if on_zero_gpu():
+        raise RLHFError(
+            "Training cannot run on ZeroGPU hardware: a training run is a background job that holds the GPU for "
+            "minutes, and ZeroGPU lends a GPU only for the length of one call. Generation, labelling and chat work "
+            "here; to train, switch the Space to a dedicated GPU (Settings > Hardware, e.g. Nvidia T4 small or L4) or "
+            "to CPU, or run `python -m rlhf` on your own machine and pull the result."
+        )
     config.validate()
     store = Store.open(project)
     runner.check_idle()

@@ -78,6 +78,27 @@ def cpu_supports_bf16() -> bool:
     return bool(re.search(r"\b(avx512_bf16|amx_bf16|bf16)\b", flags))
 
 
+def on_zero_gpu() -> bool:
+    """A ZeroGPU Space (Hugging Face sets SPACES_ZERO_GPU): a GPU is lent per decorated call, not held."""
+    return os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "t", "true")
+
+
+def zero_gpu(duration: int):
+    """Decorator: on ZeroGPU, run the function inside `@spaces.GPU(duration=...)` (seconds it may hold the GPU);
+    anywhere else, the function unchanged. Sized per call site: one generation batch, one chat answer."""
+
+    def decorate(fn):
+        if not on_zero_gpu():
+            return fn
+        try:
+            import spaces
+        except ImportError as error:  # ZeroGPU Spaces have it preinstalled; a copy elsewhere may not
+            raise RLHFError("SPACES_ZERO_GPU is set but the `spaces` package is missing: pip install spaces.") from error
+        return spaces.GPU(duration=duration)(fn)
+
+    return decorate
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

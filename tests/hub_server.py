@@ -164,6 +164,7 @@ class FakeHub:
         if not auth:
             raise HubError(401, "Invalid credentials in Authorization header")
         return {"type": "user", "name": self.user, "fullname": "Test User", "orgs": [],
+                "avatarUrl": f"/avatars/{self.user}.png",  # Gradio's local login reads it
                 "auth": {"type": "access_token", "accessToken": {"displayName": "tests", "role": "write"}}}
 
     def create_repo(self, body, auth, **_):

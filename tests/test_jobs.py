@@ -84,3 +84,26 @@ def test_a_finished_run_is_re_plotted_from_its_log(store, tiny_model_dir):
     frame = run_curves(store.name, meta["id"])["value"]
     assert sorted(set(frame["metric"])) == ["objective/kl", "objective/rlhf_reward", "objective/scores"]
     assert sorted(set(frame["step"])) == [1, 2]
+
+
+def test_on_zero_gpu_training_is_refused_with_the_hardware_it_needs(store, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    with pytest.raises(RLHFError, match="Training cannot run on ZeroGPU.*T4 small or L4"):
+        start_training("reward", store.name, str(tiny_model_dir), RewardTrainConfig(epochs=1))
+    assert runner.busy() is None  # nothing started
+
+
+def test_zero_gpu_wraps_only_on_zero_gpu(monkeypatch):
+    import importlib.util
+
+    from rlhf.models import zero_gpu
+
+    def answer():
+        return 42
+
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert zero_gpu(60)(answer) is answer  # a CPU or dedicated-GPU Space: the plain function
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    if importlib.util.find_spec("spaces") is None:
+        with pytest.raises(RLHFError, match="pip install spaces"):
+            zero_gpu(60)(answer)

@@ -10,7 +10,7 @@ import pandas as pd
 from rlhf.config import ModelConfig, RLHFError, SamplingConfig
 from rlhf.generate import stream_chat
 from rlhf.jobs import runner
-from rlhf.models import registry
+from rlhf.models import registry, zero_gpu
 from rlhf.store import Store
 from rlhf.ui.common import MODEL_QUEUE, model_choices, refresh_models, session_id, stop_signals, user_errors
 
@@ -28,6 +28,7 @@ def message_text(content) -> str:
 
 
 @user_errors
+@zero_gpu(duration=60)  # one answer per ZeroGPU call
 def chat(
     message: str,
     history: list[dict] | None,
@@ -53,6 +54,7 @@ def chat(
 
 
 @user_errors
+@zero_gpu(duration=90)  # two answers per ZeroGPU call
 def ask_both(project: str, prompt: str, model_a: str, model_b: str, annotator: str, max_new_tokens: float):
     """Arena: both models answer; the answers come back in random order, the models hidden until the vote."""
     from rlhf.arena import arena_pair

@@ -11,7 +11,7 @@ from rlhf.access import require_owner
 from rlhf.config import ModelConfig, SamplingConfig
 from rlhf.generate import generate_candidates, parse_prompts, read_prompts_file, starter_prompts
 from rlhf.jobs import Job, runner
-from rlhf.models import registry
+from rlhf.models import registry, zero_gpu
 from rlhf.store import Store
 from rlhf.ui.common import (MODEL_QUEUE, model_choices, refresh_models, session_id, stop_signals, user_errors,
                              username)
@@ -28,6 +28,7 @@ def candidates_table(store: Store, run_id: int) -> pd.DataFrame:
 
 
 @user_errors
+@zero_gpu(duration=120)  # one generation batch per ZeroGPU call
 def generate(
     project: str,
     prompts_text: str,

@@ -38,9 +38,9 @@ def pushed_table(project: str) -> pd.DataFrame:
     rows = []
     if record["dataset"]:
         d = record["dataset"]
-        rows.append(("dataset (pushed)", d["url"], d["revision"][:7], d["pushed_at"]))
+        rows.append(("dataset (pushed)", d["repo_id"], d["revision"][:7], d["pushed_at"]))
     for checkpoint_id, c in record["checkpoints"].items():
-        rows.append((f"{checkpoint_id} (pushed)", c["url"], c["revision"][:7], c["pushed_at"]))
+        rows.append((f"{checkpoint_id} (pushed)", c["repo_id"], c["revision"][:7], c["pushed_at"]))
     for pulled in record["pulls"]:
         rows.append(("dataset (pulled)", pulled["repo_id"], pulled["revision"][:7], pulled["pulled_at"]))
     for repo_id, m in record["models"].items():

@@ -13,6 +13,7 @@ import torch
 from rlhf.checkpoints import list_checkpoints
 from rlhf.config import DPOTrainConfig, PPOConfig, RewardTrainConfig, RLHFError
 from rlhf.jobs import command_line, runner, start_training
+from rlhf.models import zero_gpu
 from rlhf.store import Store
 from rlhf.access import require_owner
 from rlhf.ui.common import MODEL_QUEUE, model_choices, refresh_models, user_errors, username
@@ -173,6 +174,7 @@ def rounds_table(project: str) -> pd.DataFrame:
 
 
 @user_errors
+@zero_gpu(duration=120)  # one generation batch per ZeroGPU call
 def start_next_round(project: str, profile: gr.OAuthProfile | None = None, progress=gr.Progress()):
     require_owner("generate", username(profile))
     from rlhf.jobs import Job
