@@ -361,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_push_parser(commands)
     add_pull_parser(commands)
 
+    from rlhf.backup import add_backup_parser
+
+    add_backup_parser(commands)
+
     p = commands.add_parser("walkthrough", help="create the two starter projects (biology tutor, meme bot)")
     p.set_defaults(func=cmd_walkthrough)
 
