@@ -5,6 +5,7 @@ Environment first: no Hub access, no analytics, before any HF library is importe
 """
 
 import os
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -107,6 +108,38 @@ def app_url(tiny_model_dir, tmp_path_factory):
     demo.close()
     os.environ.pop("RLHF_MODEL", None)
     os.environ.pop("RLHF_HOME", None)
+
+
+# Real browser: Debian's Chromium driven by Playwright (never `playwright install`). Screenshots land in
+# test-artifacts/, or in docs/ for README when `make screenshots` sets RLHF_SCREENSHOTS_DIR.
+ARTIFACTS = Path(os.environ.get("RLHF_SCREENSHOTS_DIR") or REPO / "test-artifacts")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    from rlhf.store import Store
+
+    Store.open("default", create=True)  # this test's data directory starts empty
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(app_url)
+    page.get_by_role("tab", name="Generate").click()  # the app opens on "Start here"
+    page.wait_for_selector("#prompts textarea")
+    yield page
+    page.close()
 
 
 def run_cli(*args: str, stdin: str | None = None, env: dict | None = None):

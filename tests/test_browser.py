@@ -1,42 +1,12 @@
 """The app in a real Chromium (Debian's package, driven by Playwright; never `playwright install`)."""
 
-import os
-import shutil
-from pathlib import Path
 
 import pytest
 
+from conftest import ARTIFACTS
 from rlhf.store import Store
 
 pytestmark = pytest.mark.browser
-# Screenshots land in test-artifacts/, or in docs/ for README when `make screenshots` sets RLHF_SCREENSHOTS_DIR.
-ARTIFACTS = Path(os.environ.get("RLHF_SCREENSHOTS_DIR") or Path(__file__).resolve().parents[1] / "test-artifacts")
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser, app_url):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    Store.open("default", create=True)  # this test's data directory starts empty
-    page = browser.new_page(viewport={"width": 1280, "height": 1000})
-    page.goto(app_url)
-    page.get_by_role("tab", name="Generate").click()  # the app opens on "Start here"
-    page.wait_for_selector("#prompts textarea")
-    yield page
-    page.close()
 
 
 def test_generate_shows_the_candidates(page):

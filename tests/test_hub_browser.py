@@ -13,10 +13,9 @@ import urllib.request
 
 import pytest
 
-from conftest import REPO, free_port
+from conftest import ARTIFACTS, REPO, free_port
 from hub_server import FakeHub
 from rlhf.store import Store
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from test_dataset import labelled_project
 from test_hub import client_env
 
@@ -50,16 +49,6 @@ def served(hub, tiny_model_dir, tmp_path_factory):
     yield url, home / "data"
     server.terminate()
     server.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 def open_hub_tab(browser, url):

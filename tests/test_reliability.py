@@ -327,7 +327,7 @@ MODEL = f"model {IMG} {SCRIPT} ` <img src=y onerror=window.__xss=3> `"
 def test_untrusted_text_is_shown_as_text_not_run(app_url, rlhf_home):
     from playwright.sync_api import sync_playwright
 
-    from test_browser import CHROMIUM, CHROMIUM_ARGS
+    from conftest import CHROMIUM, CHROMIUM_ARGS
 
     Store.open("default", create=True)
     prompt = f"Explain {IMG} and {SCRIPT} please"

@@ -39,3 +39,14 @@ def test_two_rounds(tiny_model_dir):
     assert timeline[1]["votes_added"] == 5  # next-round: 2 candidates a prompt = 5 pairs
     listed = run_cli("rounds", "--project", "rounds")
     assert "round 1:" in listed.stdout and "round 2:" in listed.stdout
+
+
+def test_a_new_round_samples_like_the_last_generation_not_like_the_arena(store):
+    from rlhf.config import SamplingConfig
+    from rlhf.rounds import last_sampling
+
+    assert last_sampling(store) == SamplingConfig()  # nothing generated yet: the defaults
+    store.start_generation_run("bundled", None, {"num_candidates": 3, "max_new_tokens": 12, "temperature": 0.5,
+                                                 "top_p": 0.9, "seed": 7, "batch_size": 8})
+    store.start_generation_run("bundled", None, {"num_candidates": 1, "max_new_tokens": 256, "source": "arena"})
+    assert last_sampling(store) == SamplingConfig(num_candidates=3, max_new_tokens=12, temperature=0.5, top_p=0.9)
