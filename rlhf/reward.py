@@ -35,7 +35,8 @@ from typing import Sequence
 
 import torch
 
-from rlhf.checkpoints import find_checkpoint, new_checkpoint_id, publish, read_meta, staging_dir
+from rlhf.checkpoints import (POLICY_KINDS, find_checkpoint, is_checkpoint, new_checkpoint_id, publish, read_meta,
+                              staging_dir)
 from rlhf.config import ModelConfig, RewardTrainConfig, RLHFError, add_arguments, from_arguments
 from rlhf.dataset import training_pairs
 from rlhf.models import _set_pad_token, resolve_device, resolve_dtype, resolve_source
@@ -207,7 +208,10 @@ def train_reward_model(
     rows = data.dataset.to_list()
     train_rows, eval_rows = split_by_pair([r["pair_id"] for r in rows], config.eval_fraction, config.seed)
 
-    # 2. model and tokenizer
+    # 2. model and tokenizer. A reward model starts from the base model, also when given a policy checkpoint (the
+    # Train tab's "Start from" holds the round's policy): it judges that policy, so it should not inherit its drift.
+    if is_checkpoint(model_spec) and read_meta(model_spec).get("kind") in POLICY_KINDS:
+        model_spec = read_meta(model_spec)["base_model"]
     source = resolve_source(model_spec)
     tokenizer = load_tokenizer(source)
     model = build_reward_model(source, config, tokenizer.pad_token_id)

@@ -57,5 +57,17 @@ def next_round(store: Store, sampling: SamplingConfig | None = None, progress=No
 
         raise RLHFError("next round: the project has no prompts yet; generate candidates first.")
     loaded = load_model(ModelConfig(spec=newest_policy(store)))
-    return generate_candidates(store, loaded, prompts, sampling or SamplingConfig(), source="next-round",
+    return generate_candidates(store, loaded, prompts, sampling or last_sampling(store), source="next-round",
                                progress=progress)
+
+
+def last_sampling(store: Store) -> SamplingConfig:
+    """The settings of the project's last candidate generation (arena answers aside), a fresh seed; the defaults
+    when there is none. A new round samples the way the person chose for the first one."""
+    runs = [r for r in store.generation_runs() if r["params"].get("source") != "arena"]
+    if not runs:
+        return SamplingConfig()
+    params = runs[-1]["params"]
+    kept = {name: params[name] for name in ("num_candidates", "max_new_tokens", "temperature", "top_p", "batch_size")
+            if name in params}
+    return SamplingConfig(**kept)

@@ -74,6 +74,9 @@ def warm_up_default_model() -> None:
 
 def launch(server_name: str | None = None, server_port: int | None = None, **kwargs) -> gr.Blocks:
     """Build and serve the app; on a Space, Gradio's own environment variables pick the address."""
+    from rlhf.backup import backup_from_environment
+
+    backup_from_environment()  # RLHF_BACKUP_REPO set: restore empty projects first, then back up every 5 minutes
     warm_up_default_model()
     demo = build_demo()
     demo.queue(default_concurrency_limit=4)

@@ -186,8 +186,10 @@ def start_next_round(project: str, profile: gr.OAuthProfile | None = None, progr
               command=f"python -m rlhf next-round --project {store.name}")
     with runner.hold(job):
         result = next_round(store, progress=lambda done, total: progress(done / total, desc=f"{done}/{total}"))
-    return (f"Round started: {len(result.completion_ids)} new candidates from `{policy}` for "
-            f"{result.prompts_done} prompts. Label them in the Prefer tab.")
+    status = (f"Round started: {len(result.completion_ids)} new candidates from `{policy}` for "
+              f"{result.prompts_done} prompts. Label them in the Prefer tab; the next PPO or DPO run starts from "
+              "this policy.")
+    return status, gr.update(choices=model_choices(project), value=policy)
 
 
 def reward_choices(project: str):
@@ -273,7 +275,7 @@ def build(project: gr.Dropdown) -> None:
     timer.tick(poll, None, [status, *plots, samples, compare], queue=False, **private)
     refresh_runs.click(runs_table, project, runs, **private)
     refresh_rounds.click(rounds_table, project, rounds_view, **private)
-    next_round_button.click(start_next_round, project, next_round_status, concurrency_id=MODEL_QUEUE,
+    next_round_button.click(start_next_round, project, [next_round_status, start_model], concurrency_id=MODEL_QUEUE,
                             concurrency_limit=1, **private)
     use_run.click(pick_run, [project, run_id], start_model, **private)
     plot_run.click(run_curves, [project, run_id], history_plot, **private)
