@@ -20,6 +20,9 @@ PROMPTS = [
     "Tell me something surprising about opossums.",
 ]
 
+CANDIDATES = 3
+"""Answers sampled per prompt: 3 make 3 pairs a prompt, 24 pairs for the 8 prompts (enough for a reward model)."""
+
 PROJECTS = {
     "opossum-tutor": """# Context: a biology tutor for high-school students
 
@@ -51,9 +54,9 @@ STEPS = """### Your first RLHF loop, on the CPU of a free Space
 
 1. **Pick a context.** Create the walkthrough projects below and choose *opossum-tutor* (a biology tutor) or
    *opossum-memes* (a meme bot) in the Project box. Same questions, different guidelines.
-2. **Generate.** In the Generate tab, press *Load walkthrough prompts*, keep 2 candidates, and Generate: the model
-   writes two answers per question.
-3. **Prefer.** In the Prefer tab, type your name, press Enter, and judge ~30 pairs with the keys 1 / 2 / 3 / 4,
+2. **Generate.** In the Generate tab, press *Load walkthrough prompts* (it also sets 3 candidates) and Generate:
+   the model writes three answers per question, which makes 24 pairs to compare.
+3. **Prefer.** In the Prefer tab, type your name, press Enter, and judge the 24 pairs with the keys 1 / 2 / 3 / 4,
    reading the guidelines on the right. Your votes are the training data.
 4. **Train a reward model.** In the Train tab, pick *Reward model* and Start: it learns to score answers the way
    you voted (its held-out accuracy tells you how well).

@@ -19,6 +19,9 @@ class LoopSizes:
     ppo_batch: int
     ppo_mini: int
     ppo_tokens: int
+    num_candidates: int = 2
+    load_walkthrough: bool = False
+    """Press *Load walkthrough prompts* (prompts and candidates) instead of typing `prompts`."""
     timeout_ms: int = 120_000
     """Per wait; the 135M model on a CPU needs minutes for training."""
 
@@ -46,8 +49,10 @@ def prefer_longer_or_shorter(prefer: str):
 
 
 def set_number(page, elem_id: str, value) -> None:
-    page.fill(f"#{elem_id} input", str(value))
-    page.press(f"#{elem_id} input", "Tab")
+    """A gr.Number, or a gr.Slider's number box."""
+    box = page.locator(f"#{elem_id} input[type=number]").first
+    box.fill(str(value))
+    box.press("Tab")
 
 
 def create_project(page, name: str) -> None:
@@ -58,12 +63,19 @@ def create_project(page, name: str) -> None:
 
 def generate(page, sizes: LoopSizes, times: RoundTimes) -> None:
     page.get_by_role("tab", name="Generate").click()
-    page.fill("#prompts textarea", "\n".join(sizes.prompts))
+    if sizes.load_walkthrough:
+        page.click("#load-walkthrough")
+        page.wait_for_function("(n) => document.querySelector('#num-candidates input[type=number]').value == n",
+                               arg=sizes.num_candidates)
+    else:
+        page.fill("#prompts textarea", "\n".join(sizes.prompts))
+        set_number(page, "num-candidates", sizes.num_candidates)
     page.fill("#max-new-tokens input[type=number]", str(sizes.max_new_tokens))
     page.press("#max-new-tokens input[type=number]", "Tab")
     started = time.perf_counter()
     page.click("#generate")
-    page.wait_for_selector(f"#generate-status:has-text('Stored {2 * len(sizes.prompts)} candidates')",
+    expected = sizes.num_candidates * len(sizes.prompts)
+    page.wait_for_selector(f"#generate-status:has-text('Stored {expected} candidates')",
                            timeout=sizes.timeout_ms)
     times.step("generate", started)
 

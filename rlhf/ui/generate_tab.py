@@ -15,6 +15,7 @@ from rlhf.models import registry, zero_gpu
 from rlhf.store import Store
 from rlhf.ui.common import (MODEL_QUEUE, model_choices, refresh_models, session_id, stop_signals, user_errors,
                              username)
+from rlhf.walkthrough import CANDIDATES as WALKTHROUGH_CANDIDATES
 from rlhf.walkthrough import PROMPTS as WALKTHROUGH_PROMPTS
 
 COLUMNS = ["prompt", "candidate", "answer", "tokens", "finish"]
@@ -119,7 +120,8 @@ def build(project: gr.Dropdown) -> None:
     )
 
     starter.click(lambda: "\n".join(starter_prompts()), None, prompts, api_visibility="private")
-    walkthrough.click(lambda: "\n".join(WALKTHROUGH_PROMPTS), None, prompts, api_visibility="private")
+    walkthrough.click(lambda: ("\n".join(WALKTHROUGH_PROMPTS), WALKTHROUGH_CANDIDATES), None, [prompts, num_candidates],
+                      api_visibility="private")
     upload.upload(load_file, upload, prompts, api_visibility="private")
     run.click(
         generate,
