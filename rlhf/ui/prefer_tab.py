@@ -261,10 +261,10 @@ def build(project: gr.Dropdown) -> tuple[gr.Markdown, gr.Textbox]:
                                     "annotator (measures agreement)")
                 gold_rate = gr.Slider(0, 1, value=0.1, step=0.05, label="Gold rate: share of gold pairs (known "
                                       "answers) mixed in, when the project has some")
-                order = gr.Radio([("Least certain first", "uncertain"), ("Oldest first", "oldest")],
-                                 value="uncertain", label="New pairs", elem_id="queue-order",
-                                 info="Least certain first: the pairs the newest reward model scores closest come "
-                                      "first (plain order until the project has a reward model)")
+                queue_order = gr.Radio([("Least certain first", "uncertain"), ("Oldest first", "oldest")],
+                                       value="uncertain", label="New pairs", elem_id="queue-order",
+                                       info="Least certain first: the pairs the newest reward model scores closest "
+                                            "come first (plain order until the project has a reward model)")
     with gr.Accordion("Rank 3 or more candidates of one prompt", open=False):
         ranking = gr.State(None)
         rank_prompt = gr.Textbox(label="Prompt", interactive=False)
@@ -284,7 +284,7 @@ def build(project: gr.Dropdown) -> tuple[gr.Markdown, gr.Textbox]:
         export_file = gr.File(label="Download", interactive=False)
 
     private = dict(api_visibility="private")
-    queue_inputs = [overlap, gold_rate, order]
+    queue_inputs = [overlap, gold_rate, queue_order]
     pair_outputs = [presentation, prompt, left, right, status]
     next_button.click(show_next, [project, annotator, *queue_inputs], pair_outputs, **private)
     annotator.submit(show_next, [project, annotator, *queue_inputs], pair_outputs, **private)
