@@ -535,6 +535,10 @@ def _replay_completion(conn, prompt_id: int, prompt: str, completion: dict, runs
 
 
 # on a Space --------------------------------------------------------------------------------------------------------
+ACTIVE: BackupScheduler | None = None
+"""The scheduler `backup_from_environment` started in this process, if any (the Hub tab says where votes go)."""
+
+
 def backup_from_environment() -> BackupScheduler | None:
     """What the app calls once at start. When RLHF_BACKUP_REPO names a dataset repo: restore each project the repo
     holds that is empty or missing here, then back up every project to it every RLHF_BACKUP_MINUTES (default 5).
@@ -562,6 +566,8 @@ def backup_from_environment() -> BackupScheduler | None:
         return None
     print(f"backup: every project under {root} is backed up to dataset repo {scheduler.repo_id} every {every:g} "
           "minutes", file=sys.stderr)
+    global ACTIVE
+    ACTIVE = scheduler
     return scheduler
 
 

@@ -30,6 +30,10 @@ class LoopSizes:
 class RoundTimes:
     seconds: dict[str, float] = field(default_factory=dict)
     votes: int = 0
+    queue_line: str = ""
+    """The Prefer tab's progress line when labelling started: says which order the queue is in."""
+    reveals: list[str] = field(default_factory=list)
+    """What the page said after each vote (models, and the reward model's guess once there is one)."""
 
     def step(self, name: str, started: float) -> None:
         self.seconds[name] = round(time.perf_counter() - started, 2)
@@ -86,11 +90,13 @@ def label_all(page, annotator: str, choose, times: RoundTimes, timeout_ms: int) 
     page.fill("#annotator textarea", annotator)
     started = time.perf_counter()
     page.press("#annotator textarea", "Enter")
-    page.wait_for_function("() => document.querySelector('#pair-prompt textarea').value !== ''"
-                           " || document.querySelector('#prefer-progress').innerText.includes('Nothing left')",
-                           timeout=timeout_ms)
+    # a pair on screen, and the progress line rendered (not Gradio's "processing | 0.3s" while it waits)
+    page.wait_for_function("() => { const s = document.querySelector('#prefer-progress').innerText.trim();"
+                           " return document.querySelector('#pair-prompt textarea').value !== ''"
+                           " && /^\\d+ labelled/.test(s); }", timeout=timeout_ms)
     page.locator("#guidelines").click()  # out of the text fields: the keys vote
-    today = int(page.inner_text("#prefer-progress").split(" yours today")[0].split()[-1])
+    times.queue_line = page.inner_text("#prefer-progress")
+    today = int(times.queue_line.split(" yours today")[0].split()[-1])
     while "Nothing left" not in page.inner_text("#prefer-progress"):
         key = choose(page.input_value("#pair-left textarea"), page.input_value("#pair-right textarea"))
         page.keyboard.press(key)
@@ -99,6 +105,7 @@ def label_all(page, annotator: str, choose, times: RoundTimes, timeout_ms: int) 
         page.wait_for_function("(n) => document.querySelector('#prefer-progress').innerText"
                                ".includes(n + ' yours today')", arg=today, timeout=timeout_ms)
         times.votes += 1
+        times.reveals.append(page.inner_text("#vote-reveal"))
     times.step("label (app time)", started)
 
 

@@ -241,6 +241,8 @@ pair = store.open_pairs("erin")[0]["id"]
 store.add_vote(pair, "erin", "a", source="prefer")
 scheduler.push_now()
 scheduler.stop()
+from rlhf.ui.hub_tab import backup_line  # what the Hub tab tells the owner
+assert scheduler.repo_id in backup_line() and "every 5 minutes" in backup_line(), backup_line()
 print(scheduler.appended)
 """
 

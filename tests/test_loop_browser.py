@@ -37,10 +37,14 @@ def test_the_whole_loop_twice_in_the_browser(page, tiny_model_dir):
     board = leaderboard(page, policy_1, sizes.timeout_ms)
     next_round(page, policy_1, first, sizes.timeout_ms)
     assert first.votes == len(PROMPTS)  # one pair a prompt, each labelled once
+    assert "plain order (no reward model" in first.queue_line and "Reward model" not in first.reveals[0]
 
     # Round 2: the new candidates come from policy 1; the next PPO starts from it (the Train tab picked it).
     second = RoundTimes()
     label_all(page, "alice", choose, second, sizes.timeout_ms)
+    # with a reward model, the least certain pairs come first and each vote shows the model's guess
+    assert f"least certain first (reward model {reward_1})" in second.queue_line
+    assert sum("Reward model" in reveal for reveal in second.reveals) >= len(PROMPTS)
     reward_2 = train(page, "reward", sizes, second)
     assert policy_1_path in page.input_value("#cli-equivalent textarea")  # PPO starts from the round-1 policy
     policy_2 = train(page, "ppo", sizes, second)

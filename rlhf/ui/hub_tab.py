@@ -57,7 +57,21 @@ def checkpoint_choices(project: str):
 
 
 def who(profile: gr.OAuthProfile | None = None) -> str:
-    """One line on who pushes and who may do what here."""
+    """Who pushes and who may do what here, and where the votes are backed up."""
+    return f"{login_line(profile)}\n\n{backup_line()}"
+
+
+def backup_line() -> str:
+    from rlhf import backup
+
+    if backup.ACTIVE is not None:
+        return (f"Votes are backed up to the private dataset repo `{backup.ACTIVE.repo_id}` every "
+                f"{backup.ACTIVE.every:g} minutes, and restored from it when the Space restarts empty.")
+    return ("Votes are not backed up to the Hub: set the `RLHF_BACKUP_REPO` variable and an `HF_TOKEN` secret (see "
+            "README) so a Space without persistent storage keeps them across restarts.")
+
+
+def login_line(profile: gr.OAuthProfile | None) -> str:
     if access.on_space():
         if profile is None:
             rule = "Log in to push" if access.owners() else "Pushing needs a login"
