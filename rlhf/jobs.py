@@ -175,7 +175,12 @@ def start_training(kind: str, project: str, model_spec: str, config, reward_mode
 
     def work(job: Job) -> dict:
         meta = train(job)
-        if kind != "reward":
+        if kind == "reward":  # score the unlabelled pairs now, so Prefer's least-certain-first queue does not wait
+            from rlhf.prefer import queue_scores
+
+            job.phase = "scoring the Prefer queue"
+            queue_scores(store, store.open_pairs(""))
+        else:
             job.phase = "evaluating against the reference"
             job.evaluation = evaluate_after_training(store, meta)
         return meta

@@ -60,11 +60,14 @@ def test_reward_and_dpo_jobs_and_generation_share_the_one_slot(store, tiny_model
 
     add_candidates(store, prompts=[f"prompt {i}" for i in range(6)], k=3)
     annotate(store, lambda prompt, a, b: "a" if len(a) < len(b) else "b", "judge:short", seed=0)
+    unlabelled = add_candidates(store, prompts=["later 1", "later 2"])
     for kind, config, key in [("reward", RewardTrainConfig(epochs=1), "reward/loss"),
                               ("dpo", DPOTrainConfig(epochs=1), "dpo/loss")]:
         job = wait(start_training(kind, store.name, str(tiny_model_dir), config))
         assert job.status == "done", job.error
         assert job.metrics and key in job.metrics[-1] and job.steps_done == job.total_steps
+        if kind == "reward":  # the Prefer queue was scored as part of the job: the first request does not wait
+            assert set(store.reward_scores(job.result["id"])) == set(unlabelled)
     generation = Job(kind="generate", project=store.name, total_steps=2, command="python -m rlhf generate ...")
     with runner.hold(generation):
         with pytest.raises(Busy, match="generate on project"):
