@@ -158,6 +158,9 @@ def test_a_pushed_checkpoint_links_its_lineage_both_ways_and_loads_back(hub, sto
     done = ok(hub_cli(hub, tmp_path, "pull", "--project", store.name, "--model-repo", "test-user/tiny-llama"))
     base_path = str(store.folder / "models" / "test-user--tiny-llama")
     assert base_path in done.stdout
+    from rlhf.ui.common import model_choices
+
+    assert ("test-user/tiny-llama (pulled)", base_path) in model_choices(store.name)  # in every model picker
 
     opossum_project(store)
     reward = train_reward_model(store, RewardTrainConfig(epochs=1, batch_size=4, lora_r=4, lora_alpha=8),
