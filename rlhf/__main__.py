@@ -213,10 +213,10 @@ def cmd_rounds(args) -> None:
     if not rows:
         print("round 0: the base model; no policy trained yet")
     for r in rows:
-        win = "-" if r["win_rate_vs_reference"] is None else f"{r['win_rate_vs_reference']:.0%}"
+        win = "-" if r["win_rate_vs_previous"] is None else f"{r['win_rate_vs_previous']:.0%}"
         accuracy = "-" if r["reward_model_accuracy"] is None else f"{r['reward_model_accuracy']:.2f}"
         print(f"round {r['round']}: {r['policy']} ({r['algorithm']}) +{r['votes_added']} votes, "
-              f"reward model accuracy {accuracy}, win rate vs reference {win}")
+              f"reward model accuracy {accuracy}, win rate vs the previous policy {win}")
 
 
 def cmd_next_round(args) -> None:

@@ -58,7 +58,9 @@ def evaluate_policy(
     sampling: SamplingConfig | None = None,
     device: str = "auto",
 ) -> dict:
-    """Compare a policy checkpoint with its reference (its base model) on the prompts; returns the figures."""
+    """Compare a policy checkpoint with its reference on the prompts; returns the figures. The reference is the model
+    the run started from: the base model in round 1, the previous round's policy after that (what this round changed).
+    """
     meta = find_checkpoint(store, policy, POLICY_KINDS)
     prompts = prompts if prompts is not None else [p.text for p in store.prompts()]
     if not prompts:
@@ -66,7 +68,8 @@ def evaluate_policy(
     sampling = sampling or SamplingConfig(num_candidates=1, max_new_tokens=64, temperature=0.7, top_p=1.0, seed=0)
     sampling.validate(min_candidates=1)
     tuned = load_model(ModelConfig(spec=meta["path"], device=device))
-    reference = load_model(ModelConfig(spec=meta["base_model"], device=device))
+    reference_spec = meta.get("policy_start") or meta["base_model"]
+    reference = load_model(ModelConfig(spec=reference_spec, device=device))
     encoded = encode_prompts(tuned, prompts, sampling.max_new_tokens)
     answers = {}
     for name, model in (("tuned", tuned), ("reference", reference)):
@@ -99,7 +102,7 @@ def evaluate_policy(
             kls.append(sequence_logprob(tuned, ids, continuation) - sequence_logprob(reference, ids, continuation))
     return {
         "policy": meta["id"],
-        "reference": meta["base_model"],
+        "reference": reference_spec,
         "judge": "function" if judge is not None else f"reward_model:{reward_source}",
         "num_prompts": len(prompts),
         **outcome_rates(outcomes),

@@ -32,7 +32,7 @@ def rounds(store: Store) -> list[dict]:
             "votes_added": sum(1 for t in votes if previous_time < t <= meta["created_at"]),
             "reward_model": meta.get("reward"),
             "reward_model_accuracy": (reward.get("metrics") or {}).get("eval_accuracy"),
-            "win_rate_vs_reference": evaluation.get("win_rate"),
+            "win_rate_vs_previous": evaluation.get("win_rate"),
             "kl": evaluation.get("kl"),
             "created_at": meta["created_at"],
         })

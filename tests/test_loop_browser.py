@@ -2,6 +2,9 @@
 train a reward model, run a few PPO steps, compare in the arena and vote, see the leaderboard, start the next round;
 then check that every step's data is in the store and in the export."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from browser_loop import (LoopSizes, RoundTimes, arena, create_project, generate, label_all, leaderboard, next_round,
@@ -67,7 +70,10 @@ def test_the_whole_loop_twice_in_the_browser(page, tiny_model_dir):
     policies = list_checkpoints(store, ("ppo",))
     assert [(m["id"], m["round"]) for m in policies] == [(policy_1, 1), (policy_2, 2)]
     assert policies[1]["reward"] == reward_2 and policies[1]["parent"] == policy_1
-    assert [r["round"] for r in rounds(store)] == [1, 2]
+    timeline = rounds(store)
+    assert [r["round"] for r in timeline] == [1, 2] and all(r["win_rate_vs_previous"] is not None for r in timeline)
+    evaluation = json.loads((Path(policies[1]["path"]) / "evaluation.json").read_text())
+    assert evaluation["reference"] == policy_1_path  # round 2 is judged against round 1's policy
     # ... and in the export: prefer and arena votes alike.
     export = export_preferences(store, store.folder / "exports" / "check")
     assert sum(export.rows.values()) == len(votes)

@@ -163,7 +163,7 @@ def remove_run(project: str, run_id: str, confirmed: bool, profile: gr.OAuthProf
     return runs_table(project), False
 
 
-ROUND_COLUMNS = ["round", "policy", "algorithm", "votes_added", "reward_model_accuracy", "win_rate_vs_reference",
+ROUND_COLUMNS = ["round", "policy", "algorithm", "votes_added", "reward_model_accuracy", "win_rate_vs_previous",
                  "kl"]
 
 
