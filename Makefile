@@ -43,3 +43,4 @@ clean:
 screenshots: $(VENV)/.dev-installed chromium
 	HF_HUB_OFFLINE=1 $(PY) scripts/screenshots.py
 	HF_HUB_OFFLINE=1 RLHF_SCREENSHOTS_DIR=$(CURDIR)/docs $(PY) -m pytest -q tests/test_browser.py -k "keyboard or train_tab"
+	HF_HUB_OFFLINE=1 RLHF_SCREENSHOTS_DIR=$(CURDIR)/docs $(PY) -m pytest -q tests/test_hub_browser.py tests/test_loop_browser.py

@@ -184,8 +184,12 @@ def start_next_round(project: str, profile: gr.OAuthProfile | None = None, progr
     policy = newest_policy(store)
     job = Job(kind="generate", project=store.name, total_steps=len(store.prompts()),
               command=f"python -m rlhf next-round --project {store.name}")
+    def report(done: int, total: int) -> None:
+        job.record(done, total, {})  # the status line above counts the prompts too
+        progress(done / total, desc=f"{done}/{total} prompts")
+
     with runner.hold(job):
-        result = next_round(store, progress=lambda done, total: progress(done / total, desc=f"{done}/{total}"))
+        result = next_round(store, progress=report)
     status = (f"Round started: {len(result.completion_ids)} new candidates from `{policy}` for "
               f"{result.prompts_done} prompts. Label them in the Prefer tab; the next PPO or DPO run starts from "
               "this policy.")
