@@ -55,23 +55,28 @@ def chat(
 
 @user_errors
 @zero_gpu(duration=90)  # two answers per ZeroGPU call
-def ask_both(project: str, prompt: str, model_a: str, model_b: str, annotator: str, max_new_tokens: float):
+def ask_both(project: str, prompt: str, model_a: str, model_b: str, annotator: str, max_new_tokens: float,
+             profile: gr.OAuthProfile | None = None):
     """Arena: both models answer; the answers come back in random order, the models hidden until the vote."""
     from rlhf.arena import arena_pair
+    from rlhf.ui.prefer_tab import annotator_name
 
     runner.check_idle()
     sampling = SamplingConfig(num_candidates=1, max_new_tokens=int(max_new_tokens))
-    shown = arena_pair(Store.open(project), prompt, model_a, model_b, annotator, sampling)
+    shown = arena_pair(Store.open(project), prompt, model_a, model_b, annotator_name(annotator, profile), sampling)
     return shown.presentation_id, shown.left, shown.right, "Which answer is better? (1, 2, 3 or 4)"
 
 
 @user_errors
-def arena_vote(choice: str, project: str, presentation_id: int | None, annotator: str):
+def arena_vote(choice: str, project: str, presentation_id: int | None, annotator: str,
+               profile: gr.OAuthProfile | None = None):
+    """The vote is about what was shown: the login (or the typed name) must be the one the pair was shown to."""
     from rlhf.prefer import vote
+    from rlhf.ui.prefer_tab import annotator_name
 
     if presentation_id is None:
         raise RLHFError("arena: ask both models first.")
-    receipt = vote(Store.open(project), presentation_id, choice, annotator, source="arena")
+    receipt = vote(Store.open(project), presentation_id, choice, annotator_name(annotator, profile), source="arena")
     said = {"a": "left better", "b": "right better", "tie": "tie", "both_bad": "both bad"}[choice]
     return None, (f"Vote {receipt.vote_id} recorded ({said}). Left was `{receipt.left_model}`, right was "
                   f"`{receipt.right_model}`.")
