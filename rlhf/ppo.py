@@ -374,7 +374,9 @@ class PPORun:
                     hidden = decoder(input_ids=inputs, attention_mask=attention, position_ids=positions)[0]
             else:
                 hidden = decoder(input_ids=inputs, attention_mask=attention, position_ids=positions)[0]
-            hidden = hidden[:, context - 1 : -1]  # (B, T, H)
+            # (B, T, H). Contiguous: on a strided slice, a bf16 lm_head matmul copied its whole 49k x 576 weight per
+            # call on CPU (180 ms vs 9 ms); measured 3.90 -> 2.90 s per PPO step on the 135M model.
+            hidden = hidden[:, context - 1 : -1].contiguous()
             logits = lm_head(hidden).float().div_(self.config.temperature)  # in place: one (B, T, V) copy
             values = self.value_head(hidden.float()).squeeze(-1) if not reference else None
         return logits, values
