@@ -22,6 +22,7 @@ silently dropped (TRL filters out any pair longer than `max_length`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -140,16 +141,33 @@ def load_tokenizer(source):
     return tokenizer
 
 
+@contextlib.contextmanager
+def _expected_head_swap():
+    """Load a causal LM as a sequence classifier without warnings about what is expected: `score` is new and
+    `lm_head` unused. (TRL's `suppress_seqcls_warning` does the same; importing trl for it costs ~90 MB in a PPO run.)
+    """
+    from transformers.modeling_layers import GenericForSequenceClassification as Classifier
+
+    names = ("_keys_to_ignore_on_load_missing", "_keys_to_ignore_on_load_unexpected")
+    saved = [getattr(Classifier, name, None) for name in names]
+    for name, old, key in zip(names, saved, (r"^score\.weight$", r"^lm_head\.")):
+        setattr(Classifier, name, [*(old or []), key])
+    try:
+        yield
+    finally:
+        for name, old in zip(names, saved):
+            setattr(Classifier, name, old)
+
+
 def load_sequence_classifier(source, pad_token_id: int, dtype: torch.dtype = torch.float32):
     """A causal LM's body with a fresh scalar head, in `dtype`, knowing which id is padding.
 
     `config.pad_token_id` is how the head finds the last real token (the rightmost id that is not pad); without it
     transformers refuses batches larger than one."""
     from transformers import AutoModelForSequenceClassification
-    from trl.trainer.reward_trainer import suppress_seqcls_warning  # the head is new, lm_head unused: both expected
 
     try:
-        with suppress_seqcls_warning():
+        with _expected_head_swap():
             model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=dtype)
     except (OSError, ValueError) as error:
         raise RLHFError(f"reward: could not load {str(source)!r} as a reward model: {str(error).splitlines()[0]}"
