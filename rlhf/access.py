@@ -16,6 +16,7 @@ from rlhf.config import RLHFError
 
 OWNER_ACTIONS = {
     "train": "start training",
+    "stop": "stop a training run",
     "generate": "generate candidates",
     "push": "push to the Hub",
     "pull": "pull from the Hub into a project",

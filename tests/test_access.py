@@ -74,6 +74,7 @@ def test_ui_handlers_refuse_a_visitor_and_change_nothing(space, store):
         "train": lambda: train_tab.start(visitor, store.name, "reward", "bundled", "latest",
                                          *([1] * 4), *([1] * 9), *([1] * 4)),
         "delete": lambda: train_tab.remove_run(store.name, "ppo-1", True, profile=visitor),
+        "stop": lambda: train_tab.stop(profile=visitor),
         "generate": lambda: train_tab.start_next_round(store.name, profile=visitor),
         "push": lambda: hub_tab.push_dataset(store.name, "", True, profile=visitor),
         "pull": lambda: hub_tab.pull(store.name, "dataset", "a/b", "", profile=visitor),

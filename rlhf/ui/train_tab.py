@@ -71,8 +71,9 @@ def start(profile: gr.OAuthProfile | None, project, kind, model_spec, reward_mod
     return gr.update(active=True)
 
 
+@user_errors
 def stop(profile: gr.OAuthProfile | None = None):
-    require_owner("train", username(profile))
+    require_owner("stop", username(profile))
     job = runner.stop()
     if job is not None:
         gr.Info("Stopping after this step; a checkpoint will be saved.")
