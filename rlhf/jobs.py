@@ -152,9 +152,8 @@ def command_line(kind: str, project: str, model_spec: str, config, reward_model:
 
 def start_training(kind: str, project: str, model_spec: str, config, reward_model: str | None = None) -> Job:
     """Validate, then run reward-model, PPO or DPO training as the background job."""
-    from rlhf.store import Store
-
     from rlhf.models import on_zero_gpu
+    from rlhf.store import Store
 
     if on_zero_gpu():
         raise RLHFError(

@@ -328,7 +328,7 @@ class PPORun:
             self.reference = None
             if self.autocast_dtype is not None:
                 # PEFT casts each LoRA input to the adapter's fp32 first; under autocast the matmul runs in bf16
-                # anyway, so that copy of every activation only costs memory (~90 MB a step on the 135M model).
+                # anyway, so that copy of every activation only costs memory (about 90 MB of peak on the 135M model).
                 from peft.tuners.tuners_utils import BaseTunerLayer
 
                 for module in self.model.modules():
@@ -383,7 +383,7 @@ class PPORun:
             else:
                 hidden = decoder(input_ids=inputs, attention_mask=attention, position_ids=positions)[0]
             # (B, T, H). Contiguous: on a strided slice, a bf16 lm_head matmul copied its whole 49k x 576 weight per
-            # call on CPU (180 ms vs 9 ms); measured 3.90 -> 2.90 s per PPO step on the 135M model.
+            # call on CPU (180 ms vs 9 ms); benchmarks/ppo.py went from 3.90 to 3.36 s a step.
             hidden = hidden[:, context - 1 : -1].contiguous()
             logits = lm_head(hidden).float().div_(self.config.temperature)  # in place: one (B, T, V) copy
             values = self.value_head(hidden.float()).squeeze(-1) if not reference else None

@@ -79,6 +79,11 @@ class Presentation:
     """The reward checkpoint that ordered the queue (order `uncertain`)."""
 
 
+def new_pairs(open_pairs: list[dict]) -> list[dict]:
+    """The pairs nobody has decided yet (gold pairs aside): what the queue's order applies to."""
+    return [p for p in open_pairs if p["gold_choice"] is None and p["decided_by"] == 0]
+
+
 def least_certain_first(rows: list[dict], gaps: dict[int, float]) -> list[dict]:
     """Rows (with an `id`) by the reward model's certainty, least certain first: smallest |gap| (score of one answer
     minus the other's). Rows without a gap follow; the sort is stable, so equal gaps keep their given order."""
@@ -91,7 +96,7 @@ def pick_pair(open_pairs: list[dict], overlap: float, gold_rate: float, rng: ran
 
     `gaps` (pair id -> reward score gap) puts the new pairs least certain first; without it they come oldest first."""
     gold = [p for p in open_pairs if p["gold_choice"] is not None]
-    fresh = [p for p in open_pairs if p["gold_choice"] is None and p["decided_by"] == 0]
+    fresh = new_pairs(open_pairs)
     if gaps is not None:
         fresh = least_certain_first(fresh, gaps)
     second = [p for p in open_pairs
@@ -161,7 +166,7 @@ def queue_scores(store: Store, open_pairs: list[dict], progress: Callable[[int, 
     meta = newest_reward_model(store)
     if meta is None:
         return None
-    fresh = [p for p in open_pairs if p["gold_choice"] is None and p["decided_by"] == 0]
+    fresh = new_pairs(open_pairs)
     ids = [c for p in fresh for c in (p["completion_a_id"], p["completion_b_id"])]
     scores = score_completions(store, ids, meta, progress) if ids else {}
     return QueueScores(meta["id"], {p["id"]: scores[p["completion_a_id"]] - scores[p["completion_b_id"]]

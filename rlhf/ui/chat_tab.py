@@ -12,7 +12,8 @@ from rlhf.generate import stream_chat
 from rlhf.jobs import runner
 from rlhf.models import registry, zero_gpu
 from rlhf.store import Store
-from rlhf.ui.common import MODEL_QUEUE, model_choices, refresh_models, session_id, stop_signals, user_errors
+from rlhf.ui.common import (CHOICE_WORDS, MODEL_QUEUE, annotator_name, model_choices, refresh_models, session_id,
+                             stop_signals, user_errors)
 
 
 LEADERBOARD_COLUMNS = ["model", "rating", "ci_low", "ci_high", "votes", "reward", "kl"]
@@ -59,7 +60,6 @@ def ask_both(project: str, prompt: str, model_a: str, model_b: str, annotator: s
              profile: gr.OAuthProfile | None = None):
     """Arena: both models answer; the answers come back in random order, the models hidden until the vote."""
     from rlhf.arena import arena_pair
-    from rlhf.ui.prefer_tab import annotator_name
 
     runner.check_idle()
     sampling = SamplingConfig(num_candidates=1, max_new_tokens=int(max_new_tokens))
@@ -72,13 +72,11 @@ def arena_vote(choice: str, project: str, presentation_id: int | None, annotator
                profile: gr.OAuthProfile | None = None):
     """The vote is about what was shown: the login (or the typed name) must be the one the pair was shown to."""
     from rlhf.prefer import vote
-    from rlhf.ui.prefer_tab import annotator_name
 
     if presentation_id is None:
         raise RLHFError("arena: ask both models first.")
     receipt = vote(Store.open(project), presentation_id, choice, annotator_name(annotator, profile), source="arena")
-    said = {"a": "left better", "b": "right better", "tie": "tie", "both_bad": "both bad"}[choice]
-    return None, (f"Vote {receipt.vote_id} recorded ({said}). Left was `{receipt.left_model}`, right was "
+    return None, (f"Vote {receipt.vote_id} recorded ({CHOICE_WORDS[choice]}). Left was `{receipt.left_model}`, right was "
                   f"`{receipt.right_model}`.")
 
 

@@ -72,6 +72,19 @@ def username(profile: gr.OAuthProfile | None) -> str | None:
     return profile.username if profile is not None else None
 
 
+def annotator_name(typed: str, profile: gr.OAuthProfile | None) -> str:
+    """Who votes: the Hugging Face login when someone is logged in, else the typed name (Prefer and the arena)."""
+    from rlhf.prefer import validate_annotator
+
+    if profile is not None:
+        return profile.username
+    return validate_annotator(typed)
+
+
+CHOICE_WORDS = {"a": "left better", "b": "right better", "tie": "tie", "both_bad": "both bad", "skip": "skipped"}
+"""A vote as shown, in words, for the line that confirms it."""
+
+
 @functools.cache
 def login_available() -> bool:
     """Show the Login button? Always on a Space. Locally Gradio mocks the login with the account of HF_TOKEN (or
@@ -108,6 +121,18 @@ def model_choices(project: str | None = None) -> list[tuple[str, str]]:
         for repo_id, pulled in read_record(store)["models"].items():
             choices.append((f"{repo_id} (pulled)", pulled["path"]))
     return choices
+
+
+def checkpoint_picker(project: str, kinds: tuple[str, ...]):
+    """Dropdown update: `latest`, then the project's checkpoints of these kinds, newest first."""
+    from rlhf.checkpoints import list_checkpoints
+    from rlhf.store import Store
+
+    try:
+        ids = [m["id"] for m in reversed(list_checkpoints(Store.open(project), kinds))]
+    except RLHFError:  # a project name still being typed
+        ids = []
+    return gr.update(choices=["latest", *ids])
 
 
 def refresh_models(project: str):

@@ -7,14 +7,16 @@ else: never shown, logged or saved.
 
 from __future__ import annotations
 
+from functools import partial
+
 import gradio as gr
 import pandas as pd
 
 from rlhf import access, hub
-from rlhf.checkpoints import POLICY_KINDS, list_checkpoints
+from rlhf.checkpoints import POLICY_KINDS
 from rlhf.config import RLHFError
 from rlhf.store import Store
-from rlhf.ui.common import user_errors, username
+from rlhf.ui.common import checkpoint_picker, user_errors, username
 
 PUSHED_COLUMNS = ["what", "repo", "revision", "when"]
 
@@ -46,14 +48,6 @@ def pushed_table(project: str) -> pd.DataFrame:
     for repo_id, m in record["models"].items():
         rows.append(("model (pulled)", repo_id, m["revision"][:7], m["pulled_at"]))
     return pd.DataFrame(sorted(rows, key=lambda row: row[3], reverse=True), columns=PUSHED_COLUMNS)
-
-
-def checkpoint_choices(project: str):
-    try:
-        ids = [m["id"] for m in reversed(list_checkpoints(Store.open(project), POLICY_KINDS))]
-    except RLHFError:
-        ids = []
-    return gr.update(choices=["latest", *ids], value="latest")
 
 
 def who(profile: gr.OAuthProfile | None = None) -> str:
@@ -172,6 +166,7 @@ def build(project: gr.Dropdown) -> gr.Markdown:
                      **private_api)
     pull_button.click(pull, [project, kind, pull_repo, revision], [status, history], **private_api)
     project.change(pushed_table, project, history, **private_api)
-    project.change(checkpoint_choices, project, checkpoint, **private_api)
-    checkpoint.focus(checkpoint_choices, project, checkpoint, **private_api)
+    policies = partial(checkpoint_picker, kinds=POLICY_KINDS)
+    project.change(lambda name: {**policies(name), "value": "latest"}, project, checkpoint, **private_api)
+    checkpoint.focus(policies, project, checkpoint, **private_api)
     return login_line

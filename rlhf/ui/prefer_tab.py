@@ -13,13 +13,13 @@ from functools import partial
 import gradio as gr
 import pandas as pd
 
+from rlhf.access import require_owner
 from rlhf.config import RLHFError
 from rlhf.dataset import default_export_dir, export_preferences
-from rlhf.prefer import Presentation, next_pair, progress, rank, validate_annotator, vote
+from rlhf.prefer import Presentation, next_pair, progress, rank, vote
 from rlhf.stats import LABELS, project_stats
 from rlhf.store import Store
-from rlhf.access import require_owner
-from rlhf.ui.common import login_available, user_errors, username
+from rlhf.ui.common import CHOICE_WORDS, annotator_name, login_available, user_errors, username
 
 # Each key clicks the first visible button of its list: the Prefer tab's, or the Chat tab's arena (same keys).
 HOTKEYS = {"1": ["vote-a", "arena-a"], "2": ["vote-b", "arena-b"], "3": ["vote-tie", "arena-tie"],
@@ -43,13 +43,6 @@ HOTKEYS_JS = """
 NOTHING_LEFT = "Nothing left for you to label in this project: generate more candidates, or ask a colleague."
 QUALITY_COLUMNS = ["annotator", "kind", "votes", "skips", "median_seconds", "agreement", "kappa", "gold_accuracy",
                    "left_share"]
-
-
-def annotator_name(typed: str, profile: gr.OAuthProfile | None) -> str:
-    """The Hugging Face login on a Space; the typed name when run locally."""
-    if profile is not None:
-        return profile.username
-    return validate_annotator(typed)
 
 
 def queue_line(shown: Presentation | None, order: str) -> str:
@@ -92,8 +85,7 @@ def cast(choice: str, project: str, typed: str, presentation_id: int | None, com
     if presentation_id is None:
         raise RLHFError("vote: no pair is shown; press Next pair (or N) first.")
     receipt = vote(store, presentation_id, choice, annotator, comment=comment)
-    said = {"a": "left better", "b": "right better", "tie": "tie", "both_bad": "both bad", "skip": "skipped"}[choice]
-    reveal = (f"Vote {receipt.vote_id} recorded ({said}). Left was `{_code(receipt.left_model)}`, "
+    reveal = (f"Vote {receipt.vote_id} recorded ({CHOICE_WORDS[choice]}). Left was `{_code(receipt.left_model)}`, "
               f"right was `{_code(receipt.right_model)}`.")
     if receipt.reward_guess is not None:
         reveal += f" {receipt.reward_guess.line()}"
@@ -116,7 +108,7 @@ def undo(project: str, typed: str, overlap: float, gold_rate: float, order: str,
 def save_guidelines(project: str, text: str, typed: str, profile: gr.OAuthProfile | None = None):
     require_owner("guidelines", username(profile))
     store = Store.open(project)
-    author = profile.username if profile is not None else (typed or "").strip() or None
+    author = username(profile) or (typed or "").strip() or None
     version = store.save_guidelines(text, author=author)
     gr.Info(f"Guidelines saved as version {version}.")
     return guidelines_view(store)

@@ -6,17 +6,19 @@ same training. The run itself is a background job (rlhf.jobs): a timer polls it 
 
 from __future__ import annotations
 
+from functools import partial
+
 import gradio as gr
 import pandas as pd
 import torch
 
+from rlhf.access import require_owner
 from rlhf.checkpoints import list_checkpoints
 from rlhf.config import DPOTrainConfig, PPOConfig, RewardTrainConfig, RLHFError
 from rlhf.jobs import command_line, runner, start_training
 from rlhf.models import zero_gpu
 from rlhf.store import Store
-from rlhf.access import require_owner
-from rlhf.ui.common import MODEL_QUEUE, model_choices, refresh_models, user_errors, username
+from rlhf.ui.common import MODEL_QUEUE, checkpoint_picker, model_choices, refresh_models, user_errors, username
 
 PLOTS = {
     "ppo": [["objective/scores", "objective/rlhf_reward"], ["objective/kl"],
@@ -197,14 +199,6 @@ def start_next_round(project: str, profile: gr.OAuthProfile | None = None, progr
     return status, gr.update(choices=model_choices(project), value=policy)
 
 
-def reward_choices(project: str):
-    try:
-        ids = [m["id"] for m in reversed(list_checkpoints(Store.open(project), ("reward",)))]
-    except Exception:
-        ids = []
-    return gr.update(choices=["latest", *ids])
-
-
 def build(project: gr.Dropdown) -> None:
     defaults = hardware_defaults()
     ppo, rm, dpo = defaults["ppo"], defaults["reward"], defaults["dpo"]
@@ -286,5 +280,5 @@ def build(project: gr.Dropdown) -> None:
     plot_run.click(run_curves, [project, run_id], history_plot, **private)
     delete_run.click(remove_run, [project, run_id, confirm], [runs, confirm], **private)
     start_model.focus(refresh_models, project, start_model, queue=False, **private)
-    reward_model.focus(reward_choices, project, reward_model, queue=False, **private)
+    reward_model.focus(partial(checkpoint_picker, kinds=("reward",)), project, reward_model, queue=False, **private)
     return command_inputs, command
