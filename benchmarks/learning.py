@@ -174,7 +174,7 @@ def run_ppo(args: argparse.Namespace, device) -> dict:
 
     from rlhf.config import PPOConfig
     from rlhf.generate import starter_prompts
-    from rlhf.ppo import programmatic_reward, train_ppo
+    from rlhf.ppo import RewardSource, programmatic_reward, train_ppo
     from rlhf.store import Store
 
     config = PPOConfig(seed=args.seed)
@@ -216,7 +216,7 @@ def run_ppo(args: argparse.Namespace, device) -> dict:
             stop.set()
 
     store = Store.open("learning-bench", create=True)
-    train_ppo(store, config, "bundled", reward_fn, "function:twenty_words", prompts=starter_prompts(),
+    train_ppo(store, config, "bundled", RewardSource(reward_fn, "function:twenty_words"), prompts=starter_prompts(),
               on_step=on_step, stop=stop, device=args.device)
     from rlhf.models import resolve_dtype
 

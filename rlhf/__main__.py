@@ -10,12 +10,17 @@ import json
 import sys
 
 from rlhf.config import (
-    ModelConfig, PPOConfig, RLHFError, SamplingConfig, add_arguments, data_dir, from_arguments,
+    DPOTrainConfig, ModelConfig, PPOConfig, RewardTrainConfig, RLHFError, SamplingConfig, add_arguments, data_dir,
+    from_arguments,
 )
 
 
 def _add_project(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--project", required=True, help="project name (a folder under the data directory)")
+
+
+def _add_spec(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--model", dest="spec", default=None, help=help)
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
@@ -143,46 +148,146 @@ def cmd_import(args) -> None:
     print(f"imported {result.rows} rows from {args.source} into {store.name!r}: {result.pairs} pairs, {what}")
 
 
-def cmd_ppo(args) -> None:
-    from rlhf.generate import read_prompts_file
-    from rlhf.ppo import resolve_reward, train_ppo
+def _bar(total: int, unit: str):
+    """A progress bar on stderr (tqdm): what the Train tab's progress shows, in a terminal."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=True)
+
+
+def _step_progress(unit: str, loss_key: str):
+    """A (step, total, metrics) callback for the TRL trainers that moves a tqdm bar."""
+    bar = None
+
+    def progress(step: int, total: int, metrics: dict) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = _bar(total, unit)
+        bar.update(step - bar.n)
+        if isinstance(metrics.get(loss_key), (int, float)):
+            bar.set_postfix(loss=f"{metrics[loss_key]:.4f}")
+        if step >= total:
+            bar.close()
+
+    return progress
+
+
+def _print_evaluation(meta: dict) -> None:
+    evaluation = meta.get("evaluation")
+    if not evaluation:
+        print("no evaluation: the project has no reward model to judge the policy by (`evaluate --judge` can)",
+              file=sys.stderr)
+        return
+    held_out = evaluation.get("held_out") or {}
+    optimised = evaluation.get("optimised_reward") or {}
+    print(f"before/after on {evaluation['num_prompts']} prompts: optimised reward model "
+          f"{optimised.get('score', float('nan')):.2f}, auditor (held-out votes) "
+          f"{held_out.get('score', float('nan')):.2f}, KL {evaluation['kl']:.1f} nats, "
+          f"{evaluation['length_reference']:.0f} -> {evaluation['length_tuned']:.0f} words", file=sys.stderr)
+    print(evaluation["verdict_text"], file=sys.stderr)
+
+
+def cmd_train_reward(args) -> None:
+    from rlhf.monitor import stop_on_ctrl_c
+    from rlhf.pipeline import train_reward
     from rlhf.store import Store
 
-    if args.reward_model and args.reward:
-        raise RLHFError("ppo: give --reward-model or --reward, not both.")
+    config = from_arguments(RewardTrainConfig, args).validate()
+    store = Store.open(args.project)  # the project must exist before any slow model loading
+    meta = train_reward(store, config, args.spec or ModelConfig().spec, progress=_step_progress("step", "reward/loss"),
+                        stop=stop_on_ctrl_c())
+    m = meta["metrics"]
+    held_out = (f"held-out accuracy {m['eval_accuracy']:.2f} on {m['n_eval']} pairs" if m["n_eval"]
+                else f"no pairs held out, training accuracy {m['train_accuracy']:.2f}")
+    audit = (f"; auditor (trained on the held-out pairs) {meta['audit']['accuracy_on_reward_model_pairs']:.2f} on "
+             "the reward model's pairs" if meta.get("audit") else "; no auditor (too few held-out pairs)")
+    steps = f"{m['steps']} step{'s' if m['steps'] != 1 else ''}"
+    print(f"reward model: {steps} on {m['n_train']} pairs, loss {m['final_loss']:.4f}, {held_out}{audit} "
+          f"-> {meta['path']}")
+
+
+def cmd_score(args) -> None:
+    from rlhf.checkpoints import find_checkpoint
+    from rlhf.reward import RewardModel
+    from rlhf.store import Store
+
+    store = Store.open(args.project)
+    found = find_checkpoint(store, args.reward_model, kinds=("reward",))
+    reward_model = RewardModel.load(found["path"], device=args.device or "auto", dtype=args.dtype or "auto")
+    heads = reward_model.score_heads([args.prompt], [args.response])[0]  # (K,)
+    reward = reward_model.rewards([args.prompt], [args.response])
+    print(f"{heads.mean().item():.4f}")
+    spread = f", heads disagree by {reward.disagreement.item():.3f}" if reward.disagreement is not None else ""
+    print(f"(normalised mean of {len(heads)} head{'s' if len(heads) > 1 else ''}{spread}; PPO's reward "
+          f"{reward.scores.item():.4f}; reward model {found['id']})", file=sys.stderr)
+
+
+def cmd_ppo(args) -> None:
+    from rlhf.generate import read_prompts_file
+    from rlhf.monitor import stop_on_ctrl_c
+    from rlhf.pipeline import train_policy
+    from rlhf.store import Store
+
     store = Store.open(args.project)
     config = from_arguments(PPOConfig, args).validate()
-    reward_fn, reward_source = resolve_reward(store, args.reward_model, args.reward)
     prompts = read_prompts_file(args.prompts) if args.prompts else None
+    bar = _bar(config.steps, "step")
 
     def report(result) -> None:
         m = result.metrics
-        print(f"step {result.step}/{config.steps}  score {m['objective/scores']:+.3f}  kl {m['objective/kl']:.3f}  "
-              f"eos {m['ppo/eos_rate']:.2f}  len {m['ppo/response_length']:.1f}  {m['time/step_s']:.1f}s",
-              file=sys.stderr, flush=True)
+        audit = f"  auditor {m['audit/scores']:+.2f}" if "audit/scores" in m else ""
+        bar.write(f"step {result.step}/{config.steps}  score {m['objective/scores']:+.3f}{audit}  kl "
+                  f"{m['objective/kl']:.2f} (coef {m['objective/kl_coef']:.3f})  eos {m['ppo/eos_rate']:.2f}  len "
+                  f"{m['ppo/response_length']:.1f}  {m['time/step_s']:.1f}s")
+        for flag in m.get("drift/flags", []):
+            bar.write(f"  drift: {flag}")
+        bar.update(1)
 
+    meta = train_policy(store, "ppo", config, args.spec or ModelConfig().spec, reward_model=args.reward_model,
+                        reward_function=args.reward, prompts=prompts, resume=args.resume, on_step=report,
+                        stop=stop_on_ctrl_c(), device=args.device or "auto")
+    bar.close()
+    if meta.get("kl_guard"):
+        guard = meta["kl_guard"]
+        print(f"stopped by the KL guard at step {guard['step']} (KL {guard['kl']:.1f} nats per answer); kept step "
+              f"{meta['selected_step']}", file=sys.stderr)
+    _print_evaluation(meta)
+    print(f"ppo checkpoint {meta['id']} after {meta['steps_done']} steps (published: step {meta['selected_step']}, "
+          f"chosen by the {meta['selected_by']}): {meta['path']}")
+
+
+def cmd_dpo(args) -> None:
     from rlhf.monitor import stop_on_ctrl_c
+    from rlhf.pipeline import train_policy
+    from rlhf.store import Store
 
-    meta = train_ppo(store, config, args.spec or ModelConfig().spec, reward_fn, reward_source, prompts=prompts,
-                     resume=args.resume, on_step=report, stop=stop_on_ctrl_c(), device=args.device or "auto")
-    print(f"ppo checkpoint {meta['id']} after {meta['steps_done']} steps: {meta['path']}")
+    config = from_arguments(DPOTrainConfig, args).validate()
+    store = Store.open(args.project)
+    meta = train_policy(store, "dpo", config, args.spec or ModelConfig().spec,
+                        progress=_step_progress("step", "dpo/loss"), stop=stop_on_ctrl_c())
+    m = meta["metrics"]
+    _print_evaluation(meta)
+    print(f"dpo: {m['steps']} step{'s' * (m['steps'] != 1)} on {m['n_pairs']} pairs, loss {m['dpo/loss']:.4f}, "
+          f"reward margin {m['dpo/rewards/margins']:.4f}, accuracy {m['dpo/rewards/accuracies']:.2f} -> {meta['path']}")
 
 
 def cmd_evaluate(args) -> None:
-    from rlhf.evaluate import evaluate_policy, write_report
+    from rlhf.evaluate import write_report
     from rlhf.generate import read_prompts_file
     from rlhf.judges import load_function
+    from rlhf.pipeline import evaluate
     from rlhf.store import Store
 
     store = Store.open(args.project)
     sampling = SamplingConfig(num_candidates=1, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                               top_p=1.0, seed=args.seed)
-    report = evaluate_policy(
+    report = evaluate(
         store, args.policy, prompts=read_prompts_file(args.prompts) if args.prompts else None,
         judge=load_function(args.judge) if args.judge else None, reward_model=args.reward_model,
-        sampling=sampling, device=args.device or "auto",
+        sampling=sampling, device=args.device or "auto", save=args.save,
     )
     write_report(report, args.out)
+    print(report["verdict_text"], file=sys.stderr)
     print(json.dumps(report, ensure_ascii=False))
 
 
@@ -220,7 +325,8 @@ def cmd_rounds(args) -> None:
 
 
 def cmd_next_round(args) -> None:
-    from rlhf.rounds import newest_policy, next_round
+    from rlhf.pipeline import next_round
+    from rlhf.rounds import newest_policy
     from rlhf.store import Store
 
     store = Store.open(args.project)
@@ -347,14 +453,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampling seed for both (default: 0)")
     p.add_argument("--device", default=None, help="auto, cpu or cuda")
     p.add_argument("--out", default=None, help="also write the JSON report here")
+    p.add_argument("--no-save", dest="save", action="store_false",
+                   help="do not save the report as the checkpoint's evaluation (default: saved, as after training)")
     p.set_defaults(func=cmd_evaluate)
 
-    from rlhf.dpo import add_dpo_parser
-    from rlhf.reward import add_score_parser, add_train_reward_parser
+    p = commands.add_parser("train-reward", help="train a reward model (and its auditor) on the project's pairs (TRL)")
+    _add_project(p)
+    _add_spec(p, "base model spec: `bundled`, a local directory or a Hub id (default: $RLHF_MODEL, else bundled)")
+    add_arguments(p, RewardTrainConfig)
+    p.add_argument("--full", dest="lora", action="store_false", default=None,
+                   help="train every weight instead of a LoRA adapter (same as --no-lora)")
+    p.set_defaults(func=cmd_train_reward)
 
-    add_train_reward_parser(commands)
-    add_score_parser(commands)
-    add_dpo_parser(commands)
+    p = commands.add_parser("score", help="score one answer with a reward model (normalised: reference answers ~N(0,1))")
+    _add_project(p)
+    p.add_argument("--reward-model", default="latest", metavar="CKPT",
+                   help="reward checkpoint: id, folder, or `latest` (default: latest)")
+    p.add_argument("--prompt", required=True, help="the user message")
+    p.add_argument("--response", required=True, help="the answer to score")
+    add_arguments(p, ModelConfig, only=["device", "dtype"])
+    p.set_defaults(func=cmd_score)
+
+    p = commands.add_parser("dpo", help="tune a policy on the project's preference pairs with DPO (TRL)")
+    _add_project(p)
+    _add_spec(p, "base model spec, or a policy checkpoint folder to continue from (default: $RLHF_MODEL, else "
+                 "bundled)")
+    add_arguments(p, DPOTrainConfig)
+    p.set_defaults(func=cmd_dpo)
 
     from rlhf.hub import add_pull_parser, add_push_parser
 

@@ -63,6 +63,16 @@ def publish(staged: Path, meta: dict) -> Path:
     return final
 
 
+def update_meta(path: str | Path, changes: dict) -> dict:
+    """Merge `changes` into a published checkpoint's meta.json (written whole to a temporary file, then renamed, so a
+    reader never sees half of it); returns the new meta."""
+    meta = {**read_meta(path), **changes}
+    tmp = Path(path) / f".{META_FILE}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2, default=str))
+    tmp.replace(Path(path) / META_FILE)
+    return meta
+
+
 def is_checkpoint(path: str | Path) -> bool:
     return (Path(path) / META_FILE).is_file()
 

@@ -128,10 +128,15 @@ class RewardTrainConfig(LoraSettings):
     """Seed for the held-out split and initialisation."""
     min_pairs: int = 8
     """Refuse to train on fewer decided pairs than this."""
+    heads: int = 4
+    """Reward heads on one shared body, each trained on its own bootstrap resample of the pairs. Where they disagree,
+    the answer is unlike what annotators judged; PPO's reward subtracts that disagreement (`uncertainty_penalty`)."""
 
     def validate(self) -> "RewardTrainConfig":
         if not 0 <= self.eval_fraction < 1:
             raise ConfigError(f"eval_fraction: {self.eval_fraction} must be at least 0 and below 1.")
+        if not 1 <= self.heads <= 16:
+            raise ConfigError(f"heads: {self.heads} is out of range; use 1 (a single reward model) to 16.")
         if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1:
             raise ConfigError("epochs, lr and batch_size must be positive.")
         return self
@@ -172,16 +177,27 @@ class PPOConfig(LoraSettings):
     """Passes over each batch, reshuffling the minibatches every pass."""
     lr: float = 1e-3
     """Learning rate (Adam, eps 1e-5), decayed linearly to 0 over the run. LoRA on a 135M model wants ~1e-3."""
-    max_new_tokens: int = 48
-    """Longest answer sampled during training."""
+    max_new_tokens: int | None = None
+    """Longest answer sampled during training. None: the limit the project's candidates were sampled with, so the
+    policy is trained on answers cut where the ones the annotators judged were (64 when there are none)."""
     temperature: float = 0.7
     """Sampling temperature; logits are divided by it in rollouts and in training, for policy and reference alike."""
     kl_coef: float = 0.05
     """Weight of the per-token KL penalty against the frozen reference (the initial value when target_kl is set)."""
     target_kl: float | None = None
-    """When set, an adaptive controller moves kl_coef to keep the KL per answer near this (nats)."""
+    """The KL budget, nats per answer: an adaptive controller moves kl_coef to keep the KL near it, and a run that
+    runs far past it is stopped (`kl_guard`). None: kl_coef stays fixed and only the guard's absolute limit holds."""
     kl_horizon: int = 10000
-    """Adaptive controller horizon, in answers."""
+    """Adaptive controller horizon, in answers: kl_coef moves by up to 20% * answers / horizon per step."""
+    kl_guard: float = 2.5
+    """Stop the run when the KL stays above this multiple of target_kl for `kl_guard_steps` steps, and keep the best
+    checkpoint before it: the policy has left the region the reward model knows."""
+    kl_guard_steps: int = 3
+    """Consecutive steps over the guard before the run is stopped."""
+    uncertainty_penalty: float = 1.0
+    """With a reward model of several heads, the reward is their mean minus this times their standard deviation."""
+    clip_rewards: bool = True
+    """Clip rewards to the range the reward model gives the labelled answers."""
     cliprange: float = 0.2
     """PPO policy ratio clip."""
     cliprange_value: float = 0.2
@@ -210,7 +226,7 @@ class PPOConfig(LoraSettings):
             raise ConfigError(
                 f"batch_size {self.batch_size} is not a multiple of mini_batch_size {self.mini_batch_size}."
             )
-        if self.steps < 1 or self.ppo_epochs < 1 or self.max_new_tokens < 1:
+        if self.steps < 1 or self.ppo_epochs < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
             raise ConfigError("steps, ppo_epochs and max_new_tokens must be at least 1.")
         if not 0 < self.temperature <= 2:
             raise ConfigError(f"temperature: {self.temperature} must be above 0 and at most 2.")
@@ -244,7 +260,7 @@ def field_docs(cls: type) -> dict[str, str]:
 
 def add_arguments(parser, cls: type, only: list[str] | None = None) -> None:
     """Add one `--flag` per dataclass field, with the field's docstring as help and its default shown."""
-    docs = field_docs(cls)
+    docs = {name: doc.replace("%", "%%") for name, doc in field_docs(cls).items()}  # argparse formats help with %
     hints = {f.name: f for f in dataclasses.fields(cls)}
     for name in only or list(hints):
         f = hints[name]

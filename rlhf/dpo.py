@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import shutil
-import sys
 import tempfile
 import threading
 from dataclasses import asdict
@@ -25,10 +24,10 @@ from dataclasses import asdict
 import torch
 
 from rlhf.checkpoints import is_checkpoint, new_checkpoint_id, publish, read_meta, staging_dir
-from rlhf.config import DPOTrainConfig, ModelConfig, RLHFError, add_arguments, from_arguments
+from rlhf.config import DPOTrainConfig, ModelConfig, RLHFError
 from rlhf.dataset import training_pairs
 from rlhf.models import load_model, resolve_device, resolve_dtype
-from rlhf.monitor import Progress, TrainingMonitor, stop_on_ctrl_c
+from rlhf.monitor import Progress, TrainingMonitor
 from rlhf.store import Store
 
 
@@ -41,11 +40,14 @@ def train_dpo(
     model_spec: str,
     progress: Progress | None = None,
     stop: threading.Event | None = None,
+    held_out: dict | None = None,
 ) -> dict:
     """Train a DPO policy on the project's decided pairs and save it as a checkpoint; returns its meta with `path`.
 
-    `model_spec` is a base model spec or a policy checkpoint folder to continue from. Setting `stop` ends training
-    after the current step and still saves. A non-finite loss raises RLHFError and leaves no checkpoint behind.
+    `model_spec` is a base model spec or a policy checkpoint folder to continue from. `held_out`
+    ({"reward_model", "pair_ids"}) names pairs to leave out: those a reward model's auditor learned from, so its
+    verdict on this policy stays held-out evidence. Setting `stop` ends training after the current step and still
+    saves. A non-finite loss raises RLHFError and leaves no checkpoint behind.
     """
     from peft import LoraConfig
     from transformers import PrinterCallback, ProgressCallback, set_seed
@@ -53,6 +55,12 @@ def train_dpo(
 
     config.validate()
     data = training_pairs(store, config.min_pairs)
+    if held_out:
+        excluded = set(held_out["pair_ids"])
+        data.dataset = data.dataset.filter(lambda row: row["pair_id"] not in excluded)
+        if len(data.dataset) < config.min_pairs:
+            raise RLHFError(f"dpo: only {len(data.dataset)} pairs are left once the {len(excluded)} pairs the "
+                            f"auditor of {held_out['reward_model']} learned from are held out; label more pairs.")
 
     # 1. the starting policy: a base model, or a policy checkpoint's merged weights (then it is the parent)
     parent = read_meta(model_spec) if is_checkpoint(model_spec) else None
@@ -145,33 +153,8 @@ def train_dpo(
         # Which mode the figures above came from: speed and results differ between bf16 autocast and fp32.
         "device": device.type,
         "precision": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(compute_dtype, "fp32"),
-        "dataset": {"fingerprint": data.fingerprint, "export_dir": str(data.export_dir), "rows": len(data.dataset)},
+        "dataset": {"fingerprint": data.fingerprint, "export_dir": str(data.export_dir), "rows": len(data.dataset),
+                    "held_out_for": held_out["reward_model"] if held_out else None},
     }
     path = publish(staged, meta)
     return {**meta, "path": str(path)}
-
-
-# CLI ---------------------------------------------------------------------------------------------------------------
-def add_dpo_parser(commands) -> None:
-    """The `dpo` subcommand, for `python -m rlhf`."""
-    p = commands.add_parser("dpo", help="tune a policy on the project's preference pairs with DPO (TRL)")
-    p.add_argument("--project", required=True, help="project name (a folder under the data directory)")
-    p.add_argument("--model", dest="spec", default=None,
-                   help="base model spec, or a policy checkpoint folder to continue from (default: $RLHF_MODEL, "
-                        "else bundled)")
-    add_arguments(p, DPOTrainConfig)
-    p.set_defaults(func=cmd_dpo)
-
-
-def cmd_dpo(args) -> None:
-    config = from_arguments(DPOTrainConfig, args).validate()
-    store = Store.open(args.project)
-
-    def progress(step: int, total: int, metrics: dict) -> None:
-        print(f"\rstep {step}/{total} loss {metrics['dpo/loss']:.4f}", end="", file=sys.stderr, flush=True)
-
-    meta = train_dpo(store, config, args.spec or ModelConfig().spec, progress=progress, stop=stop_on_ctrl_c())
-    print(file=sys.stderr)
-    m = meta["metrics"]
-    print(f"dpo: {m['steps']} step{'s' * (m['steps'] != 1)} on {m['n_pairs']} pairs, loss {m['dpo/loss']:.4f}, "
-          f"reward margin {m['dpo/rewards/margins']:.4f}, accuracy {m['dpo/rewards/accuracies']:.2f} -> {meta['path']}")

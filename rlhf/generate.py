@@ -198,13 +198,15 @@ def generate_candidates(
     source: str = "user",
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    min_candidates: int = 2,
 ) -> GenerationResult:
-    """Sample `sampling.num_candidates` answers per prompt and store them, batch by batch.
+    """Sample `sampling.num_candidates` answers per prompt and store them, batch by batch (one answer per prompt is
+    allowed with `min_candidates=1`: pairs are then made across runs, as the arena and audit pairs do).
 
     Everything is validated before the first write: bad input leaves the store untouched. A cancelled run keeps the
     prompts finished so far and is marked `cancelled`.
     """
-    sampling.validate()
+    sampling.validate(min_candidates)
     if not prompts:
         raise RLHFError("prompts: none given; write one prompt per line.")
     encoded = encode_prompts(loaded, prompts, sampling.max_new_tokens)

@@ -173,55 +173,23 @@ def start_training(kind: str, project: str, model_spec: str, config, reward_mode
         job.record(step, total_steps, metrics)
 
     def work(job: Job) -> dict:
-        meta = train(job)
-        if kind == "reward":  # score the unlabelled pairs now, so Prefer's least-certain-first queue does not wait
-            from rlhf.prefer import queue_scores
+        from rlhf import pipeline
 
-            job.phase = "scoring the Prefer queue"
-            queue_scores(store, store.open_pairs(""))
-        else:
-            job.phase = "evaluating against the reference"
-            job.evaluation = evaluate_after_training(store, meta)
-        return meta
+        def phase(name: str) -> None:
+            job.phase = name
 
-    def train(job: Job) -> dict:
         if kind == "reward":
-            from rlhf.reward import train_reward_model
-
-            return train_reward_model(store, config, model_spec, progress=progress, stop=job.stop_event)
-        if kind == "dpo":
-            from rlhf.dpo import train_dpo
-
-            return train_dpo(store, config, model_spec, progress=progress, stop=job.stop_event)
-        from rlhf.ppo import resolve_reward, train_ppo
-
-        reward_fn, reward_source = resolve_reward(store, None if reward_model == "latest" else reward_model)
-        return train_ppo(
-            store, config, model_spec, reward_fn, reward_source, stop=job.stop_event,
+            return pipeline.train_reward(store, config, model_spec, progress=progress, stop=job.stop_event, phase=phase)
+        meta = pipeline.train_policy(
+            store, kind, config, model_spec, reward_model=None if reward_model == "latest" else reward_model,
             on_step=lambda result: job.record(result.step, config.steps, result.metrics, result.samples),
+            progress=progress, stop=job.stop_event, phase=phase,
         )
+        job.evaluation = meta.get("evaluation")
+        return meta
 
     if kind == "ppo":  # fail now, not in the thread, when there is no reward model to train against
         from rlhf.checkpoints import find_checkpoint
 
         find_checkpoint(store, reward_model or "latest", ("reward",))
     return runner.start(job, work)
-
-
-EVALUATION_PROMPTS = 8
-
-
-def evaluate_after_training(store, meta: dict) -> dict | None:
-    """Before and after: the new policy vs its reference on a few of the project's prompts, under the reward model."""
-    import json
-    from pathlib import Path
-
-    from rlhf.checkpoints import list_checkpoints
-    from rlhf.evaluate import evaluate_policy
-
-    prompts = [p.text for p in store.prompts()][:EVALUATION_PROMPTS]
-    if not prompts or not list_checkpoints(store, ("reward",)):
-        return None
-    report = evaluate_policy(store, meta["path"], prompts=prompts)
-    (Path(meta["path"]) / "evaluation.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    return report

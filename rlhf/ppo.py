@@ -35,7 +35,9 @@ from typing import Callable
 import torch
 
 from rlhf.config import ModelConfig, PPOConfig, RLHFError
+from rlhf.drift import drift_report
 from rlhf.models import LoadedModel, load_model
+from rlhf.reward import Rewards
 
 INVALID_LOGPROB = 1.0  # any finite value: masked positions never count
 
@@ -201,6 +203,18 @@ class AdaptiveKLController:
         self.value *= 1 + proportional_error * n_steps / self.horizon
 
 
+def step_evidence(audit_scores: list[float], window: int = 3) -> float:
+    """How good the policy is at the newest step by held-out evidence: the mean auditor score of the last `window`
+    steps (one step's 16 answers are too few to rank steps by)."""
+    recent = audit_scores[-window:]
+    return sum(recent) / len(recent)
+
+
+def kl_guard_tripped(kls: list[float], limit: float, steps: int) -> bool:
+    """True when each of the last `steps` KLs (nats per answer) is above `limit`: not a spike but a policy that left."""
+    return len(kls) >= steps and all(kl > limit for kl in kls[-steps:])
+
+
 def kl_controller(config: PPOConfig):
     if config.target_kl is None:
         return FixedKLController(config.kl_coef)
@@ -254,8 +268,9 @@ def average_metrics(metrics: dict, world: int) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 # Models: policy (LoRA on the base) + value head; reference = adapter disabled
 # ---------------------------------------------------------------------------------------------------------------------
-RewardFn = Callable[[list[str], list[str]], torch.Tensor]
-"""(prompts, responses) -> scores (B,). A reward model or a programmatic reward."""
+RewardFn = Callable[[list[str], list[str]], "Rewards"]
+"""(prompts, responses) -> Rewards (scores (B,) and what the reward knows about itself). A reward model or a Python
+function (`programmatic_reward`)."""
 
 
 def programmatic_reward(function: Callable[[str, str], float]) -> RewardFn:
@@ -268,7 +283,7 @@ def programmatic_reward(function: Callable[[str, str], float]) -> RewardFn:
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise RLHFError(f"reward: the function returned {value!r} for {response[:40]!r}; return a finite float.")
             values.append(float(value))
-        return torch.tensor(values)
+        return Rewards(scores=torch.tensor(values))
 
     return score
 
@@ -295,6 +310,7 @@ class Rollout:
     texts: list[str]
     ended: torch.Tensor  # (B,) True when the answer ended with EOS
     entropy: torch.Tensor  # (B, T)
+    rewards: Rewards  # what the reward said, before the missing-EOS penalty (disagreement, clipping)
 
 
 @dataclass
@@ -308,13 +324,15 @@ class StepResult:
 class PPORun:
     """State of one PPO run (policy, value head, optimizer, KL controller); `step()` does one PPO iteration."""
 
-    def __init__(self, config: PPOConfig, policy: LoadedModel, reward_fn: RewardFn, prompts: list[str]):
+    def __init__(self, config: PPOConfig, policy: LoadedModel, reward_fn: RewardFn, prompts: list[str],
+                 labelled: dict | None = None):
         from peft import LoraConfig, get_peft_model
 
         self.config = config.validate()
         if not prompts:
             raise RLHFError("ppo: no prompts to train on; generate some or pass --prompts FILE.")
         self.prompts, self.reward_fn = prompts, reward_fn
+        self.labelled = labelled  # the labelled answers' profile (rlhf.drift), the drift detectors' yardstick
         self.tokenizer = policy.tokenizer
         self.device = policy.device
         self.autocast_dtype = policy.dtype if policy.dtype != torch.float32 else None
@@ -348,6 +366,7 @@ class PPORun:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda n: max(0.0, 1 - n / updates))
         self.kl = kl_controller(config)
         self.step_count = 0
+        self.guard_stop: dict | None = None  # set when the KL guard stopped the run
         self.rank, self.world = distributed()
         if self.world > 1:
             torch.manual_seed(config.seed + 1_000 * self.rank)  # same initial weights, different samples per rank
@@ -430,8 +449,10 @@ class PPORun:
         ended = (responses == tokenizer.eos_token_id).any(dim=1)
         texts = [tokenizer.decode(r[m], skip_special_tokens=True).strip() for r, m in zip(responses, mask)]
         # 2. score (the reward model reads the truncated answer; an answer that never ended is penalised)
-        scores = self.reward_fn(prompts, texts).float().to(self.device)
-        scores = scores - config.missing_eos_penalty * (~ended).float()
+        rewards = self.reward_fn(prompts, texts)
+        if isinstance(rewards, torch.Tensor):  # a plain function of (prompts, responses) -> (B,) scores
+            rewards = Rewards(scores=rewards)
+        scores = rewards.scores.float().to(self.device) - config.missing_eos_penalty * (~ended).float()
         # 3. logprobs and values (same temperature as sampling, same forward as training)
         logits, values = self.forward(queries, query_mask, responses, mask)
         logprobs = logprobs_from_logits(logits, responses).masked_fill(~mask, INVALID_LOGPROB)
@@ -441,13 +462,14 @@ class PPORun:
         ref_logprobs = logprobs_from_logits(ref_logits, responses).masked_fill(~mask, INVALID_LOGPROB)
         del ref_logits
         return Rollout(queries, query_mask, responses, mask, last_index, logprobs, ref_logprobs, values * mask,
-                       scores, prompts, texts, ended, entropy)
+                       scores, prompts, texts, ended, entropy, rewards)
 
     def step(self) -> StepResult:
         """One PPO iteration on the next batch of prompts: generate, score, update. Returns metrics and samples."""
         config = self.config
         started = time.perf_counter()
         rollout = self.rollout(self.prompts_for_step(self.step_count))
+        self.last_prompts, self.last_texts = rollout.prompts, rollout.texts
         mask = rollout.mask
         # 4. rewards with KL penalty
         rewards, non_score_reward, kl = compute_rewards(
@@ -513,7 +535,18 @@ class PPORun:
             "ppo/lr": self.scheduler.get_last_lr()[0],
             "time/step_s": round(time.perf_counter() - started, 3),
         }
+        drift = drift_report(rollout.prompts, rollout.texts, mask.sum(1).tolist(), self.labelled,
+                             kl=metrics["objective/kl"], kl_budget=config.target_kl,
+                             disagreement=rollout.rewards.disagreement)
+        metrics.update({f"drift/{key}": value for key, value in drift.items() if key != "flags"})
+        if rollout.rewards.disagreement is not None:
+            metrics["objective/disagreement"] = float(rollout.rewards.disagreement.mean())
+        if rollout.rewards.clipped is not None:
+            metrics["objective/clipped_share"] = float(rollout.rewards.clipped.float().mean())
+        if rollout.rewards.mean is not None:
+            metrics["objective/scores_unpenalised"] = float(rollout.rewards.mean.mean())
         metrics = average_metrics(metrics, self.world)
+        metrics["drift/flags"] = drift["flags"]
         samples = [
             {"prompt": p, "response": t, "score": round(float(s), 3), "kl": round(float(k), 3)}
             for p, t, s, k in list(zip(rollout.prompts, rollout.texts, rollout.scores, sequence_kl))[:4]
@@ -521,6 +554,19 @@ class PPORun:
         return StepResult(self.step_count, metrics, samples)
 
     # -- state for checkpoints ----------------------------------------------------------------------------------------
+    def trainable_state(self) -> dict:
+        """Copies of every trained tensor (LoRA adapter and value head): a snapshot to roll back to."""
+        return {name: p.detach().clone() for name, p in self._trainable_named()}
+
+    def load_trainable(self, state: dict) -> None:
+        with torch.no_grad():
+            for name, p in self._trainable_named():
+                p.copy_(state[name])
+
+    def _trainable_named(self):
+        yield from (("model." + n, p) for n, p in self.model.named_parameters() if p.requires_grad)
+        yield from (("value_head." + n, p) for n, p in self.value_head.named_parameters())
+
     def state_dict(self) -> dict:
         return {
             "value_head": self.value_head.state_dict(),
@@ -554,27 +600,51 @@ def _mean(values: list[float]) -> float:
 # ---------------------------------------------------------------------------------------------------------------------
 # A whole run: steps, JSONL metrics, checkpoints, resume
 # ---------------------------------------------------------------------------------------------------------------------
-def resolve_reward(store, reward_model: str | None = None, reward_function: str | None = None):
-    """(reward fn, description for the checkpoint's lineage): a programmatic function or the newest reward model."""
+def labelled_length_limit(store, default: int = 64) -> int:
+    """max_new_tokens of the project's newest candidate generation (what annotators saw), else `default`."""
+    runs = [r for r in store.generation_runs() if r["params"].get("source") != "arena" and "max_new_tokens" in r["params"]]
+    return int(runs[-1]["params"]["max_new_tokens"]) if runs else default
+
+
+@dataclass
+class RewardSource:
+    """What PPO optimises, where it came from (for the checkpoint's lineage), and the labelled answers' profile."""
+
+    fn: RewardFn
+    source: str
+    """A reward checkpoint id, or `function:path.py:name`."""
+    labelled: dict | None = None
+    audit: Callable[[list[str], list[str]], torch.Tensor] | None = None
+    """The reward model's auditor (trained on held-out votes only): its scores choose the run's best step."""
+
+
+def resolve_reward(store, config: PPOConfig, reward_model: str | None = None,
+                   reward_function: str | None = None) -> RewardSource:
+    """A programmatic function, or a reward model (the newest by default) scored with the config's caution: the heads'
+    mean minus `uncertainty_penalty` times their disagreement, clipped to the labelled answers' range."""
     from rlhf.checkpoints import find_checkpoint
 
     if reward_function:
         from rlhf.judges import load_function
 
-        return programmatic_reward(load_function(reward_function)), f"function:{reward_function}"
+        return RewardSource(programmatic_reward(load_function(reward_function)), f"function:{reward_function}")
     from rlhf.reward import RewardModel
 
     meta = find_checkpoint(store, reward_model or "latest", ("reward",))
     model = RewardModel.load(meta["path"])
-    return model.score, meta["id"]
+
+    def score(prompts: list[str], responses: list[str]) -> Rewards:
+        return model.rewards(prompts, responses, config.uncertainty_penalty, config.clip_rewards)
+
+    auditor = RewardModel.load(meta["path"], audit=True).score if meta.get("audit") else None
+    return RewardSource(score, meta["id"], meta.get("labelled_answers"), auditor)
 
 
 def train_ppo(
     store,
     config: PPOConfig,
     model_spec: str,
-    reward_fn: RewardFn,
-    reward_source: str,
+    reward: RewardSource,
     prompts: list[str] | None = None,
     resume: str | None = None,
     on_step: Callable[[StepResult], None] | None = None,
@@ -599,6 +669,8 @@ def train_ppo(
         previous = find_checkpoint(store, resume, ("ppo",))
         config = dataclasses.replace(PPOConfig(**previous["config"]), steps=config.steps)
         model_spec = previous["policy_start"]
+    if config.max_new_tokens is None:
+        config = dataclasses.replace(config, max_new_tokens=labelled_length_limit(store))
     config.validate()
     prompts = prompts if prompts is not None else [p.text for p in store.prompts()]
     parent = read_meta(model_spec) if is_checkpoint(model_spec) else None
@@ -606,7 +678,8 @@ def train_ppo(
     if world > 1 and device == "auto" and torch.cuda.is_available():
         device = f"cuda:{torch.cuda.current_device()}"  # one GPU per process
     policy = load_model(ModelConfig(spec=model_spec, device=device))  # a private copy: training changes it
-    run = PPORun(config, policy, reward_fn, prompts)
+    run = PPORun(config, policy, reward.fn, prompts, reward.labelled)
+    reward_source = reward.source
     checkpoint_id = previous["id"] if previous else new_checkpoint_id("ppo")
     if world > 1:  # every process must name the run as rank 0 does
         import torch.distributed as dist
@@ -619,7 +692,10 @@ def train_ppo(
     if previous:
         adapter = Path(previous["path"]) / "adapter" / "adapter_model.safetensors"
         set_peft_model_state_dict(run.model, load_file(str(adapter)))
-        run.load_state_dict(torch.load(Path(previous["path"]) / "trainer_state.pt", weights_only=False))
+        state = torch.load(Path(previous["path"]) / "trainer_state.pt", weights_only=False)
+        run.load_state_dict(state)
+        if "last_trainable" in state:  # the published adapter is the best step; training continues from the last
+            run.load_trainable(state["last_trainable"])
         log_path.write_text((Path(previous["path"]) / "metrics.jsonl").read_text())  # the log up to that step
     elif log_path.exists() and run.rank == 0:
         log_path.unlink()
@@ -628,17 +704,28 @@ def train_ppo(
     reward_meta = next((m for m in list_checkpoints(store, ("reward",)) if m["id"] == reward_source), None)
     reward_dataset = reward_meta.get("dataset") if reward_meta else None
 
-    def save() -> dict:
+    def save(final: bool = False) -> dict:
+        """Write the checkpoint. At the end of a run the published policy is the best step by held-out evidence
+        (`best`), while the resume state keeps the last step's weights so `--resume` continues exactly."""
         if run.rank != 0:  # one writer; the others wait at the barrier below
             _barrier(run.world)
             return {"id": checkpoint_id, "steps_done": run.step_count, "path": str(checkpoints_dir(store) / checkpoint_id)}
         staged = staging_dir(store, checkpoint_id)
+        chosen = best if final and best is not None and best[1] != run.step_count else None
+        last_weights = run.trainable_state() if chosen else None
+        if chosen:
+            run.load_trainable(chosen[2])
         if config.lora:
             run.model.save_pretrained(staged / "adapter")
         else:
             run.model.save_pretrained(staged / "model")
             run.tokenizer.save_pretrained(staged / "model")
-        torch.save(run.state_dict(), staged / "trainer_state.pt")
+        if chosen:
+            run.load_trainable(last_weights)
+        state = run.state_dict()
+        if chosen:
+            state["last_trainable"] = last_weights
+        torch.save(state, staged / "trainer_state.pt")
         (staged / "metrics.jsonl").write_text(log_path.read_text() if log_path.exists() else "")
         meta = {
             "id": checkpoint_id, "kind": "ppo", "algorithm": "ppo",
@@ -646,6 +733,11 @@ def train_ppo(
             "policy_start": model_spec, "parent": parent["id"] if parent else None,
             "reward": reward_source, "dataset": reward_dataset, "config": dataclasses.asdict(config),
             "steps_done": run.step_count, "metrics": last_metrics, "num_prompts": len(prompts),
+            "kl_guard": run.guard_stop,
+            "selected_step": (best[1] if final and best is not None else run.step_count),
+            "selected_by": ("auditor" if final and best is not None and best[0] is not None else
+                            "newest step within the KL guard and free of drift flags" if final and best is not None
+                            else "last step"),
             "processes": run.world,
         }
         path = publish(staged, meta)
@@ -654,20 +746,37 @@ def train_ppo(
         return published
 
     meta = None
+    kls: list[float] = []
+    audit_scores: list[float] = []
+    best = None  # (evidence, step, trainable weights) of the best step so far by held-out evidence
+    guard = config.kl_guard * config.target_kl if config.target_kl else None
     try:
         while run.step_count < config.steps:
             if stop is not None and stop.is_set():
                 break
             result = run.step()
+            kls.append(result.metrics["objective/kl"])
+            if reward.audit is not None:  # held-out evidence on this step's answers
+                audit_scores.append(float(reward.audit(run.last_prompts, run.last_texts).mean()))
+                result.metrics["audit/scores"] = audit_scores[-1]
             last_metrics = result.metrics
+            healthy = (guard is None or kls[-1] <= guard) and not result.metrics["drift/flags"]
+            evidence = step_evidence(audit_scores) if audit_scores else None
+            # Without an auditor the newest healthy step is the one to keep; with one, the best by its scores.
+            if healthy and (evidence is None or best is None or evidence > best[0]):
+                best = (evidence, run.step_count, run.trainable_state())
+            if guard is not None and kl_guard_tripped(kls, guard, config.kl_guard_steps):
+                run.guard_stop = {"step": run.step_count, "kl": kls[-1], "rolled_back_to": best[1] if best else 0}
             if run.rank == 0:
                 with log_path.open("a") as log:
                     log.write(json.dumps({**result.metrics, "samples": result.samples}) + "\n")
             if on_step is not None:
                 on_step(result)
+            if run.guard_stop:
+                break
             if run.step_count % config.save_every == 0 and run.step_count < config.steps:
                 meta = save()
     except KeyboardInterrupt:
-        meta = save()  # Ctrl-C: keep what was learned
+        meta = save(final=True)  # Ctrl-C: keep what was learned
         raise
-    return save() if meta is None or meta["steps_done"] != run.step_count else meta
+    return save(final=True)

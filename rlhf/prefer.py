@@ -99,6 +99,8 @@ def pick_pair(open_pairs: list[dict], overlap: float, gold_rate: float, rng: ran
     fresh = new_pairs(open_pairs)
     if gaps is not None:
         fresh = least_certain_first(fresh, gaps)
+    # A flagged policy's answers against its reference's come first: people, not the reward model, judge them.
+    fresh = sorted(fresh, key=lambda p: p.get("source") != "audit")
     second = [p for p in open_pairs
               if p["gold_choice"] is None and 0 < p["decided_by"] < MAX_ANNOTATORS_PER_PAIR]
     draw = rng.random()

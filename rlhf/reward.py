@@ -12,7 +12,6 @@ gain and bias on the head): a KL coefficient then means the same thing whatever 
     RewardModel.load(path).score(prompts, responses)  -> normalised scores, (B,)
     pairwise_accuracy, normalise, split_by_pair,      small pure functions (tests/test_reward.py checks them by hand)
     conversation, conversation_ids, pad_right
-    add_train_reward_parser / cmd_train_reward, add_score_parser / cmd_score: the CLI pieces
 
 Tokenisation: TRL 1.16 renders a conversational pair as `apply_chat_template(prompt + [answer], tokenize=True)` (no
 generation prompt) and pads on the right. We tokenise the pairs ourselves with the same call (`conversation_ids`) and
@@ -23,11 +22,11 @@ silently dropped (TRL filters out any pair longer than `max_length`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import random
 import shutil
-import sys
 import tempfile
 import threading
 from dataclasses import asdict, dataclass
@@ -38,10 +37,11 @@ import torch
 
 from rlhf.checkpoints import (POLICY_KINDS, find_checkpoint, is_checkpoint, new_checkpoint_id, publish, read_meta,
                               staging_dir)
-from rlhf.config import ModelConfig, RewardTrainConfig, RLHFError, add_arguments, from_arguments
+from rlhf.config import RewardTrainConfig, RLHFError
 from rlhf.dataset import training_pairs
+from rlhf.drift import labelled_profile
 from rlhf.models import _set_pad_token, resolve_device, resolve_dtype, resolve_source
-from rlhf.monitor import Progress, TrainingMonitor, stop_on_ctrl_c
+from rlhf.monitor import Progress, TrainingMonitor
 from rlhf.store import Store
 
 
@@ -64,17 +64,48 @@ def pairwise_accuracy(chosen_scores: Sequence[float] | torch.Tensor, rejected_sc
     return (chosen > rejected).double().mean().item()
 
 
-def normalise(scores: Sequence[float] | torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """(scores - mean) / std: with the reference samples' mean and std they score ~N(0, 1) (lm-human-preferences)."""
-    if not std > 0:
+def normalise(scores: Sequence[float] | torch.Tensor, mean, std) -> torch.Tensor:
+    """(scores - mean) / std: with the reference samples' mean and std they score ~N(0, 1) (lm-human-preferences).
+    With several heads, scores are (N, K) and mean and std are lists of K: each head is normalised on its own."""
+    mean_t, std_t = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+    if not bool((std_t > 0).all()):
         raise ValueError(f"normalise: std must be positive, got {std}")
-    return (torch.as_tensor(scores, dtype=torch.float32) - mean) / std
+    return (torch.as_tensor(scores, dtype=torch.float32) - mean_t) / std_t
 
 
 def score_stats(scores: torch.Tensor) -> dict:
-    """Mean and (biased, like tf.nn.moments in lm-human-preferences) standard deviation of raw scores."""
+    """Mean and (biased, like tf.nn.moments in lm-human-preferences) standard deviation of raw scores: numbers for one
+    head's (N,) scores, lists (one per head) for (N, K)."""
     scores = scores.double()
-    return {"mean": scores.mean().item(), "std": scores.std(correction=0).item()}
+    if scores.ndim == 1:
+        return {"mean": scores.mean().item(), "std": scores.std(correction=0).item()}
+    return {"mean": scores.mean(0).tolist(), "std": scores.std(0, correction=0).tolist()}
+
+
+def bootstrap_weights(n_rows: int, heads: int, seed: int) -> torch.Tensor:
+    """(N, K) how often each training row counts for each head: a bootstrap resample per head (N draws with
+    replacement), so heads learn from different data and disagree where the data says little (Coste et al. 2023,
+    "Reward Model Ensembles Help Mitigate Overoptimization"). One head counts every row once."""
+    if heads == 1:
+        return torch.ones(n_rows, 1)
+    generator = torch.Generator().manual_seed(seed)
+    draws = torch.randint(n_rows, (heads, n_rows), generator=generator)  # (K, N)
+    return torch.stack([torch.bincount(row, minlength=n_rows) for row in draws], dim=1).float()  # (N, K)
+
+
+def weighted_pair_loss(chosen: torch.Tensor, rejected: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Bradley-Terry loss of every head, each pair counted `weights` times: (B, K), (B, K), (B, K) -> scalar."""
+    losses = -torch.nn.functional.logsigmoid(chosen - rejected)  # (B, K)
+    return (losses * weights).sum() / weights.sum().clamp(min=1)
+
+
+def ensemble_reward(head_scores: torch.Tensor, uncertainty_penalty: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reward, disagreement) from normalised head scores (B, K): the heads' mean minus `uncertainty_penalty` times
+    their standard deviation (biased; 0 for one head). Answers the heads disagree about earn less, the way a careful
+    annotator discounts a judgement they are unsure of."""
+    mean = head_scores.mean(dim=1)
+    std = head_scores.std(dim=1, correction=0) if head_scores.size(1) > 1 else torch.zeros_like(mean)
+    return mean - uncertainty_penalty * std, std
 
 
 def split_by_pair(pair_ids: Sequence[int], eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -159,8 +190,8 @@ def _expected_head_swap():
             setattr(Classifier, name, old)
 
 
-def load_sequence_classifier(source, pad_token_id: int, dtype: torch.dtype = torch.float32):
-    """A causal LM's body with a fresh scalar head, in `dtype`, knowing which id is padding.
+def load_sequence_classifier(source, pad_token_id: int, dtype: torch.dtype = torch.float32, heads: int = 1):
+    """A causal LM's body with a fresh head of `heads` scalar outputs, in `dtype`, knowing which id is padding.
 
     `config.pad_token_id` is how the head finds the last real token (the rightmost id that is not pad); without it
     transformers refuses batches larger than one."""
@@ -168,7 +199,7 @@ def load_sequence_classifier(source, pad_token_id: int, dtype: torch.dtype = tor
 
     try:
         with _expected_head_swap():
-            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=dtype)
+            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=heads, dtype=dtype)
     except (OSError, ValueError) as error:
         raise RLHFError(f"reward: could not load {str(source)!r} as a reward model: {str(error).splitlines()[0]}"
                         ) from error
@@ -182,26 +213,62 @@ def build_reward_model(source, config: RewardTrainConfig, pad_token_id: int):
     from transformers import set_seed
 
     set_seed(config.seed)
-    model = load_sequence_classifier(source, pad_token_id)  # fp32 weights: the optimizer's master copy
+    model = load_sequence_classifier(source, pad_token_id, heads=config.heads)  # fp32: the optimizer's master copy
     return get_peft_model(model, lora_config(config)) if config.lora else model
 
 
 @torch.inference_mode()
 def raw_scores(model, sequences: list[list[int]], pad_id: int, batch_size: int = 16) -> torch.Tensor:
-    """The head's output at the last real token of each sequence, (N,) float32 on CPU, in input order."""
+    """The heads' outputs at the last real token of each sequence, (N, K) float32 on CPU, in input order."""
     if not sequences:
-        return torch.zeros(0)
+        return torch.zeros(0, model.config.num_labels)
     device = next(model.parameters()).device
     scores = []
     for start in range(0, len(sequences), batch_size):
         input_ids, attention_mask = pad_right(sequences[start : start + batch_size], pad_id)
         logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                        use_cache=False).logits  # (B, 1)
-        scores.append(logits.squeeze(-1).float().cpu())
+        scores.append(logits.float().cpu())  # (B, K)
     return torch.cat(scores)
 
 
+def _ensemble_trainer(weights_column: str = "weights"):
+    """TRL's RewardTrainer with one change: each head's Bradley-Terry loss counts each pair as often as that head's
+    bootstrap resample drew it. Built on first use: importing trl costs ~90 MB, which a PPO run scoring with a saved
+    reward model should not pay."""
+    from trl import RewardTrainer
+    from trl.trainer.reward_trainer import DataCollatorForPreference
+
+    class WeightedCollator(DataCollatorForPreference):
+        def torch_call(self, examples):
+            batch = super().torch_call(examples)
+            batch[weights_column] = torch.tensor([example[weights_column] for example in examples],
+                                                 dtype=torch.float)  # (B, K)
+            return batch
+
+    class EnsembleRewardTrainer(RewardTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            weights = inputs.pop(weights_column)
+            inputs["use_cache"] = False
+            outputs = model(**inputs)
+            chosen, rejected = torch.chunk(outputs.logits, chunks=2)  # (B, K) each: chosen first, as TRL collates
+            loss = weighted_pair_loss(chosen.float(), rejected.float(), weights.to(chosen.device))
+            mode = "train" if model.training else "eval"
+            with torch.no_grad():
+                self._metrics[mode]["accuracy"].append((chosen > rejected).float().mean().item())
+                self._metrics[mode]["margin"].append((chosen - rejected).mean().item())
+            return (loss, outputs) if return_outputs else loss
+
+    return EnsembleRewardTrainer, WeightedCollator
+
+
 # training ----------------------------------------------------------------------------------------------------------
+AUDIT_DIR = "audit"
+"""Sub-folder of a reward checkpoint holding its auditor: a reward model trained only on the held-out pairs."""
+MIN_AUDIT_PAIRS = 8
+"""Fewer held-out pairs than this train no auditor (its verdicts would be noise)."""
+
+
 def train_reward_model(
     store: Store,
     config: RewardTrainConfig,
@@ -212,14 +279,13 @@ def train_reward_model(
 ) -> dict:
     """Train a reward model on the project's decided pairs and save it as a checkpoint; returns its meta with `path`.
 
-    Holds out `config.eval_fraction` of the pairs (whole pairs, seeded) to measure accuracy, then normalises scores on
-    the reference samples. `log_path` receives each step's metrics as they are logged. Setting `stop` ends training
-    after the current step and still saves. A non-finite loss raises RLHFError and leaves no checkpoint behind.
+    The pairs are split (whole pairs, seeded, `config.eval_fraction` held out). The reward model PPO optimises learns
+    from the first part; an **auditor** (one head, same recipe) learns from the held-out part only, so it has never seen
+    a vote the reward model saw: its verdict on a tuned policy is evidence the policy never optimised against
+    (`rlhf.evaluate`). Each model's accuracy is measured on the other's pairs. Scores are normalised on the reference
+    samples (the answers people labelled). `log_path` receives each step's metrics as they are logged; `stop` ends
+    training after the current step and still saves. A non-finite loss raises RLHFError and leaves nothing behind.
     """
-    from datasets import Dataset
-    from transformers import PrinterCallback
-    from trl import RewardConfig, RewardTrainer
-
     config.validate()
     # 1. data: decided pairs as chats, split by pair
     data = training_pairs(store, config.min_pairs)
@@ -232,79 +298,51 @@ def train_reward_model(
         model_spec = read_meta(model_spec)["base_model"]
     source = resolve_source(model_spec)
     tokenizer = load_tokenizer(source)
-    model = build_reward_model(source, config, tokenizer.pad_token_id)
 
     def ids(prompt: list[dict], answer: str) -> list[int]:
         return conversation_ids(tokenizer, conversation(prompt, answer), config.max_length)
 
-    train_dataset = Dataset.from_dict({
-        side + "_ids": [ids(rows[i]["prompt"], rows[i][side][-1]["content"]) for i in train_rows]
-        for side in ("chosen", "rejected")
-    })
-
-    device = resolve_device("auto")
-    # Weights in fp32 for the optimizer; bf16 runs as autocast where it is native (GPUs, CPUs with AVX512-BF16/AMX),
-    # fp32 elsewhere (TRL's configs default to bf16 everywhere). Gradient checkpointing (TRL's default) saves GPU
-    # memory but only costs time on CPU, where memory is not the limit.
-    compute_dtype = resolve_dtype("auto", device)
+    samples = _reference_samples(rows)
+    sample_ids = [ids(prompt, text) for prompt, text in samples.values()]
     checkpoint_id = new_checkpoint_id("reward")
     staged = staging_dir(store, checkpoint_id)
     monitor = TrainingMonitor("reward", Path(log_path) if log_path else None, progress, stop)
     try:
-        with tempfile.TemporaryDirectory(prefix="rlhf-reward-") as scratch:
-            args = RewardConfig(
-                output_dir=scratch, save_strategy="no", eval_strategy="no", report_to=[], seed=config.seed,
-                num_train_epochs=config.epochs, learning_rate=config.lr, per_device_train_batch_size=config.batch_size,
-                max_length=None,  # already truncated by conversation_ids; TRL would drop long pairs instead
-                use_cpu=device.type != "cuda", bf16=compute_dtype == torch.bfloat16,
-                fp16=compute_dtype == torch.float16, activation_checkpointing=device.type == "cuda",
-                logging_steps=1, disable_tqdm=True,
-                logging_nan_inf_filter=False,  # transformers would hide a NaN loss behind the running mean
-            )
-            # 3. train (TRL takes the ids as they are: columns chosen_ids/rejected_ids mean "already tokenised")
-            trainer = RewardTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
-                                    callbacks=[monitor])
-            trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps the bar for a print of every log to stdout
-            result = trainer.train()
-        if monitor.bad_loss_step is not None or not math.isfinite(result.training_loss):
-            last = monitor.rows[-1].get("reward/loss") if monitor.rows else result.training_loss
-            raise RLHFError(
-                f"reward: the loss became {last} at step {monitor.bad_loss_step or trainer.state.global_step}; "
-                f"nothing was saved. Lower the learning rate (now {config.lr}) and train again."
-            )
+        # 3. train the reward model, then score every reference sample once: normalisation, then both accuracies
+        main = _fit(source, tokenizer, rows, train_rows, config, config.heads, ids, monitor)
+        head_scores = _normalise_on_samples(main, sample_ids, tokenizer.pad_token_id, config)  # (N, K)
+        ensemble_mean = head_scores.mean(dim=1)
+        by_sample = dict(zip(samples, ensemble_mean.tolist()))
+        eval_accuracy = _accuracy(rows, eval_rows, by_sample)
+        train_accuracy = _accuracy(rows, train_rows, by_sample)
+        # What the labelled answers look like to this model: PPO clips rewards to their range and its drift
+        # detectors compare the policy's answers with them (rlhf.drift).
+        answers = [text for _, text in samples.values()]
+        labelled = labelled_profile(
+            token_counts=[len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in answers],
+            texts=answers, scores=ensemble_mean, disagreement=ensemble_reward(head_scores, 0.0)[1],
+        )
+        final = {"step": main.steps, "reward/eval_accuracy": eval_accuracy, "reward/train_accuracy": train_accuracy,
+                 "reward/disagreement": labelled["disagreement_mean"]}
 
-        # 4. score every reference sample once: normalisation, then training and held-out accuracy from the same scores
-        # Accelerate wrapped forward in autocast for training; unwrapped, the fp32 weights give the scores that
-        # RewardModel.load(dtype="fp32") gives (bf16 scores differ by about 1%).
-        reward_model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False).eval()
-        samples = _reference_samples(rows)
-        sample_scores = raw_scores(reward_model, [ids(prompt, text) for prompt, text in samples.values()],
-                                   tokenizer.pad_token_id, batch_size=2 * config.batch_size)
-        if not torch.isfinite(sample_scores).all():
-            raise RLHFError("reward: the trained model gives non-finite scores; nothing was saved. Lower the learning "
-                            f"rate (now {config.lr}) and train again.")
-        by_sample = dict(zip(samples, sample_scores.tolist()))
-        normalisation = score_stats(sample_scores)
-        if not normalisation["std"] > 1e-6:
-            raise RLHFError("reward: the trained model gives every answer the same score, so scores cannot be "
-                            "normalised; nothing was saved. Label more varied pairs or train with other settings.")
+        # 4. the auditor: the same recipe on the held-out pairs alone (its own monitor: its steps are not the curve's)
+        audit = None
+        held_out_pairs = len({rows[i]["pair_id"] for i in eval_rows})
+        if held_out_pairs >= MIN_AUDIT_PAIRS and not (stop is not None and stop.is_set()):
+            auditor = _fit(source, tokenizer, rows, eval_rows, config, 1, ids,
+                           TrainingMonitor("audit", None, None, stop))
+            audit_scores = _normalise_on_samples(auditor, sample_ids, tokenizer.pad_token_id, config)
+            audit_by_sample = dict(zip(samples, audit_scores.mean(dim=1).tolist()))
+            audit = {"normalisation": auditor.normalisation, "n_train": len(eval_rows),
+                     "accuracy_on_reward_model_pairs": _accuracy(rows, train_rows, audit_by_sample),
+                     "steps": auditor.steps}
+            final["reward/audit_accuracy"] = audit["accuracy_on_reward_model_pairs"]
 
-        def accuracy(indices: list[int]) -> float | None:
-            if not indices:
-                return None
-            chosen = [by_sample[_sample_key(rows[i]["prompt"], rows[i]["chosen"])] for i in indices]
-            rejected = [by_sample[_sample_key(rows[i]["prompt"], rows[i]["rejected"])] for i in indices]
-            return pairwise_accuracy(chosen, rejected)
-
-        eval_accuracy, train_accuracy = accuracy(eval_rows), accuracy(train_rows)
-        final = {"step": trainer.state.global_step, "reward/eval_accuracy": eval_accuracy,
-                 "reward/train_accuracy": train_accuracy, "reward/scores_mean": normalisation["mean"],
-                 "reward/scores_std": normalisation["std"]}
-
-        # 5. save: the adapter (with the head) or the full weights, the tokenizer beside them, the curves, the meta
-        weights_dir = staged / ("adapter" if config.lora else "model")
-        reward_model.save_pretrained(weights_dir)
-        tokenizer.save_pretrained(weights_dir)
+        # 5. save: the adapter (with the heads) or the full weights, the tokenizer beside them, the curves, the meta
+        for fitted, folder in ((main, staged), *(((auditor, staged / AUDIT_DIR),) if audit else ())):
+            weights_dir = folder / ("adapter" if config.lora else "model")
+            fitted.model.save_pretrained(weights_dir)
+            tokenizer.save_pretrained(weights_dir)
         (staged / METRICS_FILE).write_text("".join(json.dumps(row) + "\n" for row in [*monitor.rows, final]))
         if log_path is not None:
             with Path(log_path).open("a") as handle:
@@ -315,19 +353,21 @@ def train_reward_model(
             "base_model": model_spec,
             "config": asdict(config),
             "metrics": {
-                "train_loss": result.training_loss,
+                "train_loss": main.training_loss,
                 "final_loss": monitor.rows[-1].get("reward/loss") if monitor.rows else None,
                 "eval_accuracy": eval_accuracy,
                 "train_accuracy": train_accuracy,
                 "n_train": len(train_rows),
                 "n_eval": len(eval_rows),
-                "steps": trainer.state.global_step,
-                "seconds": result.metrics.get("train_runtime"),
+                "steps": main.steps,
+                "seconds": main.seconds,
                 "stopped_early": bool(stop is not None and stop.is_set()),
-                "mode": f"{device.type}, {'bf16 autocast' if args.bf16 else 'fp16' if args.fp16 else 'fp32'}, "
-                        f"{'LoRA r' + str(config.lora_r) if config.lora else 'full'}",
+                "mode": main.mode,
             },
-            "normalisation": normalisation,
+            "normalisation": main.normalisation,
+            "heads": config.heads,
+            "labelled_answers": labelled,
+            "audit": audit,
             "dataset": {"fingerprint": data.fingerprint, "export_dir": str(data.export_dir), "rows": len(rows),
                         "eval_pair_ids": sorted({rows[i]["pair_id"] for i in eval_rows})},
         }
@@ -336,6 +376,98 @@ def train_reward_model(
         shutil.rmtree(staged, ignore_errors=True)  # no half-written checkpoint, even on Ctrl-C
         raise
     return {**meta, "path": str(path)}
+
+
+@dataclass
+class _Fitted:
+    model: torch.nn.Module
+    normalisation: dict
+    steps: int
+    training_loss: float
+    seconds: float | None
+    mode: str
+
+
+def _fit(source, tokenizer, rows: list[dict], indices: list[int], config: RewardTrainConfig, heads: int, ids,
+         monitor: TrainingMonitor) -> _Fitted:
+    """Train a reward model of `heads` heads on `rows[indices]` with TRL's RewardTrainer (our bootstrap loss); returns
+    it unwrapped, in fp32; `_normalise_on_samples` then sets its normalisation."""
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import RewardConfig
+
+    model = build_reward_model(source, dataclasses.replace(config, heads=heads), tokenizer.pad_token_id)
+    dataset = Dataset.from_dict({
+        **{side + "_ids": [ids(rows[i]["prompt"], rows[i][side][-1]["content"]) for i in indices]
+           for side in ("chosen", "rejected")},
+        "weights": bootstrap_weights(len(indices), heads, config.seed).tolist(),
+    })
+    device = resolve_device("auto")
+    # Weights in fp32 for the optimizer; bf16 runs as autocast where it is native (GPUs, CPUs with AVX512-BF16/AMX),
+    # fp32 elsewhere (TRL's configs default to bf16 everywhere). Gradient checkpointing (TRL's default) saves GPU
+    # memory but only costs time on CPU, where memory is not the limit.
+    compute_dtype = resolve_dtype("auto", device)
+    with tempfile.TemporaryDirectory(prefix="rlhf-reward-") as scratch:
+        args = RewardConfig(
+            output_dir=scratch, save_strategy="no", eval_strategy="no", report_to=[], seed=config.seed,
+            num_train_epochs=config.epochs, learning_rate=config.lr, per_device_train_batch_size=config.batch_size,
+            max_length=None,  # already truncated by conversation_ids; TRL would drop long pairs instead
+            use_cpu=device.type != "cuda", bf16=compute_dtype == torch.bfloat16,
+            fp16=compute_dtype == torch.float16, activation_checkpointing=device.type == "cuda",
+            logging_steps=1, disable_tqdm=True,
+            logging_nan_inf_filter=False,  # transformers would hide a NaN loss behind the running mean
+            remove_unused_columns=False,  # keep the bootstrap weights for the collator
+        )
+        trainer_class, collator_class = _ensemble_trainer()
+        # TRL 1.16 refuses a model whose config says num_labels != 1; our K outputs are K one-reward heads, each
+        # trained by our own loss, so the check is passed with the config saying 1 and then set right again.
+        model.config.num_labels = 1
+        try:
+            trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                    callbacks=[monitor],
+                                    data_collator=collator_class(pad_token_id=tokenizer.pad_token_id))
+        finally:
+            model.config.num_labels = heads
+        trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps the bar for a print of every log to stdout
+        result = trainer.train()
+    if monitor.bad_loss_step is not None or not math.isfinite(result.training_loss):
+        last = monitor.rows[-1].get(f"{monitor.prefix}/loss") if monitor.rows else result.training_loss
+        raise RLHFError(
+            f"reward: the loss became {last} at step {monitor.bad_loss_step or trainer.state.global_step}; "
+            f"nothing was saved. Lower the learning rate (now {config.lr}) and train again."
+        )
+    # Accelerate wrapped forward in autocast for training; unwrapped, the fp32 weights give the scores that
+    # RewardModel.load(dtype="fp32") gives (bf16 scores differ by about 1%).
+    fitted = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False).eval()
+    mode = (f"{device.type}, {'bf16 autocast' if args.bf16 else 'fp16' if args.fp16 else 'fp32'}, "
+            f"{'LoRA r' + str(config.lora_r) if config.lora else 'full'}, {heads} head{'s' if heads > 1 else ''}")
+    return _Fitted(fitted, {}, trainer.state.global_step, result.training_loss, result.metrics.get("train_runtime"),
+                   mode)
+
+
+def _normalise_on_samples(fitted: "_Fitted", sample_ids: list[list[int]], pad_id: int, config: RewardTrainConfig
+                          ) -> torch.Tensor:
+    """Score the reference samples, set `fitted.normalisation` so each head scores them ~N(0, 1), and return the
+    normalised (N, K) scores."""
+    raw = raw_scores(fitted.model, sample_ids, pad_id, batch_size=2 * config.batch_size)
+    if not torch.isfinite(raw).all():
+        raise RLHFError("reward: the trained model gives non-finite scores; nothing was saved. Lower the learning "
+                        f"rate (now {config.lr}) and train again.")
+    stats = score_stats(raw)
+    if not min(stats["std"]) > 1e-6:
+        raise RLHFError("reward: the trained model gives every answer the same score, so scores cannot be "
+                        "normalised; nothing was saved. Label more varied pairs or train with other settings.")
+    fitted.normalisation = stats
+    return normalise(raw, stats["mean"], stats["std"])
+
+
+def _accuracy(rows: list[dict], indices: list[int], by_sample: dict) -> float | None:
+    """Pairwise accuracy of `by_sample`'s scores on `rows[indices]`; None when there are none."""
+    if not indices:
+        return None
+    chosen = [by_sample[_sample_key(rows[i]["prompt"], rows[i]["chosen"])] for i in indices]
+    rejected = [by_sample[_sample_key(rows[i]["prompt"], rows[i]["rejected"])] for i in indices]
+    return pairwise_accuracy(chosen, rejected)
 
 
 def _sample_key(prompt: list[dict], answer: list[dict]) -> tuple[str, str]:
@@ -365,9 +497,10 @@ class RewardModel:
 
     @classmethod
     def load(cls, checkpoint_path: str | Path, device: str | torch.device | None = None,
-             dtype: str | torch.dtype | None = None) -> "RewardModel":
-        """Load a reward checkpoint; device and dtype default to `auto` (rlhf.models). A LoRA adapter is merged into
-        the base (in fp32, before any cast), so scoring runs at base-model speed."""
+             dtype: str | torch.dtype | None = None, audit: bool = False) -> "RewardModel":
+        """Load a reward checkpoint, or with `audit` its auditor (trained on the held-out pairs only); device and dtype
+        default to `auto` (rlhf.models). A LoRA adapter is merged into the base (in fp32, before any cast), so scoring
+        runs at base-model speed."""
         from peft import PeftModel
 
         path = Path(checkpoint_path)
@@ -379,86 +512,73 @@ class RewardModel:
         device = resolve_device(device or "auto") if not isinstance(device, torch.device) else device
         if not isinstance(dtype, torch.dtype):
             dtype = resolve_dtype(dtype or "auto", device)
+        if audit:
+            if not meta.get("audit"):
+                raise RLHFError(f"reward: {meta['id']} has no auditor (too few held-out pairs when it was trained); "
+                                "label more pairs and train a reward model again.")
+            meta = {**meta, "normalisation": meta["audit"]["normalisation"], "heads": 1, "labelled_answers": None}
+            path = path / AUDIT_DIR
         weights = path / "adapter" if (path / "adapter").is_dir() else path / "model"
         tokenizer = load_tokenizer(weights)
+        heads = meta.get("heads", 1)
         if weights.name == "model":
-            model = load_sequence_classifier(weights, tokenizer.pad_token_id)
+            model = load_sequence_classifier(weights, tokenizer.pad_token_id, heads=heads)
         else:
-            base = load_sequence_classifier(resolve_source(meta["base_model"]), tokenizer.pad_token_id)
+            base = load_sequence_classifier(resolve_source(meta["base_model"]), tokenizer.pad_token_id, heads=heads)
             model = PeftModel.from_pretrained(base, weights).merge_and_unload()
         model.config.pad_token_id = tokenizer.pad_token_id
         model.to(device=device, dtype=dtype).eval()
-        return cls(model=model, tokenizer=tokenizer, meta={**meta, "path": str(path)}, device=device, dtype=dtype)
+        return cls(model=model, tokenizer=tokenizer, meta={**meta, "path": str(checkpoint_path)}, device=device,
+                   dtype=dtype)
 
     @property
     def max_length(self) -> int | None:
         return self.meta["config"].get("max_length")
 
     def score_raw(self, prompts: list[Prompt], responses: list[str], batch_size: int = 16) -> torch.Tensor:
-        """The head's output for each (prompt, response), (B,) float32 on CPU, read at the last real token of the chat
-        formatted and truncated exactly as in training."""
+        """The heads' outputs for each (prompt, response), (B, K) float32 on CPU, read at the last real token of the
+        chat formatted and truncated exactly as in training."""
         if len(prompts) != len(responses):
             raise ValueError(f"score: {len(prompts)} prompts but {len(responses)} responses")
         sequences = [conversation_ids(self.tokenizer, conversation(p, r), self.max_length)
                      for p, r in zip(prompts, responses)]
         return raw_scores(self.model, sequences, self.tokenizer.pad_token_id, batch_size)
 
-    def score(self, prompts: list[Prompt], responses: list[str], batch_size: int = 16) -> torch.Tensor:
-        """Normalised scores, (B,): the reference policy's answers score about N(0, 1)."""
+    def score_heads(self, prompts: list[Prompt], responses: list[str], batch_size: int = 16) -> torch.Tensor:
+        """Normalised scores of every head, (B, K): on the reference policy's answers each head scores ~N(0, 1)."""
         stats = self.meta["normalisation"]
         return normalise(self.score_raw(prompts, responses, batch_size), stats["mean"], stats["std"])
 
+    def score(self, prompts: list[Prompt], responses: list[str], batch_size: int = 16) -> torch.Tensor:
+        """The heads' mean normalised score, (B,): what the reward model thinks, before any caution."""
+        return self.score_heads(prompts, responses, batch_size).mean(dim=1)
 
-# CLI ---------------------------------------------------------------------------------------------------------------
-def add_train_reward_parser(commands) -> None:
-    """The `train-reward` subcommand, for `python -m rlhf`."""
-    p = commands.add_parser("train-reward", help="train a reward model on the project's preference pairs (TRL)")
-    p.add_argument("--project", required=True, help="project name (a folder under the data directory)")
-    p.add_argument("--model", dest="spec", default=None,
-                   help="base model spec: `bundled`, a local directory or a Hub id "
-                        "(default: $RLHF_MODEL, else bundled)")
-    add_arguments(p, RewardTrainConfig)
-    p.add_argument("--full", dest="lora", action="store_false", default=None,
-                   help="train every weight instead of a LoRA adapter (same as --no-lora)")
-    p.set_defaults(func=cmd_train_reward)
-
-
-def cmd_train_reward(args) -> None:
-    config = from_arguments(RewardTrainConfig, args).validate()
-    store = Store.open(args.project)  # the project must exist before any slow model loading
-
-    def progress(step: int, total: int, metrics: dict) -> None:
-        print(f"\rstep {step}/{total} loss {metrics['reward/loss']:.4f}", end="", file=sys.stderr, flush=True)
-
-    meta = train_reward_model(store, config, args.spec or ModelConfig().spec, progress=progress,
-                              stop=stop_on_ctrl_c())
-    print(file=sys.stderr)
-    m = meta["metrics"]
-    held_out = (f"held-out accuracy {m['eval_accuracy']:.2f} on {m['n_eval']} pairs" if m["n_eval"]
-                else f"no pairs held out, training accuracy {m['train_accuracy']:.2f}")
-    steps = f"{m['steps']} step{'s' if m['steps'] != 1 else ''}"
-    print(f"reward model: {steps} on {m['n_train']} pairs, loss {m['final_loss']:.4f}, {held_out} "
-          f"-> {meta['path']}")
+    def rewards(self, prompts: list[Prompt], responses: list[str], uncertainty_penalty: float = 1.0,
+                clip_to_labelled: bool = True, batch_size: int = 16) -> "Rewards":
+        """What PPO optimises: the heads' mean minus `uncertainty_penalty` times their disagreement, clipped to the
+        range of scores the model gives the labelled answers (an answer unlike anything judged must not score as the
+        best answer ever seen)."""
+        head_scores = self.score_heads(prompts, responses, batch_size)
+        scores, disagreement = ensemble_reward(head_scores, uncertainty_penalty)
+        labelled = self.meta.get("labelled_answers")
+        clipped = torch.zeros_like(scores, dtype=torch.bool)
+        if clip_to_labelled and labelled:
+            low, high = labelled["score_min"], labelled["score_max"]
+            clipped = (scores < low) | (scores > high)
+            scores = scores.clamp(low, high)
+        return Rewards(scores=scores, disagreement=disagreement if head_scores.size(1) > 1 else None,
+                       clipped=clipped, mean=head_scores.mean(dim=1))
 
 
-def add_score_parser(commands) -> None:
-    """The `score` subcommand, for `python -m rlhf`."""
-    p = commands.add_parser("score",
-                            help="score one answer with a reward model (normalised: reference answers ~N(0,1))")
-    p.add_argument("--project", required=True, help="project name (a folder under the data directory)")
-    p.add_argument("--reward-model", default="latest", metavar="CKPT",
-                   help="reward checkpoint: id, folder, or `latest` (default: latest)")
-    p.add_argument("--prompt", required=True, help="the user message")
-    p.add_argument("--response", required=True, help="the answer to score")
-    add_arguments(p, ModelConfig, only=["device", "dtype"])
-    p.set_defaults(func=cmd_score)
+@dataclass
+class Rewards:
+    """The reward for a batch of answers and what the reward knows about its own reliability. (B,) tensors."""
 
-
-def cmd_score(args) -> None:
-    store = Store.open(args.project)
-    found = find_checkpoint(store, args.reward_model, kinds=("reward",))
-    reward_model = RewardModel.load(found["path"], device=args.device or "auto", dtype=args.dtype or "auto")
-    raw = reward_model.score_raw([args.prompt], [args.response])
-    stats = reward_model.meta["normalisation"]
-    print(f"{normalise(raw, stats['mean'], stats['std']).item():.4f}")
-    print(f"(normalised; raw {raw.item():.4f}, reward model {found['id']})", file=sys.stderr)
+    scores: torch.Tensor
+    """What PPO adds at each answer's end."""
+    disagreement: torch.Tensor | None = None
+    """Standard deviation of the reward heads (None for one head or a Python function)."""
+    clipped: torch.Tensor | None = None
+    """True where the score was clipped to the labelled answers' range."""
+    mean: torch.Tensor | None = None
+    """The heads' mean before any penalty or clipping."""

@@ -40,13 +40,42 @@ def rounds(store: Store) -> list[dict]:
     return rows
 
 
+def newest_policy_meta(store: Store) -> dict | None:
+    """The newest policy checkpoint's meta (with `path`), or None before the first one."""
+    policies = list_checkpoints(store, POLICY_KINDS)
+    return policies[-1] if policies else None
+
+
 def newest_policy(store: Store) -> str:
     """The newest policy checkpoint's folder, or the base model when there is none yet."""
-    policies = list_checkpoints(store, POLICY_KINDS)
-    return policies[-1]["path"] if policies else default_model_spec()
+    meta = newest_policy_meta(store)
+    return meta["path"] if meta else default_model_spec()
 
 
-def next_round(store: Store, sampling: SamplingConfig | None = None, progress=None):
+def audit_pairs(store: Store, policy: dict, sampling: SamplingConfig | None = None, progress=None,
+                cancel=None) -> list[int]:
+    """People judge a policy's new behaviour: for every prompt, one answer of the policy and one of the model it
+    started from, made a pair (source `audit`, first in the Prefer queue). Returns the new pair ids.
+
+    The reward model never saw answers like the policy's new ones; only people can say whether they are better."""
+    from dataclasses import replace
+
+    from rlhf.generate import generate_candidates
+    from rlhf.models import load_model
+
+    prompts = [p.text for p in store.prompts()]
+    sampling = replace(sampling or last_sampling(store), num_candidates=1)
+    answers = []
+    for spec in (policy["path"], policy.get("policy_start") or policy["base_model"]):
+        result = generate_candidates(store, load_model(ModelConfig(spec=spec)), prompts, sampling, source="audit",
+                                     progress=progress, cancel=cancel, min_candidates=1)
+        answers.append({c.prompt_id: c.id for c in store.completions(result.run_id)})
+    tuned, reference = answers
+    return store.add_pairs([(prompt_id, tuned[prompt_id], reference[prompt_id])
+                            for prompt_id in tuned if prompt_id in reference], source="audit")
+
+
+def next_round(store: Store, sampling: SamplingConfig | None = None, progress=None, cancel=None):
     """Sample fresh candidates from the newest policy for every prompt of the project (to label next)."""
     from rlhf.generate import generate_candidates
     from rlhf.models import load_model
@@ -58,7 +87,7 @@ def next_round(store: Store, sampling: SamplingConfig | None = None, progress=No
         raise RLHFError("next round: the project has no prompts yet; generate candidates first.")
     loaded = load_model(ModelConfig(spec=newest_policy(store)))
     return generate_candidates(store, loaded, prompts, sampling or last_sampling(store), source="next-round",
-                               progress=progress)
+                               progress=progress, cancel=cancel)
 
 
 def last_sampling(store: Store) -> SamplingConfig:

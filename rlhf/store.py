@@ -321,6 +321,12 @@ class Store:
             "SELECT id FROM pairs WHERE completion_a_id = ? AND completion_b_id = ?", (a, b)
         ).fetchone()[0]
 
+    def add_pairs(self, pairs: list[tuple[int, int, int]], source: str) -> list[int]:
+        """Pairs (prompt id, completion id, completion id) of answers from different runs, in one transaction; returns
+        their ids (an existing pair keeps its id)."""
+        with self.connect() as conn:
+            return [self._pair_id(conn, prompt_id, first, second, source) for prompt_id, first, second in pairs]
+
     def prompts(self) -> list[Prompt]:
         with self.connect() as conn:
             return [Prompt(r["id"], r["text"]) for r in conn.execute("SELECT id, text FROM prompts ORDER BY id")]
@@ -383,7 +389,7 @@ class Store:
         """Pairs this annotator has no live vote on, with how many other annotators decided each (skips aside)."""
         with self.connect() as conn:
             rows = conn.execute(
-                "SELECT p.id, p.gold_choice, p.completion_a_id, p.completion_b_id,"
+                "SELECT p.id, p.gold_choice, p.completion_a_id, p.completion_b_id, p.source,"
                 " (SELECT COUNT(DISTINCT v.annotator) FROM votes v WHERE v.pair_id = p.id AND v.undone_at IS NULL"
                 "  AND v.choice != 'skip') AS decided_by"
                 " FROM pairs p WHERE NOT EXISTS (SELECT 1 FROM votes v WHERE v.pair_id = p.id"

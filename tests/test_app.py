@@ -54,13 +54,13 @@ def test_tuned_checkpoints_join_the_model_list_and_chat(client, tiny_model_dir):
     import torch
 
     from rlhf.config import PPOConfig
-    from rlhf.ppo import train_ppo
+    from rlhf.ppo import RewardSource, train_ppo
     from rlhf.ui.common import model_choices
 
     store = Store.open("tuned", create=True)
     config = PPOConfig(steps=1, batch_size=2, mini_batch_size=2, max_new_tokens=4)
     meta = train_ppo(store, dataclasses.replace(config), str(tiny_model_dir),
-                     lambda prompts, responses: torch.zeros(len(prompts)), "function:zero", prompts=["Hi", "Yo"],
+                     RewardSource(lambda prompts, responses: torch.zeros(len(prompts)), "function:zero"), prompts=["Hi", "Yo"],
                      device="cpu")
     choices = model_choices("tuned")
     assert choices[-1] == (f"{meta['id']} (ppo)", meta["path"])

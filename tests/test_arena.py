@@ -7,7 +7,7 @@ import torch
 from rlhf.arena import arena_pair, bradley_terry, head_to_head, leaderboard
 from rlhf.config import PPOConfig, RLHFError, SamplingConfig
 from rlhf.prefer import vote
-from rlhf.ppo import train_ppo
+from rlhf.ppo import RewardSource, train_ppo
 
 
 def test_bradley_terry_recovers_the_win_ratio():
@@ -23,7 +23,7 @@ def test_bradley_terry_recovers_the_win_ratio():
 def test_arena_votes_are_preference_pairs_and_feed_the_leaderboard(store, tiny_model_dir):
     config = PPOConfig(steps=1, batch_size=2, mini_batch_size=2, max_new_tokens=4, lr=5e-2)
     policy = train_ppo(store, dataclasses.replace(config), str(tiny_model_dir),
-                       lambda p, r: torch.tensor([float(len(x)) for x in r]), "function:len", prompts=["a", "b"],
+                       RewardSource(lambda p, r: torch.tensor([float(len(x)) for x in r]), "function:len"), prompts=["a", "b"],
                        device="cpu")
     sampling = SamplingConfig(num_candidates=1, max_new_tokens=6, seed=0)
     for i in range(3):

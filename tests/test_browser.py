@@ -164,11 +164,11 @@ def test_arena_compare_and_vote_with_the_keyboard(page, tiny_model_dir):
     import torch
 
     from rlhf.config import PPOConfig
-    from rlhf.ppo import train_ppo
+    from rlhf.ppo import RewardSource, train_ppo
 
     store = Store.open("default")
     policy = train_ppo(store, PPOConfig(steps=1, batch_size=2, mini_batch_size=2, max_new_tokens=4), str(tiny_model_dir),
-                       lambda p, r: torch.zeros(len(p)), "function:zero", prompts=["a", "b"], device="cpu")
+                       RewardSource(lambda p, r: torch.zeros(len(p)), "function:zero"), prompts=["a", "b"], device="cpu")
     page.get_by_role("tab", name="Chat").click()
     page.get_by_text("Compare two models (arena)", exact=False).click()
     page.locator("#arena-model-b input").fill(policy["path"])

@@ -5,7 +5,7 @@ import torch
 
 from rlhf.config import PPOConfig, RLHFError, SamplingConfig
 from rlhf.evaluate import evaluate_policy, judge_outcome, outcome_rates
-from rlhf.ppo import train_ppo
+from rlhf.ppo import RewardSource, train_ppo
 from rlhf.store import Store
 
 PROMPTS = ["What is an opossum?", "Hi", "Tell me a joke", "Why is the sky blue?"]
@@ -17,7 +17,8 @@ def length_reward(prompts, responses):
 
 
 def test_outcome_rates_and_judge_mapping():
-    assert outcome_rates(["win", "tie", "loss", "win"]) == {"win_rate": 0.5, "tie_rate": 0.25, "loss_rate": 0.25}
+    assert outcome_rates(["win", "tie", "loss", "win"]) == {"win_rate": 0.5, "tie_rate": 0.25, "loss_rate": 0.25,
+                                                           "score": 0.625}
     assert [judge_outcome(a) for a in ("a", "b", "tie", "both_bad")] == ["win", "loss", "tie", "tie"]
     with pytest.raises(RLHFError):
         outcome_rates([])
@@ -26,7 +27,7 @@ def test_outcome_rates_and_judge_mapping():
 def test_an_unchanged_policy_has_zero_kl_and_a_judge_decides(tiny_model_dir):
     store = Store.open("p", create=True)
     # lr 0: the adapter stays the identity, so the tuned policy is the reference and the KL must be exactly 0.
-    train_ppo(store, dataclasses.replace(CONFIG, lr=0.0), str(tiny_model_dir), length_reward, "function:len",
+    train_ppo(store, dataclasses.replace(CONFIG, lr=0.0), str(tiny_model_dir), RewardSource(length_reward, "function:len"),
               prompts=PROMPTS, device="cpu")
     report = evaluate_policy(store, "latest", prompts=PROMPTS, judge=lambda p, a, b: "a" if len(a) > len(b) else "tie",
                              sampling=SamplingConfig(num_candidates=1, max_new_tokens=8, seed=0), device="cpu")
@@ -38,8 +39,7 @@ def test_an_unchanged_policy_has_zero_kl_and_a_judge_decides(tiny_model_dir):
 
 def test_a_trained_policy_has_moved_from_the_reference(tiny_model_dir):
     store = Store.open("p", create=True)
-    train_ppo(store, dataclasses.replace(CONFIG, steps=3, lr=5e-2), str(tiny_model_dir), length_reward,
-              "function:len", prompts=PROMPTS, device="cpu")
+    train_ppo(store, dataclasses.replace(CONFIG, steps=3, lr=5e-2), str(tiny_model_dir), RewardSource(length_reward, "function:len"), prompts=PROMPTS, device="cpu")
     report = evaluate_policy(store, "latest", prompts=PROMPTS, judge=lambda p, a, b: "both_bad",
                              sampling=SamplingConfig(num_candidates=1, max_new_tokens=8, seed=0), device="cpu")
     assert abs(report["kl"]) > 0.01 and report["tie_rate"] == 1.0  # one sample per prompt: noisy, not 0

@@ -63,13 +63,14 @@ def test_visitor_is_refused_then_the_owner_logs_in_and_pushes(browser, served, h
     import torch
 
     from rlhf.config import PPOConfig
-    from rlhf.ppo import train_ppo
+    from rlhf.ppo import RewardSource, train_ppo
 
     url, data = served
     store = Store.open("default", root=data)
     labelled_project(store)
     train_ppo(store, PPOConfig(steps=1, batch_size=2, mini_batch_size=2, max_new_tokens=4), str(tiny_model_dir),
-              lambda prompts, responses: torch.zeros(len(prompts)), "function:zero", prompts=["a", "b"], device="cpu")
+              RewardSource(lambda prompts, responses: torch.zeros(len(prompts)), "function:zero"), prompts=["a", "b"],
+              device="cpu")
 
     # A visitor (not logged in): the push is refused with the reason, and nothing reaches the Hub.
     context, page = open_hub_tab(browser, url)

@@ -76,13 +76,13 @@ def test_reward_and_dpo_jobs_and_generation_share_the_one_slot(store, tiny_model
 
 
 def test_a_finished_run_is_re_plotted_from_its_log(store, tiny_model_dir):
-    from rlhf.ppo import train_ppo
+    from rlhf.ppo import RewardSource, train_ppo
     from rlhf.ui.train_tab import run_curves
 
     import torch
 
     meta = train_ppo(store, PPOConfig(steps=2, batch_size=2, mini_batch_size=2, max_new_tokens=4),
-                     str(tiny_model_dir), lambda p, r: torch.ones(len(p)), "function:one", prompts=["a", "b"],
+                     str(tiny_model_dir), RewardSource(lambda p, r: torch.ones(len(p)), "function:one"), prompts=["a", "b"],
                      device="cpu")
     frame = run_curves(store.name, meta["id"])["value"]
     assert sorted(set(frame["metric"])) == ["objective/kl", "objective/rlhf_reward", "objective/scores"]

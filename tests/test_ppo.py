@@ -10,6 +10,7 @@ import torch
 from rlhf.config import ModelConfig, PPOConfig, RLHFError
 from rlhf.models import load_model
 from rlhf.ppo import (
+    RewardSource,
     AdaptiveKLController, FixedKLController, PPORun, compute_gae, compute_rewards, first_true_indices,
     logprobs_from_logits, masked_mean, masked_var, masked_whiten, policy_loss, programmatic_reward,
     response_mask_and_last_index, train_ppo, truncate_response, value_loss,
@@ -129,7 +130,7 @@ def test_config_rules():
 
 def test_programmatic_reward_refuses_non_finite_values():
     score = programmatic_reward(lambda prompt, response: len(response))
-    assert score(["p", "p"], ["ab", "abcd"]).tolist() == [2.0, 4.0]
+    assert score(["p", "p"], ["ab", "abcd"]).scores.tolist() == [2.0, 4.0]
     with pytest.raises(RLHFError, match="finite float"):
         programmatic_reward(lambda prompt, response: float("nan"))(["p"], ["x"])
 
@@ -181,16 +182,13 @@ def test_resume_gives_the_same_state_as_an_uninterrupted_run(tiny_model_dir):
     from rlhf.store import Store
 
     straight_store = Store.open("straight", create=True)
-    straight = train_ppo(straight_store, dataclasses.replace(SMALL, steps=4), str(tiny_model_dir), length_reward,
-                         "function:length", prompts=PROMPTS, device="cpu")
+    straight = train_ppo(straight_store, dataclasses.replace(SMALL, steps=4), str(tiny_model_dir), RewardSource(length_reward, "function:length"), prompts=PROMPTS, device="cpu")
     split_store = Store.open("split", create=True)
     stop = threading.Event()
-    first = train_ppo(split_store, dataclasses.replace(SMALL, steps=4), str(tiny_model_dir), length_reward,
-                      "function:length", prompts=PROMPTS, device="cpu",
+    first = train_ppo(split_store, dataclasses.replace(SMALL, steps=4), str(tiny_model_dir), RewardSource(length_reward, "function:length"), prompts=PROMPTS, device="cpu",
                       on_step=lambda result: result.step == 2 and stop.set(), stop=stop)  # stopped half-way
     assert first["steps_done"] == 2
-    resumed = train_ppo(split_store, dataclasses.replace(SMALL, steps=4), str(tiny_model_dir), length_reward,
-                        "function:length", prompts=PROMPTS, resume=first["id"], device="cpu")
+    resumed = train_ppo(split_store, dataclasses.replace(SMALL, steps=4), str(tiny_model_dir), RewardSource(length_reward, "function:length"), prompts=PROMPTS, resume=first["id"], device="cpu")
     assert resumed["id"] == first["id"] and resumed["steps_done"] == 4
     from safetensors.torch import load_file
 
@@ -211,7 +209,7 @@ def test_checkpoint_is_a_model_spec_that_samples(tiny_model_dir):
     from rlhf.store import Store
 
     meta = train_ppo(Store.open("p", create=True), dataclasses.replace(SMALL, steps=1), str(tiny_model_dir),
-                     length_reward, "function:length", prompts=PROMPTS, device="cpu")
+                     RewardSource(length_reward, "function:length"), prompts=PROMPTS, device="cpu")
     assert meta["kind"] == "ppo" and meta["base_model"] == str(tiny_model_dir) and meta["reward"] == "function:length"
     tuned = load_model(ModelConfig(spec=meta["path"], device="cpu", dtype="fp32"))
     assert tuned.checkpoint_id == meta["id"]
@@ -231,8 +229,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_model_
 
     store = Store.open("nan", create=True)
     with pytest.raises(RLHFError, match="loss became nan at step 2"):
-        train_ppo(store, dataclasses.replace(SMALL, steps=3, save_every=1), str(tiny_model_dir), reward_that_breaks,
-                  "function:breaks", prompts=PROMPTS, device="cpu")
+        train_ppo(store, dataclasses.replace(SMALL, steps=3, save_every=1), str(tiny_model_dir), RewardSource(reward_that_breaks, "function:breaks"), prompts=PROMPTS, device="cpu")
     [kept] = list_checkpoints(store, ("ppo",))
     assert kept["steps_done"] == 1  # the last good state, loadable as a model spec
     assert load_model(ModelConfig(spec=kept["path"], device="cpu", dtype="fp32")).checkpoint_id == kept["id"]

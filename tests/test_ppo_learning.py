@@ -6,7 +6,7 @@ import pytest
 
 from rlhf.config import PPOConfig
 from rlhf.generate import starter_prompts
-from rlhf.ppo import programmatic_reward, train_ppo
+from rlhf.ppo import RewardSource, programmatic_reward, train_ppo
 from rlhf.store import Store
 
 pytestmark = pytest.mark.slow
@@ -20,8 +20,7 @@ def twenty_words(prompt: str, response: str) -> float:
 def test_word_count_reward_rises_within_16_steps():
     history = []
     config = dataclasses.replace(PPOConfig(), steps=16, save_every=100)  # the defaults otherwise
-    train_ppo(Store.open("learning", create=True), config, "bundled", programmatic_reward(twenty_words),
-              "function:twenty_words", prompts=starter_prompts(), on_step=lambda result: history.append(result))
+    train_ppo(Store.open("learning", create=True), config, "bundled", RewardSource(programmatic_reward(twenty_words), "function:twenty_words"), prompts=starter_prompts(), on_step=lambda result: history.append(result))
     scores = [r.metrics["objective/scores"] for r in history]
     kls = [r.metrics["objective/kl"] for r in history]
     eos = [r.metrics["ppo/eos_rate"] for r in history]

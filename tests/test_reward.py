@@ -21,6 +21,7 @@ from rlhf.reward import (
     RewardModel,
     add_score_parser,
     add_train_reward_parser,
+    bootstrap_weights,
     build_reward_model,
     conversation,
     conversation_ids,
@@ -28,9 +29,11 @@ from rlhf.reward import (
     load_tokenizer,
     normalise,
     pad_right,
+    ensemble_reward,
     pairwise_accuracy,
     split_by_pair,
     train_reward_model,
+    weighted_pair_loss,
 )
 from rlhf.store import Store
 from test_dataset import labelled_project
@@ -52,6 +55,39 @@ def test_normalise_by_hand():
     assert torch.allclose(normalise([4.0], mean=1.0, std=0.5), torch.tensor([6.0]))
     with pytest.raises(ValueError, match="std must be positive"):
         normalise(scores, mean=0.0, std=0.0)
+
+
+def test_normalise_each_head_on_its_own():
+    scores = torch.tensor([[1.0, 10.0], [3.0, 30.0]])  # (N=2, K=2)
+    assert torch.allclose(normalise(scores, mean=[2.0, 20.0], std=[1.0, 10.0]), torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
+
+
+def test_bootstrap_weights_resample_each_head():
+    weights = bootstrap_weights(n_rows=50, heads=4, seed=0)
+    assert weights.shape == (50, 4)
+    assert (weights.sum(0) == 50).all()  # each head draws N rows with replacement
+    assert (weights == 0).any(0).all()  # so each head leaves some rows out (about 37% of them)
+    assert not torch.equal(weights[:, 0], weights[:, 1])  # and heads differ
+    assert torch.equal(bootstrap_weights(50, 4, seed=0), weights)  # seeded
+    assert torch.equal(bootstrap_weights(3, 1, seed=0), torch.ones(3, 1))  # one head: every row once
+
+
+def test_weighted_pair_loss_by_hand():
+    chosen, rejected = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]])
+    # head 0: -log sigmoid(1) = 0.3133; head 1: -log sigmoid(0) = log 2 = 0.6931
+    assert weighted_pair_loss(chosen, rejected, torch.ones(1, 2)).item() == pytest.approx((0.31326 + 0.69315) / 2,
+                                                                                        abs=1e-4)
+    # counted twice by head 0 and not at all by head 1: only head 0's loss
+    assert weighted_pair_loss(chosen, rejected, torch.tensor([[2.0, 0.0]])).item() == pytest.approx(0.31326, abs=1e-4)
+
+
+def test_ensemble_reward_is_mean_minus_k_std():
+    heads = torch.tensor([[1.0, 3.0], [2.0, 2.0]])  # answer 0: heads disagree (std 1); answer 1: they agree
+    reward, disagreement = ensemble_reward(heads, uncertainty_penalty=0.5)
+    assert torch.allclose(disagreement, torch.tensor([1.0, 0.0]))
+    assert torch.allclose(reward, torch.tensor([2.0 - 0.5, 2.0]))
+    single, none = ensemble_reward(torch.tensor([[4.0]]), uncertainty_penalty=1.0)
+    assert single.item() == 4.0 and none.item() == 0.0
 
 
 def test_split_by_pair_keeps_both_votes_on_a_pair_together():

@@ -19,8 +19,8 @@ def test_two_rounds(tiny_model_dir):
     annotate(store, lambda prompt, a, b: "a" if len(a) < len(b) else "b", "judge:short", seed=0)
     reward = train_reward_model(store, RewardTrainConfig(epochs=1), str(tiny_model_dir))
     config = PPOConfig(steps=1, batch_size=2, mini_batch_size=2, max_new_tokens=4)
-    reward_fn, source = resolve_reward(store)
-    first = train_ppo(store, config, str(tiny_model_dir), reward_fn, source, device="cpu")
+    reward_source = resolve_reward(store, config)
+    first = train_ppo(store, config, str(tiny_model_dir), reward_source, device="cpu")
     assert first["round"] == 1 and first["reward"] == reward["id"]
     assert first["dataset"]["fingerprint"] == reward["dataset"]["fingerprint"]  # which data, through the reward model
     assert newest_policy(store) == first["path"]
@@ -30,7 +30,7 @@ def test_two_rounds(tiny_model_dir):
     runs = store.generation_runs()
     assert runs[-1]["checkpoint_id"] == first["id"]  # round 2's candidates come from round 1's policy
     annotate(store, lambda prompt, a, b: "b", "judge:short", seed=1)
-    second = train_ppo(store, dataclasses.replace(config, seed=1), first["path"], reward_fn, source, device="cpu")
+    second = train_ppo(store, dataclasses.replace(config, seed=1), first["path"], reward_source, device="cpu")
     assert second["round"] == 2 and second["parent"] == first["id"]
 
     timeline = rounds(store)

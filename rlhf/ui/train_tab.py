@@ -17,6 +17,7 @@ from rlhf.checkpoints import list_checkpoints
 from rlhf.config import DPOTrainConfig, PPOConfig, RewardTrainConfig, RLHFError
 from rlhf.jobs import command_line, runner, start_training
 from rlhf.models import zero_gpu
+from rlhf.pipeline import hardware_defaults
 from rlhf.store import Store
 from rlhf.ui.common import MODEL_QUEUE, checkpoint_picker, model_choices, refresh_models, user_errors, username
 
@@ -33,14 +34,6 @@ PLOT_TITLES = {"ppo": ["Reward (score, score - KL penalty)", "KL to the referenc
 SAMPLE_COLUMNS = ["step", "prompt", "response", "score", "kl"]
 COMPARE_COLUMNS = ["prompt", "reference", "tuned"]
 RUN_COLUMNS = ["id", "kind", "created_at", "steps", "key metric"]
-
-
-def hardware_defaults() -> dict:
-    """Starting values for the widgets: small LoRA runs on CPU, larger batches on a GPU."""
-    if torch.cuda.is_available():
-        return {"ppo": PPOConfig(batch_size=64, mini_batch_size=16, max_new_tokens=128, steps=100),
-                "reward": RewardTrainConfig(batch_size=32), "dpo": DPOTrainConfig(batch_size=16)}
-    return {"ppo": PPOConfig(), "reward": RewardTrainConfig(), "dpo": DPOTrainConfig()}
 
 
 def make_config(kind, rm_epochs, rm_lr, rm_lora, rm_eval, steps, batch, mini, epochs, lr, tokens, kl_coef, target_kl,
@@ -181,7 +174,8 @@ def rounds_table(project: str) -> pd.DataFrame:
 def start_next_round(project: str, profile: gr.OAuthProfile | None = None, progress=gr.Progress()):
     require_owner("generate", username(profile))
     from rlhf.jobs import Job
-    from rlhf.rounds import newest_policy, next_round
+    from rlhf.pipeline import next_round
+    from rlhf.rounds import newest_policy
 
     store = Store.open(project)
     policy = newest_policy(store)
@@ -192,7 +186,7 @@ def start_next_round(project: str, profile: gr.OAuthProfile | None = None, progr
         progress(done / total, desc=f"{done}/{total} prompts")
 
     with runner.hold(job):
-        result = next_round(store, progress=report)
+        result = next_round(store, progress=report, cancel=job.stop_event)
     status = (f"Round started: {len(result.completion_ids)} new candidates from `{policy}` for "
               f"{result.prompts_done} prompts. Label them in the Prefer tab; the next PPO or DPO run starts from "
               "this policy.")
