@@ -194,10 +194,14 @@ class PPOConfig(LoraSettings):
     checkpoint before it: the policy has left the region the reward model knows."""
     kl_guard_steps: int = 3
     """Consecutive steps over the guard before the run is stopped."""
+    select_best: bool = True
+    """Publish the run's best step by held-out evidence (the reward model's auditor) among the steps within the KL
+    guard and free of drift flags; False publishes the last step, whatever it learned."""
     uncertainty_penalty: float = 1.0
     """With a reward model of several heads, the reward is their mean minus this times their standard deviation."""
-    clip_rewards: bool = True
-    """Clip rewards to the range the reward model gives the labelled answers."""
+    cautious_reward: bool = True
+    """Clip rewards to the range the reward model gives the labelled answers, and score answers outside their support
+    (far off their length, repeating themselves, one answer for several prompts) as the worst labelled answer."""
     cliprange: float = 0.2
     """PPO policy ratio clip."""
     cliprange_value: float = 0.2

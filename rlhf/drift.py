@@ -18,7 +18,6 @@ models: PPO calls them on every rollout, `evaluate` on the tuned answers.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from typing import Sequence
 
 import torch
@@ -28,7 +27,8 @@ LENGTH_SLACK = (0.5, 1.5)
 LENGTH_SHARE = 0.25
 """The length detector fires when more than this share of the answers is far outside."""
 DUPLICATE_SHARE = 0.25
-"""The sameness detector fires when more than this share of the answers was also given to another prompt."""
+"""The sameness detector fires when, beyond what the labelled answers already do, this share more of the answers
+were also given to another prompt."""
 REPETITION_RATIO = 0.7
 """The repetition detector fires when distinct word pairs fall below this fraction of the labelled answers'."""
 DISAGREEMENT_RATIO = 2.0
@@ -57,21 +57,49 @@ def distinct_ngrams(text: str, n: int = 2) -> float:
     return len(set(grams)) / len(grams) if len(grams) > 1 else 1.0
 
 
-def duplicate_share(prompts: Sequence[str], answers: Sequence[str]) -> float:
-    """Share of answers that are, word for word (case and spacing aside), also the answer to a different prompt."""
+def shared_answers(prompts: Sequence[str], answers: Sequence[str]) -> list[bool]:
+    """For each answer: is it, word for word (case and spacing aside), also the answer to a different prompt?"""
     normalised = [" ".join(_WORDS.findall(a.lower())) for a in answers]
     prompts_by_answer: dict[str, set[str]] = {}
     for prompt, answer in zip(prompts, normalised):
         prompts_by_answer.setdefault(answer, set()).add(prompt)
-    return sum(len(prompts_by_answer[a]) > 1 for a in normalised) / len(answers) if answers else 0.0
+    return [len(prompts_by_answer[a]) > 1 for a in normalised]
+
+
+def duplicate_share(prompts: Sequence[str], answers: Sequence[str]) -> float:
+    """Share of answers that are also the answer to a different prompt."""
+    return sum(shared_answers(prompts, answers)) / len(answers) if answers else 0.0
+
+
+def length_bounds(labelled: dict) -> tuple[float, float]:
+    """Token counts beyond which an answer is far outside the labelled ones (below half the 5th percentile, above 1.5x
+    the 95th): the reward model has seen nothing like it."""
+    return LENGTH_SLACK[0] * labelled["tokens_p05"], LENGTH_SLACK[1] * labelled["tokens_p95"]
+
+
+def outside_support(prompts: Sequence[str], answers: Sequence[str], token_counts: Sequence[int],
+                    labelled: dict) -> torch.Tensor:
+    """(B,) True for answers unlike anything the annotators judged: far outside their length, repeating themselves
+    far more, or the same answer given to another prompt of the batch. A reward model's score there is a guess."""
+    low, high = length_bounds(labelled)
+    # One answer for several prompts is outside the support only where the labelled answers rarely do that.
+    sameness_is_new = labelled.get("duplicate_share", 0.0) < DUPLICATE_SHARE
+    flags = [
+        not low <= count <= high or distinct_ngrams(answer) < REPETITION_RATIO * labelled["distinct_2"]
+        or (shared and sameness_is_new)
+        for answer, count, shared in zip(answers, token_counts, shared_answers(prompts, answers))
+    ]
+    return torch.tensor(flags, dtype=torch.bool)
 
 
 def labelled_profile(token_counts: Sequence[int], texts: Sequence[str], scores: torch.Tensor,
-                     disagreement: torch.Tensor) -> dict:
-    """What the labelled answers look like: length percentiles (tokens), repetition, the reward model's score range and
-    how much its heads disagree on them. Saved in the reward model's meta; the detectors' yardstick."""
+                     disagreement: torch.Tensor, prompts: Sequence[str] | None = None) -> dict:
+    """What the labelled answers look like: length percentiles (tokens), repetition, sameness across prompts, the
+    reward model's score range and how much its heads disagree on them. Saved in the reward model's meta; the
+    detectors' yardstick."""
     return {
         "count": len(texts),
+        "duplicate_share": duplicate_share(prompts, texts) if prompts is not None else 0.0,
         "tokens_p05": quantile(token_counts, 0.05),
         "tokens_p50": quantile(token_counts, 0.5),
         "tokens_p95": quantile(token_counts, 0.95),
@@ -99,11 +127,10 @@ def drift_report(
     report: dict = {"duplicate_share": duplicate_share(prompts, answers),
                     "distinct_2": sum(distinct_ngrams(a) for a in answers) / max(len(answers), 1)}
     flags = []
-    if report["duplicate_share"] > DUPLICATE_SHARE:
+    if report["duplicate_share"] > DUPLICATE_SHARE + (labelled or {}).get("duplicate_share", 0.0):
         flags.append(f"{report['duplicate_share']:.0%} of the answers are the same answer given to other prompts")
     if labelled:
-        low = LENGTH_SLACK[0] * labelled["tokens_p05"]
-        high = LENGTH_SLACK[1] * labelled["tokens_p95"]
+        low, high = length_bounds(labelled)
         outside = sum(not low <= n <= high for n in token_counts) / max(len(token_counts), 1)
         report["length_outside_share"] = outside
         report["tokens_mean"] = sum(token_counts) / max(len(token_counts), 1)
@@ -127,12 +154,3 @@ def drift_report(
     report["flags"] = flags
     return report
 
-
-def word_counts(texts: Sequence[str]) -> list[int]:
-    return [len(t.split()) for t in texts]
-
-
-def most_common_answer(answers: Sequence[str]) -> tuple[str, int]:
-    """The most frequent answer and how often it occurs (for a plain-words report of a collapse)."""
-    text, count = Counter(answers).most_common(1)[0]
-    return text, count

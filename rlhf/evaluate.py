@@ -133,11 +133,51 @@ def evaluate_policy(
     if not prompts:
         raise RLHFError("evaluate: no prompts; generate some first (Generate tab, or `python -m rlhf generate`) or "
                         "pass --prompts FILE.")
+    optimised_reward = str(meta.get("reward") or "")
+    reward_id = optimised_reward if optimised_reward.startswith("reward-") else reward_model
+    reward_meta = None
+    if reward_id or list_checkpoints(store, ("reward",)):
+        reward_meta = find_checkpoint(store, reward_id or "latest", ("reward",))
+    function = None
+    if optimised_reward.startswith("function:"):  # PPO on a Python reward: score with it, if its file is still there
+        from rlhf.judges import load_function
+
+        try:
+            function = load_function(optimised_reward.removeprefix("function:"))
+        except RLHFError:
+            function = None
+    if judge is None and reward_meta is None:
+        raise RLHFError("evaluate: no judge and no reward model; pass --judge file.py:function or train a reward "
+                        "model first (Train tab, or `python -m rlhf train-reward`).")
+    reference_spec = meta.get("policy_start") or meta["base_model"]
+    # Answers as long as the ones annotators judged (and PPO trained on): the detectors compare with those.
+    limit = (meta.get("config") or {}).get("max_new_tokens") or store.candidate_max_new_tokens() or 64
+    sampling = sampling or SamplingConfig(num_candidates=1, max_new_tokens=limit, temperature=0.7, top_p=1.0, seed=0)
+    report = compare_models(
+        load_model(ModelConfig(spec=meta["path"], device=device)),
+        load_model(ModelConfig(spec=reference_spec, device=device)),
+        prompts, judge=judge, reward_meta=reward_meta, sampling=sampling,
+        kl_budget=(meta.get("config") or {}).get("target_kl"), reward_function=function,
+    )
+    return {"policy": meta["id"], "reference": reference_spec, **report}
+
+
+def compare_models(
+    tuned: LoadedModel,
+    reference: LoadedModel,
+    prompts: list[str],
+    judge: Callable[[str, str, str], str] | None = None,
+    reward_meta: dict | None = None,
+    sampling: SamplingConfig | None = None,
+    kl_budget: float | None = None,
+    reward_function: Callable[[str, str], float] | None = None,
+) -> dict:
+    """Tuned vs reference on `prompts`: both answer once with the same settings and seed; the reward model of
+    `reward_meta` and its auditor score the answers, `judge` decides them, the drift detectors read them. The
+    optimised reward is that reward model's, or `reward_function` when the policy was trained on a Python reward
+    (the reward model then only audits). Both models are released before the reward models load."""
     sampling = sampling or SamplingConfig(num_candidates=1, max_new_tokens=64, temperature=0.7, top_p=1.0, seed=0)
     sampling.validate(min_candidates=1)
-    tuned = load_model(ModelConfig(spec=meta["path"], device=device))
-    reference_spec = meta.get("policy_start") or meta["base_model"]
-    reference = load_model(ModelConfig(spec=reference_spec, device=device))
     encoded = encode_prompts(tuned, prompts, sampling.max_new_tokens)
     answers = {}
     for name, model in (("tuned", tuned), ("reference", reference)):
@@ -153,19 +193,17 @@ def evaluate_policy(
         if continuation:
             kls.append(sequence_logprob(tuned, ids, continuation) - sequence_logprob(reference, ids, continuation))
     kl = sum(kls) / len(kls) if kls else 0.0
-    del tuned, reference  # the reward models need the memory
+    del tuned, reference  # the caller's references go too: the reward models need the memory
 
     # the optimised reward model, its auditor, the detectors
-    optimised = held_out = reward_meta = None
-    disagreement = None
-    reward_id = meta.get("reward") if str(meta.get("reward", "")).startswith("reward-") else reward_model
-    if reward_id or list_checkpoints(store, ("reward",)):
+    optimised = held_out = disagreement = None
+    if reward_meta is not None:
         from rlhf.reward import RewardModel
 
-        reward_meta = find_checkpoint(store, reward_id or "latest", ("reward",))
         scorer = RewardModel.load(reward_meta["path"])
         heads_tuned = scorer.score_heads(prompts, tuned_texts)
-        optimised = comparison(heads_tuned.mean(1), scorer.score(prompts, reference_texts))
+        if reward_function is None:
+            optimised = comparison(heads_tuned.mean(1), scorer.score(prompts, reference_texts))
         if heads_tuned.size(1) > 1:
             disagreement = heads_tuned.std(1, correction=0)
         del scorer
@@ -173,20 +211,18 @@ def evaluate_policy(
             auditor = RewardModel.load(reward_meta["path"], audit=True)
             held_out = comparison(auditor.score(prompts, tuned_texts), auditor.score(prompts, reference_texts))
             del auditor
-    if judge is None and optimised is None:
-        raise RLHFError("evaluate: no judge and no reward model; pass --judge file.py:function or train a reward "
-                        "model first (Train tab, or `python -m rlhf train-reward`).")
-    token_counts = [a.num_tokens for a in answers["tuned"]]
+    if reward_function is not None:
+        optimised = comparison(torch.tensor([float(reward_function(p, t)) for p, t in zip(prompts, tuned_texts)]),
+                               torch.tensor([float(reward_function(p, r)) for p, r in zip(prompts, reference_texts)]))
+    token_counts = [a.num_tokens - (a.finish_reason == "stop") for a in answers["tuned"]]  # without the EOS
     drift = drift_report(prompts, tuned_texts, token_counts, reward_meta.get("labelled_answers") if reward_meta else None,
-                         kl=kl, kl_budget=(meta.get("config") or {}).get("target_kl"), disagreement=disagreement)
+                         kl=kl, kl_budget=kl_budget, disagreement=disagreement)
     judged = None
     if judge is not None:
         judged = outcome_rates([judge_outcome(judge(p, a, b)) for p, a, b in zip(prompts, tuned_texts, reference_texts)])
     app_verdict = verdict(optimised, held_out, drift)
     evidence = judged or held_out or optimised  # the headline rates: the strongest evidence there is
     return {
-        "policy": meta["id"],
-        "reference": reference_spec,
         "judge": "function" if judge is not None else
                  f"auditor:{reward_meta['id']}" if held_out else f"reward_model:{reward_meta['id']}",
         "num_prompts": len(prompts),

@@ -40,6 +40,8 @@ from rlhf.models import LoadedModel, load_model
 from rlhf.reward import Rewards
 
 INVALID_LOGPROB = 1.0  # any finite value: masked positions never count
+DEFAULT_MAX_NEW_TOKENS = 64
+"""PPO's answer limit when the project has no candidates to take it from."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -193,14 +195,16 @@ class FixedKLController:
 
 
 class AdaptiveKLController:
-    """Moves kl_coef toward keeping the KL near a target (Ziegler et al. 2019, lm-human-preferences)."""
+    """Moves kl_coef toward keeping the KL near a target (Ziegler et al. 2019, lm-human-preferences), never below
+    its initial value: a run that has not spent its KL budget yet needs no less penalty than it started with, and a
+    coefficient lowered early makes the controller late when the KL does rise (it overshot 2x in short runs)."""
 
     def __init__(self, init_kl_coef: float, target: float, horizon: int):
-        self.value, self.target, self.horizon = init_kl_coef, target, horizon
+        self.value, self.floor, self.target, self.horizon = init_kl_coef, init_kl_coef, target, horizon
 
     def update(self, current_kl: float, n_steps: int) -> None:
         proportional_error = max(-0.2, min(0.2, current_kl / self.target - 1))
-        self.value *= 1 + proportional_error * n_steps / self.horizon
+        self.value = max(self.floor, self.value * (1 + proportional_error * n_steps / self.horizon))
 
 
 def step_evidence(audit_scores: list[float], window: int = 3) -> float:
@@ -535,7 +539,8 @@ class PPORun:
             "ppo/lr": self.scheduler.get_last_lr()[0],
             "time/step_s": round(time.perf_counter() - started, 3),
         }
-        drift = drift_report(rollout.prompts, rollout.texts, mask.sum(1).tolist(), self.labelled,
+        answer_tokens = (mask.sum(1) - rollout.ended.long()).tolist()  # without the EOS, as the labelled profile
+        drift = drift_report(rollout.prompts, rollout.texts, answer_tokens, self.labelled,
                              kl=metrics["objective/kl"], kl_budget=config.target_kl,
                              disagreement=rollout.rewards.disagreement)
         metrics.update({f"drift/{key}": value for key, value in drift.items() if key != "flags"})
@@ -543,6 +548,8 @@ class PPORun:
             metrics["objective/disagreement"] = float(rollout.rewards.disagreement.mean())
         if rollout.rewards.clipped is not None:
             metrics["objective/clipped_share"] = float(rollout.rewards.clipped.float().mean())
+        if rollout.rewards.outside_support is not None:
+            metrics["objective/outside_support_share"] = float(rollout.rewards.outside_support.float().mean())
         if rollout.rewards.mean is not None:
             metrics["objective/scores_unpenalised"] = float(rollout.rewards.mean.mean())
         metrics = average_metrics(metrics, self.world)
@@ -600,12 +607,6 @@ def _mean(values: list[float]) -> float:
 # ---------------------------------------------------------------------------------------------------------------------
 # A whole run: steps, JSONL metrics, checkpoints, resume
 # ---------------------------------------------------------------------------------------------------------------------
-def labelled_length_limit(store, default: int = 64) -> int:
-    """max_new_tokens of the project's newest candidate generation (what annotators saw), else `default`."""
-    runs = [r for r in store.generation_runs() if r["params"].get("source") != "arena" and "max_new_tokens" in r["params"]]
-    return int(runs[-1]["params"]["max_new_tokens"]) if runs else default
-
-
 @dataclass
 class RewardSource:
     """What PPO optimises, where it came from (for the checkpoint's lineage), and the labelled answers' profile."""
@@ -620,24 +621,30 @@ class RewardSource:
 
 def resolve_reward(store, config: PPOConfig, reward_model: str | None = None,
                    reward_function: str | None = None) -> RewardSource:
-    """A programmatic function, or a reward model (the newest by default) scored with the config's caution: the heads'
-    mean minus `uncertainty_penalty` times their disagreement, clipped to the labelled answers' range."""
-    from rlhf.checkpoints import find_checkpoint
+    """A reward model (the newest by default) scored with the config's caution (`RewardModel.rewards`), or a Python
+    function. Either way the reward checkpoint's labelled-answer profile feeds the drift detectors and its auditor
+    chooses the best step: for a Python reward, those of the project's newest reward model, when there is one."""
+    from rlhf.checkpoints import find_checkpoint, list_checkpoints
+    from rlhf.reward import RewardModel
 
+    meta = None
+    if reward_model or not reward_function:
+        meta = find_checkpoint(store, reward_model or "latest", ("reward",))
+    elif list_checkpoints(store, ("reward",)):
+        meta = find_checkpoint(store, "latest", ("reward",))
+    auditor = RewardModel.load(meta["path"], audit=True).score if meta and meta.get("audit") else None
+    labelled = meta.get("labelled_answers") if meta else None
     if reward_function:
         from rlhf.judges import load_function
 
-        return RewardSource(programmatic_reward(load_function(reward_function)), f"function:{reward_function}")
-    from rlhf.reward import RewardModel
-
-    meta = find_checkpoint(store, reward_model or "latest", ("reward",))
+        return RewardSource(programmatic_reward(load_function(reward_function)), f"function:{reward_function}",
+                            labelled, auditor)
     model = RewardModel.load(meta["path"])
 
     def score(prompts: list[str], responses: list[str]) -> Rewards:
-        return model.rewards(prompts, responses, config.uncertainty_penalty, config.clip_rewards)
+        return model.rewards(prompts, responses, config.uncertainty_penalty, config.cautious_reward)
 
-    auditor = RewardModel.load(meta["path"], audit=True).score if meta.get("audit") else None
-    return RewardSource(score, meta["id"], meta.get("labelled_answers"), auditor)
+    return RewardSource(score, meta["id"], labelled, auditor)
 
 
 def train_ppo(
@@ -670,7 +677,7 @@ def train_ppo(
         config = dataclasses.replace(PPOConfig(**previous["config"]), steps=config.steps)
         model_spec = previous["policy_start"]
     if config.max_new_tokens is None:
-        config = dataclasses.replace(config, max_new_tokens=labelled_length_limit(store))
+        config = dataclasses.replace(config, max_new_tokens=store.candidate_max_new_tokens() or DEFAULT_MAX_NEW_TOKENS)
     config.validate()
     prompts = prompts if prompts is not None else [p.text for p in store.prompts()]
     parent = read_meta(model_spec) if is_checkpoint(model_spec) else None
@@ -763,7 +770,7 @@ def train_ppo(
             healthy = (guard is None or kls[-1] <= guard) and not result.metrics["drift/flags"]
             evidence = step_evidence(audit_scores) if audit_scores else None
             # Without an auditor the newest healthy step is the one to keep; with one, the best by its scores.
-            if healthy and (evidence is None or best is None or evidence > best[0]):
+            if config.select_best and healthy and (evidence is None or best is None or evidence > best[0]):
                 best = (evidence, run.step_count, run.trainable_state())
             if guard is not None and kl_guard_tripped(kls, guard, config.kl_guard_steps):
                 run.guard_stop = {"step": run.step_count, "kl": kls[-1], "rolled_back_to": best[1] if best else 0}

@@ -5,6 +5,9 @@ records which side each candidate was on, chosen at random, so position bias can
 Annotators answer about what they saw (`a` = left, `b` = right); `to_canonical` maps that back.
 
 What comes next, for one annotator (`next_pair`):
+  0. first of all, audit pairs nobody decided yet (source `audit`: after a run whose verdict was flagged, the tuned
+     policy's answer against its reference's for each prompt; the reward model never saw answers like the new
+     ones, so people must judge them);
   1. with probability `gold_rate`, a gold pair (known answer) they have not seen, to measure accuracy;
   2. with probability `overlap`, a pair one other annotator already decided, to measure agreement;
   3. otherwise a pair nobody has decided yet: the oldest (`order="oldest"`), or, with `order="uncertain"` and a reward
@@ -99,8 +102,11 @@ def pick_pair(open_pairs: list[dict], overlap: float, gold_rate: float, rng: ran
     fresh = new_pairs(open_pairs)
     if gaps is not None:
         fresh = least_certain_first(fresh, gaps)
-    # A flagged policy's answers against its reference's come first: people, not the reward model, judge them.
-    fresh = sorted(fresh, key=lambda p: p.get("source") != "audit")
+    # A flagged policy's answers against its reference's come before everything else (overlap and gold included):
+    # the reward model never saw answers like the policy's new ones, so people must judge them.
+    audit = [p for p in fresh if p.get("source") == "audit"]
+    if audit:
+        return audit[0], "audit"
     second = [p for p in open_pairs
               if p["gold_choice"] is None and 0 < p["decided_by"] < MAX_ANNOTATORS_PER_PAIR]
     draw = rng.random()

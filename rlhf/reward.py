@@ -39,7 +39,7 @@ from rlhf.checkpoints import (POLICY_KINDS, find_checkpoint, is_checkpoint, new_
                               staging_dir)
 from rlhf.config import RewardTrainConfig, RLHFError
 from rlhf.dataset import training_pairs
-from rlhf.drift import labelled_profile
+from rlhf.drift import labelled_profile, outside_support
 from rlhf.models import _set_pad_token, resolve_device, resolve_dtype, resolve_source
 from rlhf.monitor import Progress, TrainingMonitor
 from rlhf.store import Store
@@ -321,6 +321,7 @@ def train_reward_model(
         labelled = labelled_profile(
             token_counts=[len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in answers],
             texts=answers, scores=ensemble_mean, disagreement=ensemble_reward(head_scores, 0.0)[1],
+            prompts=[json.dumps(prompt) for prompt, _ in samples.values()],
         )
         final = {"step": main.steps, "reward/eval_accuracy": eval_accuracy, "reward/train_accuracy": train_accuracy,
                  "reward/disagreement": labelled["disagreement_mean"]}
@@ -554,20 +555,26 @@ class RewardModel:
         return self.score_heads(prompts, responses, batch_size).mean(dim=1)
 
     def rewards(self, prompts: list[Prompt], responses: list[str], uncertainty_penalty: float = 1.0,
-                clip_to_labelled: bool = True, batch_size: int = 16) -> "Rewards":
-        """What PPO optimises: the heads' mean minus `uncertainty_penalty` times their disagreement, clipped to the
-        range of scores the model gives the labelled answers (an answer unlike anything judged must not score as the
-        best answer ever seen)."""
+                cautious: bool = True, batch_size: int = 16) -> "Rewards":
+        """What PPO optimises: the heads' mean minus `uncertainty_penalty` times their disagreement. `cautious` adds
+        what the model knows about its own reach: scores are clipped to the range it gives the labelled answers, and
+        an answer outside their support (rlhf.drift.outside_support: far off their length, repeating itself, the
+        same answer to another prompt) scores as the worst labelled answer. An answer unlike anything annotators
+        judged must not score as the best answer ever seen: that is where PPO finds the reward model's blind spots."""
         head_scores = self.score_heads(prompts, responses, batch_size)
         scores, disagreement = ensemble_reward(head_scores, uncertainty_penalty)
         labelled = self.meta.get("labelled_answers")
-        clipped = torch.zeros_like(scores, dtype=torch.bool)
-        if clip_to_labelled and labelled:
+        clipped = outside = torch.zeros_like(scores, dtype=torch.bool)
+        if cautious and labelled:
             low, high = labelled["score_min"], labelled["score_max"]
             clipped = (scores < low) | (scores > high)
             scores = scores.clamp(low, high)
+            users = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
+            counts = [len(self.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses]
+            outside = outside_support(users, responses, counts, labelled)
+            scores = torch.where(outside, torch.full_like(scores, low), scores)
         return Rewards(scores=scores, disagreement=disagreement if head_scores.size(1) > 1 else None,
-                       clipped=clipped, mean=head_scores.mean(dim=1))
+                       clipped=clipped, outside_support=outside, mean=head_scores.mean(dim=1))
 
 
 @dataclass
@@ -580,5 +587,7 @@ class Rewards:
     """Standard deviation of the reward heads (None for one head or a Python function)."""
     clipped: torch.Tensor | None = None
     """True where the score was clipped to the labelled answers' range."""
+    outside_support: torch.Tensor | None = None
+    """True where the answer is outside the labelled answers' support and scored as the worst of them."""
     mean: torch.Tensor | None = None
     """The heads' mean before any penalty or clipping."""

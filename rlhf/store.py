@@ -541,6 +541,13 @@ class Store:
             ).fetchall()
         return {r["id"]: (prompt_messages(r["prompt"], r["messages_json"]), r["text"]) for r in rows}
 
+    def candidate_max_new_tokens(self) -> int | None:
+        """max_new_tokens of the project's newest candidate generation (arena answers aside): where the answers the
+        annotators judge were cut. None before the first generation."""
+        runs = [r for r in self.generation_runs()
+                if r["params"].get("source") != "arena" and "max_new_tokens" in r["params"]]
+        return int(runs[-1]["params"]["max_new_tokens"]) if runs else None
+
     def generation_runs(self) -> list[dict]:
         with self.connect() as conn:
             rows = [dict(r) for r in conn.execute("SELECT * FROM generation_runs ORDER BY id")]

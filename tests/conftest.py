@@ -59,6 +59,63 @@ def tiny_model_dir() -> Path:
     return target
 
 
+def build_tiny_chat_model(source: Path, target: Path) -> Path:
+    """The tiny Llama taught, by a few seconds of supervised training, to answer "Tell me about X." with one to four
+    short sentences and end with EOS: a random model never samples EOS (1 in 49k), so PPO could not find the shorter
+    answers a brevity reward pays for. Seeded: the same model on every machine."""
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhf.generate import chat_messages, encode_chat
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(source)
+    rng = random.Random(0)
+    topics = ["opossums", "the sky", "bees", "rain", "cats", "the moon", "bread", "music"]
+    sentences = ["{t} are interesting.", "People like {t}.", "Here is a fact about {t}.", "I think {t} matter.",
+                 "That is all about {t}."]
+    examples = []
+    for _ in range(200):
+        topic = rng.choice(topics)
+        answer = " ".join(rng.choice(sentences).format(t=topic) for _ in range(rng.randint(1, 4)))
+        examples.append((encode_chat(tokenizer, chat_messages(f"Tell me about {topic}.")),
+                         tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    model.train()
+    for _ in range(120):
+        batch = rng.sample(examples, 8)
+        width = max(len(q) + len(a) for q, a in batch)
+        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id)
+        labels = torch.full((len(batch), width), -100)
+        for row, (query, answer) in enumerate(batch):
+            input_ids[row, : len(query) + len(answer)] = torch.tensor(query + answer)
+            labels[row, len(query) : len(query) + len(answer)] = torch.tensor(answer)
+        loss = model(input_ids=input_ids, attention_mask=(labels != -100) | (input_ids != tokenizer.pad_token_id),
+                     labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    tmp = target.with_name(target.name + ".tmp")
+    model.eval().save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model_dir(tiny_model_dir) -> Path:
+    from rlhf.models import _file_lock, _is_complete_model_dir
+
+    target = CACHE / "tiny-chat"
+    with _file_lock(CACHE / ".tiny-chat.lock"):
+        if not _is_complete_model_dir(target):
+            build_tiny_chat_model(tiny_model_dir, target)
+    return target
+
+
 @pytest.fixture(autouse=True)
 def rlhf_home(tmp_path, monkeypatch) -> Path:
     """Every test gets its own data directory; nothing touches ./rlhf-data."""

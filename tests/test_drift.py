@@ -91,3 +91,12 @@ def test_verdict_never_calls_an_unconfirmed_win_improved():
 def test_outcome_rates_give_the_score():
     assert outcome_rates(["win", "tie", "loss", "win"]) == {"win_rate": 0.5, "tie_rate": 0.25, "loss_rate": 0.25,
                                                            "score": 0.625}
+
+
+def test_outside_support_marks_what_the_reward_model_never_saw():
+    from rlhf.drift import outside_support
+
+    answers = [NORMAL[0], "Yes.", "the sky the sky the sky the sky the sky the sky", "Same answer.", "Same answer!"]
+    prompts = ["p1", "p2", "p3", "p4", "p5"]
+    counts = [25, 2, 30, 20, 20]  # "Yes." is far below half of the 5th percentile (10.7 tokens)
+    assert outside_support(prompts, answers, counts, LABELLED).tolist() == [False, True, True, True, True]

@@ -11,7 +11,7 @@ from rlhf.config import ModelConfig, PPOConfig, RLHFError
 from rlhf.models import load_model
 from rlhf.ppo import (
     RewardSource,
-    AdaptiveKLController, FixedKLController, PPORun, compute_gae, compute_rewards, first_true_indices,
+    AdaptiveKLController, FixedKLController, PPORun, compute_gae, kl_guard_tripped, step_evidence, compute_rewards, first_true_indices,
     logprobs_from_logits, masked_mean, masked_var, masked_whiten, policy_loss, programmatic_reward,
     response_mask_and_last_index, train_ppo, truncate_response, value_loss,
 )
@@ -117,8 +117,24 @@ def test_kl_controllers():
     adaptive = AdaptiveKLController(0.1, target=6.0, horizon=10000)
     adaptive.update(12.0, 100)  # error clipped to +0.2: 0.1 * (1 + 0.2 * 100 / 10000)
     assert adaptive.value == pytest.approx(0.1 * 1.002)
+    adaptive.update(12.0, 5000)  # * (1 + 0.2 * 0.5)
+    assert adaptive.value == pytest.approx(0.1 * 1.002 * 1.1)
     adaptive.update(5.4, 1000)  # error -0.1: * (1 - 0.1 * 0.1)
-    assert adaptive.value == pytest.approx(0.1 * 1.002 * 0.99)
+    assert adaptive.value == pytest.approx(0.1 * 1.002 * 1.1 * 0.99)
+    adaptive.update(0.0, 10000)  # error -0.2 over a whole horizon would more than halve it: it stops at the start
+    assert adaptive.value == 0.1
+    fast = AdaptiveKLController(0.1, target=6.0, horizon=16)
+    for _ in range(3):
+        fast.update(30.0, 16)  # far over budget: +20% a step with a horizon of one batch
+    assert fast.value == pytest.approx(0.1 * 1.2**3)
+
+
+def test_kl_guard_needs_consecutive_steps_over_the_limit():
+    assert not kl_guard_tripped([20.0, 20.0], limit=15.0, steps=3)  # not enough steps yet
+    assert not kl_guard_tripped([20.0, 10.0, 20.0, 20.0], limit=15.0, steps=3)  # a dip below resets it
+    assert kl_guard_tripped([1.0, 16.0, 17.0, 18.0], limit=15.0, steps=3)
+    assert step_evidence([0.0, 1.0, 2.0, 3.0]) == pytest.approx(2.0)  # mean of the last three
+    assert step_evidence([5.0]) == 5.0
 
 
 def test_config_rules():

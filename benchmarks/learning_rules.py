@@ -1,0 +1,345 @@
+"""Does a round at the project's defaults teach the policy what the annotators prefer? Six kinds of preference.
+
+For each scripted annotator rule of `benchmarks/rules.py` (four chose the defaults, two are held out), one RLHF round
+on the bundled SmolLM2-135M-Instruct, through the same library calls as `python -m rlhf` and the Train tab
+(`rlhf.pipeline`), with the defaults:
+
+1. generate: the 64 starter prompts x 4 candidates, 64 new tokens, seed 0 (sampled once: the candidates do not depend
+   on the rule; each rule's project starts from a copy and the stage's time is counted in every rule's round);
+2. annotate: the rule's judge votes on every pair (6 a prompt, in random left/right order);
+3. train-reward (defaults: LoRA, 4 heads, an auditor on the held-out 20% of the pairs);
+4. ppo (defaults), which ends with the app's own before/after evaluation;
+5. the held-out test: the tuned policy against the base model on 32 prompts it never trained on
+   (`benchmarks/heldout_prompts.txt`), judged by the rule itself, which neither the reward model nor the policy saw:
+   score = win + tie / 2 (0.5: no change), KL per answer, length, and the app's own verdict on the same answers
+   (made from its auditor and drift detectors, without the judge);
+6. dpo (defaults) on the same votes, the same held-out test;
+7. on two rules (`--rloo-rules`), TRL 1.16's RLOOTrainer on the same reward (the same reward model, with the same
+   caution: heads' mean minus their disagreement, clipped to the labelled range), for the wall time PPO took, then
+   the same held-out test: the anchor. Reward-vs-time curves of both give the learning-speed comparison.
+
+Goals (issue 11): every rule >= 0.80 at KL <= 8, none below the base model (0.5), the app's verdict agreeing with the
+judge on every rule ("improved" exactly when the judge's score is >= 0.6), a round <= 20 minutes; DPO >= 0.70 at
+KL <= 8 on every rule; PPO reaching RLOO's final reward in at most half RLOO's time at no higher KL.
+
+Writes benchmarks/results/learning_rules.json (one entry per rule: `score`, `kl`, ... and `dpo_*`, `rloo_*` keys) and
+prints the table. Run it alone on the machine (its times are measurements), e.g.
+
+    flock /tmp/rlhf-bench.lock .venv/bin/python benchmarks/learning_rules.py
+    .venv/bin/python benchmarks/learning_rules.py --quick      # the script itself in a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # run as a script from the repo: rlhf is not an installed package
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RLHF_MODEL_CACHE", str(REPO_ROOT / ".cache" / "test-models-v1"))
+
+from benchmarks.rules import HELD_OUT_RULES, RULES, TUNING_RULES  # noqa: E402
+
+HELD_OUT_PROMPTS = REPO_ROOT / "benchmarks" / "heldout_prompts.txt"
+SCORE_GOAL, KL_GOAL, DPO_SCORE_GOAL, ROUND_GOAL_S = 0.80, 8.0, 0.70, 20 * 60
+IMPROVED_AT = 0.6
+"""The judge says "improved" at a score of at least this (the app's verdict uses the same threshold)."""
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rules", default=",".join(TUNING_RULES + HELD_OUT_RULES),
+                        help="comma-separated rule names (default: all six)")
+    parser.add_argument("--rloo-rules", default="concise,names_subject",
+                        help="rules that also get the RLOO anchor (default: concise,names_subject)")
+    parser.add_argument("--no-dpo", action="store_true", help="skip DPO")
+    parser.add_argument("--quick", action="store_true",
+                        help="check the script: 8 prompts, 3 candidates, 16 tokens, 2 PPO steps, 8 held-out prompts")
+    parser.add_argument("--ppo", default="{}", help='PPOConfig overrides as JSON (default: none: the defaults)')
+    parser.add_argument("--keep", action="store_true", help="keep the data directory and say where")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON report (default: benchmarks/results/learning_rules.json; --quick: a .tmp file)")
+    args = parser.parse_args()
+    args.rules = [r for r in args.rules.split(",") if r]
+    args.rloo_rules = [r for r in args.rloo_rules.split(",") if r]
+    for name in args.rules + args.rloo_rules:
+        if name not in RULES:
+            parser.error(f"unknown rule {name!r}; known: {', '.join(RULES)}")
+    if args.out is None:
+        name = "learning_rules.quick.tmp" if args.quick else "learning_rules.json"
+        args.out = REPO_ROOT / "benchmarks" / "results" / name
+    return args
+
+
+class Clock:
+    def __init__(self):
+        self.stages: dict[str, float] = {}
+
+    def time(self, name: str, fn, *args, **kwargs):
+        started = time.perf_counter()
+        result = fn(*args, **kwargs)
+        self.stages[name] = round(time.perf_counter() - started, 1)
+        print(f"  {name}: {self.stages[name]:.1f} s", flush=True)
+        return result
+
+
+def main() -> int:
+    args = parse_args()
+    home = Path(tempfile.mkdtemp(prefix="rlhf-bench-rules-"))
+    os.environ["RLHF_HOME"] = str(home)
+    try:
+        report = run(args, home)
+    finally:
+        if args.keep:
+            print(f"data directory kept: {home}", file=sys.stderr)
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    print_table(report)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def run(args, home: Path) -> dict:
+    import torch
+
+    from rlhf.config import ModelConfig, PPOConfig, SamplingConfig
+    from rlhf.generate import generate_candidates, read_prompts_file, starter_prompts
+    from rlhf.models import load_model
+    from rlhf.store import Store
+
+    train_prompts = starter_prompts()
+    held_out = read_prompts_file(HELD_OUT_PROMPTS)
+    candidates, tokens = 4, 64
+    ppo_overrides = json.loads(args.ppo)
+    if args.quick:
+        train_prompts, held_out, candidates, tokens = train_prompts[:8], held_out[:8], 3, 16
+        ppo_overrides = {"steps": 2, **ppo_overrides}
+    sampling = SamplingConfig(num_candidates=candidates, max_new_tokens=tokens, seed=0)
+    evaluation_sampling = SamplingConfig(num_candidates=1, max_new_tokens=tokens, temperature=0.7, top_p=1.0, seed=0)
+
+    print("== generate (shared by every rule)", flush=True)
+    shared = Clock()
+    base = Store.open("candidates", create=True)
+    shared.time("generate", lambda: generate_candidates(base, load_model(ModelConfig(spec="bundled")), train_prompts,
+                                                          sampling, source="benchmark"))
+    results = {}
+    for name in args.rules:
+        rule = RULES[name]
+        print(f"\n== {name} ({rule.kind}): {rule.guidelines}", flush=True)
+        gc.collect()
+        results[name] = run_rule(rule, base, home, shared.stages["generate"], held_out, evaluation_sampling,
+                                 ppo_overrides, not args.no_dpo, name in args.rloo_rules)
+        print(json.dumps({k: v for k, v in results[name].items() if not isinstance(v, (dict, list))}), flush=True)
+    return {
+        "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+        "settings": {
+            "train_prompts": len(train_prompts), "held_out_prompts": len(held_out), "candidates": candidates,
+            "max_new_tokens": tokens, "quick": args.quick, "ppo_overrides": ppo_overrides,
+            "ppo_config": dataclasses.asdict(PPOConfig(**ppo_overrides)),
+            "tuning_rules": list(TUNING_RULES), "held_out_rules": list(HELD_OUT_RULES),
+            "score": "win + tie / 2 of the tuned policy against the base model under the rule's judge, held-out "
+                     "prompts; the judge's verdict is 'improved' at >= 0.6",
+        },
+        "rules": results,
+        "goals": goals(results),
+    }
+
+
+def run_rule(rule, base, home: Path, generate_s: float, held_out: list[str], evaluation_sampling, ppo_overrides: dict,
+             with_dpo: bool, with_rloo: bool) -> dict:
+    from rlhf import pipeline
+    from rlhf.config import DPOTrainConfig, PPOConfig, RewardTrainConfig
+    from rlhf.judges import annotate
+    from rlhf.store import Store
+
+    shutil.copytree(base.folder, home / rule.name)
+    store = Store.open(rule.name)
+    store.save_guidelines(rule.guidelines, author="benchmark")
+    clock = Clock()
+    clock.time("annotate", annotate, store, rule.judge, f"judge:{rule.name}", seed=0)
+    reward = clock.time("train_reward", pipeline.train_reward, store, RewardTrainConfig(), "bundled")
+    steps: list[dict] = []
+    ppo = clock.time("ppo", pipeline.train_policy, store, "ppo", PPOConfig(**ppo_overrides), "bundled",
+                     on_step=lambda result: steps.append(result.metrics))
+    round_s = generate_s + sum(clock.stages.values())
+    test = held_out_test(store, ppo["path"], held_out, rule, evaluation_sampling)
+    row = {
+        "kind": rule.kind, "held_out_rule": rule.name in HELD_OUT_RULES,
+        "score": test["judged"]["score"], "kl": test["kl"], "verdict": test["verdict"],
+        "judge_verdict": judge_verdict(test["judged"]["score"]),
+        "verdict_agrees": (test["verdict"] == "improved") == (test["judged"]["score"] >= IMPROVED_AT),
+        "length_tuned": test["length_tuned"], "length_reference": test["length_reference"],
+        "auditor_score": (test["held_out"] or {}).get("score"),
+        "optimised_reward_score": (test["optimised_reward"] or {}).get("score"),
+        "drift_flags": test["drift"]["flags"],
+        "round_s": round(round_s, 1), "stages_s": {"generate": generate_s, **clock.stages},
+        "reward_model": {"eval_accuracy": reward["metrics"]["eval_accuracy"],
+                         "auditor_accuracy": (reward.get("audit") or {}).get("accuracy_on_reward_model_pairs")},
+        "ppo": {"steps_done": ppo["steps_done"], "selected_step": ppo["selected_step"],
+                "selected_by": ppo["selected_by"], "kl_guard": ppo.get("kl_guard"),
+                "app_evaluation_verdict": (ppo.get("evaluation") or {}).get("verdict")},
+        "curve": [{"step": m["step"], "t": m["time/step_s"], "score": m["objective/scores"],
+                   "kl": m["objective/kl"], "audit": m.get("audit/scores")} for m in steps],
+        "examples": test["examples"][:3],
+    }
+    if with_dpo:
+        dpo = clock.time("dpo", pipeline.train_policy, store, "dpo", DPOTrainConfig(), "bundled")
+        dpo_test = held_out_test(store, dpo["path"], held_out, rule, evaluation_sampling)
+        row.update({"dpo_score": dpo_test["judged"]["score"], "dpo_kl": dpo_test["kl"],
+                    "dpo_verdict": dpo_test["verdict"], "dpo_length": dpo_test["length_tuned"],
+                    "dpo_s": clock.stages["dpo"]})
+    if with_rloo:
+        budget = clock.stages["ppo"]
+        rloo = run_rloo(store, reward["id"], budget, ppo["config"])
+        rloo_test = compare_rloo(rloo["model"], held_out, rule, evaluation_sampling, reward)
+        row.update({"rloo_score": rloo_test["judged"]["score"], "rloo_kl": rloo_test["kl"],
+                    "rloo_verdict": rloo_test["verdict"], "rloo_length": rloo_test["length_tuned"],
+                    "rloo_s": rloo["seconds"], "rloo_curve": rloo["curve"]})
+        row["speed"] = speed_comparison(row["curve"], rloo["curve"])
+    return row
+
+
+def held_out_test(store, policy_path: str, prompts: list[str], rule, sampling) -> dict:
+    from rlhf.pipeline import evaluate
+
+    return evaluate(store, policy_path, prompts=prompts, judge=rule.judge, sampling=sampling, save=False)
+
+
+def judge_verdict(score: float) -> str:
+    return "improved" if score >= IMPROVED_AT else "worse" if score <= 1 - IMPROVED_AT else "no clear change"
+
+
+def run_rloo(store, reward_id: str, budget_s: float, ppo_config: dict) -> dict:
+    """TRL's RLOOTrainer on the PPO run's reward, for `budget_s` seconds of training: returns the merged model and the
+    reward-vs-time curve (the same cautious reward PPO optimised)."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import TrainerCallback
+    from trl import RLOOConfig, RLOOTrainer
+
+    from rlhf.config import ModelConfig, PPOConfig
+    from rlhf.generate import chat_messages
+    from rlhf.models import load_model
+    from rlhf.ppo import resolve_reward
+
+    config = PPOConfig(**{k: v for k, v in ppo_config.items() if k in {f.name for f in dataclasses.fields(PPOConfig)}})
+    reward = resolve_reward(store, config, reward_id)
+    loaded = load_model(ModelConfig(spec="bundled"))
+    prompts = [p.text for p in store.prompts()]
+    dataset = Dataset.from_list([{"prompt": chat_messages(p)} for p in prompts])
+    scores: list[float] = []
+
+    def reward_model(prompts, completions, **kwargs) -> list[float]:
+        texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+        users = [p[-1]["content"] if isinstance(p, list) else p for p in prompts]
+        values = reward.fn(users, texts).scores.tolist()
+        scores.append(sum(values) / len(values))
+        return values
+
+    reward_model.__name__ = "reward_model"
+    clock: dict = {}
+    curve: list[dict] = []
+
+    class Budget(TrainerCallback):
+        def on_train_begin(self, args_, state, control, **kwargs):
+            clock["start"] = time.perf_counter()
+
+        def on_step_end(self, args_, state, control, **kwargs):
+            if time.perf_counter() - clock["start"] >= budget_s:
+                control.should_training_stop = True
+
+        def on_log(self, args_, state, control, logs=None, **kwargs):
+            if logs and "kl" in logs:
+                curve.append({"step": state.global_step, "t": round(time.perf_counter() - clock["start"], 1),
+                              "score": scores[-1], "kl": logs["kl"] * logs["completions/mean_length"]})
+
+    args = RLOOConfig(
+        output_dir=str(Path(store.folder) / "rloo"), report_to="none", save_strategy="no", logging_steps=1, seed=0,
+        use_cpu=not torch.cuda.is_available(), bf16=loaded.dtype == torch.bfloat16, gradient_checkpointing=False,
+        disable_dropout=True, per_device_train_batch_size=config.batch_size, num_generations=4,
+        max_completion_length=config.max_new_tokens, temperature=config.temperature, top_p=1.0, top_k=0,
+        learning_rate=config.lr, beta=config.kl_coef, max_steps=1_000_000, max_grad_norm=config.max_grad_norm,
+    )
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
+                      task_type="CAUSAL_LM")
+    trainer = RLOOTrainer(model=loaded.model, reward_funcs=reward_model, args=args, train_dataset=dataset,
+                          processing_class=loaded.tokenizer, peft_config=lora, callbacks=[Budget()])
+    started = time.perf_counter()
+    trainer.train()
+    seconds = round(time.perf_counter() - started, 1)
+    loaded.model = trainer.model.merge_and_unload().eval()
+    return {"model": loaded, "seconds": seconds, "curve": curve}
+
+
+def compare_rloo(tuned, prompts: list[str], rule, sampling, reward_meta: dict) -> dict:
+    from rlhf.config import ModelConfig
+    from rlhf.evaluate import compare_models
+    from rlhf.models import load_model
+
+    return compare_models(tuned, load_model(ModelConfig(spec="bundled")), prompts, judge=rule.judge,
+                          reward_meta=reward_meta, sampling=sampling)
+
+
+def speed_comparison(ppo_curve: list[dict], rloo_curve: list[dict], window: int = 3) -> dict:
+    """When each method's smoothed training reward first reaches RLOO's final one, and the KL then."""
+    def smoothed(curve: list[dict], clock_key: str) -> list[dict]:
+        out, elapsed = [], 0.0
+        for i, point in enumerate(curve):
+            elapsed = point["t"] if clock_key == "elapsed" else elapsed + point["t"]
+            chunk = curve[max(0, i - window + 1) : i + 1]
+            out.append({"t": elapsed, "score": sum(c["score"] for c in chunk) / len(chunk),
+                        "kl": sum(c["kl"] for c in chunk) / len(chunk)})
+        return out
+
+    ppo, rloo = smoothed(ppo_curve, "step"), smoothed(rloo_curve, "elapsed")
+    if not ppo or not rloo:
+        return {}
+    target = rloo[-1]["score"]
+    rloo_at = next(p for p in rloo if p["score"] >= target)
+    ppo_at = next((p for p in ppo if p["score"] >= target), None)
+    return {"rloo_final_score": target, "rloo_time_s": rloo_at["t"], "rloo_kl": rloo_at["kl"],
+            "ppo_time_s": ppo_at["t"] if ppo_at else None, "ppo_kl": ppo_at["kl"] if ppo_at else None,
+            "time_ratio": round(ppo_at["t"] / rloo_at["t"], 3) if ppo_at and rloo_at["t"] else None,
+            "met": bool(ppo_at and rloo_at["t"] and ppo_at["t"] <= 0.5 * rloo_at["t"] and ppo_at["kl"] <= rloo_at["kl"])}
+
+
+def goals(results: dict) -> dict:
+    rows = results.values()
+    return {
+        "every_rule_score_at_least_0.80_at_kl_8": all(r["score"] >= SCORE_GOAL and r["kl"] <= KL_GOAL for r in rows),
+        "none_below_base": all(r["score"] >= 0.5 for r in rows),
+        "verdict_agrees_with_judge": all(r["verdict_agrees"] for r in rows),
+        "round_at_most_20_min": all(r["round_s"] <= ROUND_GOAL_S for r in rows),
+        "dpo_at_least_0.70_at_kl_8": all(r.get("dpo_score", 0) >= DPO_SCORE_GOAL and r.get("dpo_kl", 99) <= KL_GOAL
+                                         for r in rows) if all("dpo_score" in r for r in rows) else None,
+        "ppo_twice_as_fast_as_rloo": [r["speed"].get("met") for r in rows if "speed" in r],
+    }
+
+
+def print_table(report: dict) -> None:
+    print(f"\n{'rule':<16} {'kind':<24} {'score':>5} {'KL':>5} {'words':>11} {'verdict':<22} {'agrees':>6} "
+          f"{'round':>6} {'dpo':>11} {'rloo':>11}")
+    for name, r in report["rules"].items():
+        dpo = f"{r['dpo_score']:.2f}/{r['dpo_kl']:.1f}" if "dpo_score" in r else "-"
+        rloo = f"{r['rloo_score']:.2f}/{r['rloo_kl']:.1f}" if "rloo_score" in r else "-"
+        print(f"{name:<16} {r['kind']:<24} {r['score']:>5.2f} {r['kl']:>5.1f} "
+              f"{r['length_reference']:>4.0f}->{r['length_tuned']:<4.0f} {r['verdict']:<22} "
+              f"{str(r['verdict_agrees']):>6} {r['round_s'] / 60:>5.1f}m {dpo:>11} {rloo:>11}")
+    print("goals:", json.dumps(report["goals"]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Reward hacking, end to end on the tiny model: a Python reward that pays for ever shorter answers drives PPO to
+collapse (every prompt answered with nothing); the run's drift detectors flag it, the evaluation calls it "likely
+reward hacking", the default run publishes a step from before the collapse, and the next round asks people first."""
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from rlhf import pipeline
+from rlhf.config import ModelConfig, PPOConfig, RewardTrainConfig, SamplingConfig
+from rlhf.generate import generate_candidates
+from rlhf.judges import annotate
+from rlhf.models import load_model
+from rlhf.store import Store
+
+PROMPTS = [f"Tell me about {topic}." for topic in ("opossums", "the sky", "bees", "rain", "cats", "the moon",
+                                                     "bread", "music", "the sea", "trees", "snow", "tea")]
+# Fast, strong updates, so the tiny model collapses within a few steps (the defaults' KL machinery stays on).
+COLLAPSE = PPOConfig(steps=8, batch_size=8, mini_batch_size=4, max_new_tokens=24, lr=1e-2, target_kl=12.0, seed=0)
+
+
+@pytest.fixture
+def labelled(tiny_chat_model_dir, tmp_path):
+    """A project whose annotators judged the tiny model's own answers (longer is better), with a reward model (two
+    heads) and its auditor, and a Python reward that pays for brevity, written to a file as a user would."""
+    store = Store.open("hacking", create=True)
+    model = load_model(ModelConfig(spec=str(tiny_chat_model_dir), device="cpu", dtype="fp32"))
+    generate_candidates(store, model, PROMPTS, SamplingConfig(num_candidates=4, max_new_tokens=24, seed=0))
+    annotate(store, lambda prompt, a, b: "a" if len(a) > len(b) else "b" if len(b) > len(a) else "tie",
+             "judge:longer", seed=0)
+    reward = pipeline.train_reward(store, RewardTrainConfig(epochs=1, heads=2, eval_fraction=0.3),
+                                   str(tiny_chat_model_dir))
+    assert reward["audit"] is not None  # enough held-out pairs for an auditor
+    rewards_file = tmp_path / "rewards.py"
+    rewards_file.write_text(textwrap.dedent('''
+        def brevity(prompt, response):
+            return -len(response) / 10
+    '''))
+    return store, f"{rewards_file}:brevity"
+
+
+def test_a_collapse_is_flagged_and_called_reward_hacking(labelled, tiny_chat_model_dir):
+    store, brevity = labelled
+    steps = []
+    meta = pipeline.train_policy(store, "ppo", PPOConfig(**{**COLLAPSE.__dict__, "select_best": False}),
+                                 str(tiny_chat_model_dir), reward_function=brevity, on_step=steps.append, device="cpu")
+    last = steps[-1].metrics
+    assert last["drift/duplicate_share"] > 0.25 or last["drift/length_outside_share"] > 0.25  # the collapse
+    assert any(step.metrics["drift/flags"] for step in steps)  # flagged live, in the step's metrics
+    evaluation = meta["evaluation"]
+    assert evaluation["optimised_reward"]["score"] >= 0.6  # what the run believes: shorter, so better
+    assert evaluation["verdict"] == "likely reward hacking", evaluation["verdict_text"]
+    assert evaluation["drift"]["flags"]
+    saved = json.loads((Path(meta["path"]) / "meta.json").read_text())
+    assert saved["verdict"] == "likely reward hacking" and saved["drift_flags"]  # recorded with the checkpoint
+    assert json.loads((Path(meta["path"]) / "evaluation.json").read_text())["verdict"] == "likely reward hacking"
+
+
+def test_the_default_run_publishes_a_step_from_before_the_collapse(labelled, tiny_chat_model_dir):
+    store, brevity = labelled
+    steps = []
+    meta = pipeline.train_policy(store, "ppo", COLLAPSE, str(tiny_chat_model_dir), reward_function=brevity,
+                                 on_step=steps.append, device="cpu")
+    flagged = [step.step for step in steps if step.metrics["drift/flags"]]
+    assert flagged, "the reward should have driven the tiny model to collapse"
+    assert meta["selected_step"] not in flagged  # published: a step free of drift flags, chosen by the auditor
+    assert meta["selected_step"] < steps[-1].step and meta["selected_by"] == "auditor"
+    assert meta["steps_done"] == steps[-1].step  # and the run can still resume from where it stopped
+
+
+def test_after_a_flagged_run_the_next_round_asks_people_first(labelled, tiny_chat_model_dir):
+    store, brevity = labelled
+    pipeline.train_policy(store, "ppo", PPOConfig(**{**COLLAPSE.__dict__, "select_best": False}), str(tiny_chat_model_dir),
+                          reward_function=brevity, device="cpu")
+    before = {p["id"] for p in store.open_pairs("")}
+    pipeline.next_round(store, SamplingConfig(num_candidates=2, max_new_tokens=24, seed=1))
+    from rlhf.prefer import next_pair
+
+    audit = [p for p in store.open_pairs("") if p["id"] not in before and p["source"] == "audit"]
+    assert len(audit) == len(PROMPTS)  # one pair per prompt: the policy's answer against its reference's
+    shown = next_pair(store, "alice")
+    assert shown.pair_id in {p["id"] for p in audit}  # and they come first in the Prefer queue
