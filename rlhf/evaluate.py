@@ -13,7 +13,9 @@ optimised reward model sees a win that the held-out evidence does not confirm, o
 reward hacking", never "improved". A judge's outcome is reported beside it, not mixed in, so the two can be compared.
 
 KL is, per prompt, the sum over the tuned answer's tokens (EOS included) of log p_tuned - log p_reference under the
-models' raw temperature-1 distributions, in nats, averaged over prompts.
+models' raw temperature-1 distributions, in nats, averaged over prompts (`kl`); `kl_at_sampling_temperature` is the
+same with both models' logits divided by the sampling temperature, the KL of the policies PPO trains and penalises,
+which the KL budget (`target_kl`) is measured in.
 """
 
 from __future__ import annotations
@@ -100,11 +102,14 @@ def verdict(optimised: dict | None, held_out: dict | None, drift: dict) -> dict:
 
 
 @torch.no_grad()
-def sequence_logprob(loaded: LoadedModel, prompt_ids: list[int], answer_ids: list[int]) -> float:
-    """Sum of log p(answer token) under the model at temperature 1 (the answer's EOS included)."""
+def sequence_logprob(loaded: LoadedModel, prompt_ids: list[int], answer_ids: list[int],
+                     temperatures: tuple[float, ...] = (1.0,)) -> list[float]:
+    """Sum of log p(answer token) under the model at each of `temperatures` (the answer's EOS included), from one
+    forward pass."""
     ids = torch.tensor([prompt_ids + answer_ids], device=loaded.device)
     logits = loaded.model(input_ids=ids).logits.float()[0, len(prompt_ids) - 1 : -1]
-    return float(logits.log_softmax(-1).gather(1, ids[0, len(prompt_ids):].unsqueeze(1)).sum())
+    tokens = ids[0, len(prompt_ids):].unsqueeze(1)
+    return [float((logits / t).log_softmax(-1).gather(1, tokens).sum()) for t in temperatures]
 
 
 def answer_ids(loaded: LoadedModel, text: str, ended: bool) -> list[int]:
@@ -187,12 +192,19 @@ def compare_models(
     tuned_texts = [a.text for a in answers["tuned"]]
     reference_texts = [a.text for a in answers["reference"]]
 
-    kls = []
+    # KL per answer of the models themselves (temperature 1), and at the sampling temperature: the policies PPO
+    # trains and penalises (logits divided by it), so the one its KL budget is in.
+    kls, kls_sampled = [], []
     for ids, answer in zip(encoded, answers["tuned"]):
         continuation = answer_ids(tuned, answer.text, answer.finish_reason == "stop")
         if continuation:
-            kls.append(sequence_logprob(tuned, ids, continuation) - sequence_logprob(reference, ids, continuation))
+            temperatures = (1.0, sampling.temperature)
+            (tuned_1, tuned_t), (reference_1, reference_t) = (
+                sequence_logprob(model, ids, continuation, temperatures) for model in (tuned, reference))
+            kls.append(tuned_1 - reference_1)
+            kls_sampled.append(tuned_t - reference_t)
     kl = sum(kls) / len(kls) if kls else 0.0
+    kl_sampled = sum(kls_sampled) / len(kls_sampled) if kls_sampled else 0.0
     del tuned, reference  # the caller's references go too: the reward models need the memory
 
     # the optimised reward model, its auditor, the detectors
@@ -216,7 +228,7 @@ def compare_models(
                                torch.tensor([float(reward_function(p, r)) for p, r in zip(prompts, reference_texts)]))
     token_counts = [a.num_tokens - (a.finish_reason == "stop") for a in answers["tuned"]]  # without the EOS
     drift = drift_report(prompts, tuned_texts, token_counts, reward_meta.get("labelled_answers") if reward_meta else None,
-                         kl=kl, kl_budget=kl_budget, disagreement=disagreement)
+                         kl=kl_sampled, kl_budget=kl_budget, disagreement=disagreement)
     judged = None
     if judge is not None:
         judged = outcome_rates([judge_outcome(judge(p, a, b)) for p, a, b in zip(prompts, tuned_texts, reference_texts)])
@@ -237,6 +249,7 @@ def compare_models(
         "reward_tuned": optimised["reward_tuned"] if optimised else None,
         "reward_reference": optimised["reward_reference"] if optimised else None,
         "kl": kl,
+        "kl_at_sampling_temperature": kl_sampled,
         "length_tuned": sum(len(t.split()) for t in tuned_texts) / len(prompts),
         "length_reference": sum(len(t.split()) for t in reference_texts) / len(prompts),
         "sampling": asdict(sampling),

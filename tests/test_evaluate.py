@@ -40,9 +40,20 @@ def test_an_unchanged_policy_has_zero_kl_and_a_judge_decides(tiny_model_dir):
 def test_a_trained_policy_has_moved_from_the_reference(tiny_model_dir):
     store = Store.open("p", create=True)
     train_ppo(store, dataclasses.replace(CONFIG, steps=3, lr=5e-2), str(tiny_model_dir), RewardSource(length_reward, "function:len"), prompts=PROMPTS, device="cpu")
-    report = evaluate_policy(store, "latest", prompts=PROMPTS, judge=lambda p, a, b: "both_bad",
+    seen = []
+
+    def judge(prompt, a, b):  # records what it was asked, so the test can check who was `a`
+        seen.append((prompt, a, b))
+        return "a" if len(a) > len(b) else "b" if len(b) > len(a) else "tie"
+
+    report = evaluate_policy(store, "latest", prompts=PROMPTS, judge=judge,
                              sampling=SamplingConfig(num_candidates=1, max_new_tokens=8, seed=0), device="cpu")
-    assert abs(report["kl"]) > 0.01 and report["tie_rate"] == 1.0  # one sample per prompt: noisy, not 0
+    assert abs(report["kl"]) > 0.01  # one sample per prompt: noisy, but not 0 once the weights moved
+    assert [p for p, _, _ in seen] == PROMPTS
+    tuned = [e["tuned"] for e in report["examples"]]
+    assert tuned == [a for _, a, _ in seen][: len(tuned)]  # the tuned answer is shown as `a`
+    wins = sum(len(a) > len(b) for _, a, b in seen) / len(seen)
+    assert report["win_rate"] == pytest.approx(wins) and report["judged"]["win_rate"] == pytest.approx(wins)
 
 
 def test_evaluate_needs_a_policy_and_a_judge(tiny_model_dir):
