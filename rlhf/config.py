@@ -214,8 +214,10 @@ class PPOConfig(LoraSettings):
     """GAE lambda."""
     whiten_rewards: bool = False
     """Scale per-token rewards to unit variance over the batch (without shifting their mean)."""
-    missing_eos_penalty: float = 1.0
-    """Subtracted from the score of an answer that never ends (hits max_new_tokens without EOS)."""
+    missing_eos_penalty: float | None = None
+    """Subtracted from the score of an answer that never ends (hits max_new_tokens without EOS). None: 0 when PPO's
+    answers may be as long as the ones annotators judged (the reward model has seen answers cut there; a penalty
+    would teach a brevity nobody asked for), 1 when they are cut shorter (the reward model never saw those)."""
     max_grad_norm: float = 1.0
     """Gradient clipping."""
     save_every: int = 10

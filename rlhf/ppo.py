@@ -332,7 +332,7 @@ class PPORun:
                  labelled: dict | None = None):
         from peft import LoraConfig, get_peft_model
 
-        self.config = config.validate()
+        self.config = config = resolve_lengths(config, None).validate()  # train_ppo resolves them from the project
         if not prompts:
             raise RLHFError("ppo: no prompts to train on; generate some or pass --prompts FILE.")
         self.prompts, self.reward_fn = prompts, reward_fn
@@ -607,6 +607,17 @@ def _mean(values: list[float]) -> float:
 # ---------------------------------------------------------------------------------------------------------------------
 # A whole run: steps, JSONL metrics, checkpoints, resume
 # ---------------------------------------------------------------------------------------------------------------------
+def resolve_lengths(config: PPOConfig, labelled_limit: int | None) -> PPOConfig:
+    """The config with its `None`s decided from where the labelled answers were cut (`labelled_limit`, None when the
+    project has no candidates): max_new_tokens that limit, missing_eos_penalty 0 unless PPO's answers are cut shorter
+    than the annotators' were. Pure."""
+    max_new_tokens = config.max_new_tokens or labelled_limit or DEFAULT_MAX_NEW_TOKENS
+    penalty = config.missing_eos_penalty
+    if penalty is None:
+        penalty = 1.0 if labelled_limit is not None and max_new_tokens < labelled_limit else 0.0
+    return dataclasses.replace(config, max_new_tokens=max_new_tokens, missing_eos_penalty=penalty)
+
+
 @dataclass
 class RewardSource:
     """What PPO optimises, where it came from (for the checkpoint's lineage), and the labelled answers' profile."""
@@ -676,8 +687,7 @@ def train_ppo(
         previous = find_checkpoint(store, resume, ("ppo",))
         config = dataclasses.replace(PPOConfig(**previous["config"]), steps=config.steps)
         model_spec = previous["policy_start"]
-    if config.max_new_tokens is None:
-        config = dataclasses.replace(config, max_new_tokens=store.candidate_max_new_tokens() or DEFAULT_MAX_NEW_TOKENS)
+    config = resolve_lengths(config, store.candidate_max_new_tokens())
     config.validate()
     prompts = prompts if prompts is not None else [p.text for p in store.prompts()]
     parent = read_meta(model_spec) if is_checkpoint(model_spec) else None

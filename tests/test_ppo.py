@@ -11,7 +11,7 @@ from rlhf.config import ModelConfig, PPOConfig, RLHFError
 from rlhf.models import load_model
 from rlhf.ppo import (
     RewardSource,
-    AdaptiveKLController, FixedKLController, PPORun, compute_gae, kl_guard_tripped, step_evidence, compute_rewards, first_true_indices,
+    AdaptiveKLController, FixedKLController, PPORun, compute_gae, kl_guard_tripped, resolve_lengths, step_evidence, compute_rewards, first_true_indices,
     logprobs_from_logits, masked_mean, masked_var, masked_whiten, policy_loss, programmatic_reward,
     response_mask_and_last_index, train_ppo, truncate_response, value_loss,
 )
@@ -127,6 +127,16 @@ def test_kl_controllers():
     for _ in range(3):
         fast.update(30.0, 16)  # far over budget: +20% a step with a horizon of one batch
     assert fast.value == pytest.approx(0.1 * 1.2**3)
+
+
+def test_lengths_follow_the_labelled_answers():
+    config = PPOConfig()
+    assert (resolve_lengths(config, 128).max_new_tokens, resolve_lengths(config, 128).missing_eos_penalty) == (128, 0)
+    assert resolve_lengths(config, None).max_new_tokens == 64  # no candidates yet
+    shorter = resolve_lengths(dataclasses.replace(config, max_new_tokens=48), 128)  # cut before annotators' answers
+    assert (shorter.max_new_tokens, shorter.missing_eos_penalty) == (48, 1.0)
+    chosen = resolve_lengths(dataclasses.replace(config, missing_eos_penalty=0.5), 128)
+    assert chosen.missing_eos_penalty == 0.5  # a value the user set stays
 
 
 def test_kl_guard_needs_consecutive_steps_over_the_limit():
