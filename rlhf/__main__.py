@@ -238,15 +238,17 @@ def cmd_ppo(args) -> None:
         audit = f"  auditor {m['audit/scores']:+.2f}" if "audit/scores" in m else ""
         bar.write(f"step {result.step}/{config.steps}  score {m['objective/scores']:+.3f}{audit}  kl "
                   f"{m['objective/kl']:.2f} (coef {m['objective/kl_coef']:.3f})  eos {m['ppo/eos_rate']:.2f}  len "
-                  f"{m['ppo/response_length']:.1f}  {m['time/step_s']:.1f}s")
+                  f"{m['ppo/response_length']:.1f}  {m['time/step_s']:.1f}s", file=sys.stderr)
         for flag in m.get("drift/flags", []):
-            bar.write(f"  drift: {flag}")
+            bar.write(f"  drift: {flag}", file=sys.stderr)
         bar.update(1)
 
     meta = train_policy(store, "ppo", config, args.spec or ModelConfig().spec, reward_model=args.reward_model,
                         reward_function=args.reward, prompts=prompts, resume=args.resume, on_step=report,
                         stop=stop_on_ctrl_c(), device=args.device or "auto")
     bar.close()
+    if meta.get("rank", 0) != 0:
+        return  # one process reports: rank 0 wrote the checkpoint and evaluated it
     if meta.get("kl_guard"):
         guard = meta["kl_guard"]
         print(f"stopped by the KL guard at step {guard['step']} (KL {guard['kl']:.1f} nats per answer); kept step "

@@ -182,13 +182,15 @@ class PPOConfig(LoraSettings):
     policy is trained on answers cut where the ones the annotators judged were (64 when there are none)."""
     temperature: float = 0.7
     """Sampling temperature; logits are divided by it in rollouts and in training, for policy and reference alike."""
-    kl_coef: float = 0.05
-    """Weight of the per-token KL penalty against the frozen reference (the initial value when target_kl is set)."""
-    target_kl: float | None = None
-    """The KL budget, nats per answer: an adaptive controller moves kl_coef to keep the KL near it, and a run that
-    runs far past it is stopped (`kl_guard`). None: kl_coef stays fixed and only the guard's absolute limit holds."""
-    kl_horizon: int = 10000
-    """Adaptive controller horizon, in answers: kl_coef moves by up to 20% * answers / horizon per step."""
+    kl_coef: float = 0.1
+    """Weight of the per-token KL penalty against the frozen reference (with target_kl: its starting value and floor)."""
+    target_kl: float | None = 8.0
+    """The KL budget, nats per answer at the sampling temperature: an adaptive controller raises kl_coef while the KL
+    is above it, steps far above it are never published, and a run that stays far above it is stopped (`kl_guard`).
+    None or 0: kl_coef stays fixed and there is no budget."""
+    kl_horizon: int = 32
+    """Adaptive controller horizon, in answers: kl_coef moves by up to 20% * answers / horizon per step (two steps'
+    answers: a short run needs a controller that reacts within a few steps)."""
     kl_guard: float = 2.5
     """Stop the run when the KL stays above this multiple of target_kl for `kl_guard_steps` steps, and keep the best
     checkpoint before it: the policy has left the region the reward model knows."""
@@ -236,8 +238,8 @@ class PPOConfig(LoraSettings):
             raise ConfigError("steps, ppo_epochs and max_new_tokens must be at least 1.")
         if not 0 < self.temperature <= 2:
             raise ConfigError(f"temperature: {self.temperature} must be above 0 and at most 2.")
-        if self.kl_coef < 0 or (self.target_kl is not None and self.target_kl <= 0):
-            raise ConfigError("kl_coef must be >= 0 and target_kl > 0.")
+        if self.kl_coef < 0 or (self.target_kl is not None and self.target_kl < 0):
+            raise ConfigError("kl_coef must be >= 0 and target_kl >= 0 (0: no budget, a fixed kl_coef).")
         if not (0 < self.gamma <= 1 and 0 <= self.lam <= 1):
             raise ConfigError("gamma must be in (0, 1] and lam in [0, 1].")
         return self

@@ -36,7 +36,8 @@ def hardware_defaults() -> dict:
     import torch
 
     if torch.cuda.is_available():
-        return {"ppo": PPOConfig(batch_size=64, mini_batch_size=16, steps=100),
+        # kl_horizon follows the batch: the controller reacts over two steps' answers, as on a CPU.
+        return {"ppo": PPOConfig(batch_size=64, mini_batch_size=16, steps=100, kl_horizon=128),
                 "reward": RewardTrainConfig(batch_size=32), "dpo": DPOTrainConfig(batch_size=16)}
     return {"ppo": PPOConfig(), "reward": RewardTrainConfig(), "dpo": DPOTrainConfig()}
 
@@ -88,6 +89,8 @@ def train_policy(
                          held_out=_audit_pairs(store, reward_model))
     else:
         raise RLHFError(f"train: {kind!r} is not a policy algorithm; use ppo or dpo.")
+    if meta.get("rank", 0) != 0:
+        return meta  # data parallel: rank 0 evaluates what it published
     if phase is not None:
         phase("evaluating against the reference")
     meta["evaluation"] = evaluate_after_training(store, meta)

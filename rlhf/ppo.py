@@ -220,7 +220,7 @@ def kl_guard_tripped(kls: list[float], limit: float, steps: int) -> bool:
 
 
 def kl_controller(config: PPOConfig):
-    if config.target_kl is None:
+    if not config.target_kl:
         return FixedKLController(config.kl_coef)
     return AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
 
@@ -726,7 +726,8 @@ def train_ppo(
         (`best`), while the resume state keeps the last step's weights so `--resume` continues exactly."""
         if run.rank != 0:  # one writer; the others wait at the barrier below
             _barrier(run.world)
-            return {"id": checkpoint_id, "steps_done": run.step_count, "path": str(checkpoints_dir(store) / checkpoint_id)}
+            return {"id": checkpoint_id, "steps_done": run.step_count, "rank": run.rank,
+                    "path": str(checkpoints_dir(store) / checkpoint_id)}
         staged = staging_dir(store, checkpoint_id)
         chosen = best if final and best is not None and best[1] != run.step_count else None
         last_weights = run.trainable_state() if chosen else None

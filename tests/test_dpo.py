@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 
 from rlhf.checkpoints import checkpoints_dir, list_checkpoints
 from rlhf.config import DPOTrainConfig, ModelConfig, RLHFError, SamplingConfig
-from rlhf.dpo import add_dpo_parser, train_dpo
+from rlhf.__main__ import build_parser
+from rlhf.dpo import train_dpo
 from rlhf.generate import encode_chat, sample_batch
 from rlhf.judges import annotate
 from rlhf.models import load_model
@@ -144,12 +145,10 @@ def test_too_few_pairs_says_how_many_are_needed(store, tiny_model_dir):
 
 def test_cli_full_fine_tune(store, tiny_model_dir, capsys):
     labelled_pairs(store)
-    parser = argparse.ArgumentParser(prog="python -m rlhf")
-    add_dpo_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["dpo", "--project", store.name, "--model", str(tiny_model_dir), "--no-lora",
+    args = build_parser().parse_args(["dpo", "--project", store.name, "--model", str(tiny_model_dir), "--no-lora",
                               "--epochs", "1", "--batch-size", "8", "--lr", "1e-3", "--beta", "0.2"])
     args.func(args)
-    line = capsys.readouterr().out.strip()
+    line = capsys.readouterr().out.strip().splitlines()[-1]
     [meta] = list_checkpoints(store)
     assert line.startswith("dpo: 1 step on 8 pairs, loss 0.6931") and line.endswith(meta["path"])
     assert (meta["config"]["lora"], meta["config"]["beta"], meta["metrics"]["steps"]) == (False, 0.2, 1)

@@ -166,9 +166,9 @@ def test_a_pushed_checkpoint_links_its_lineage_both_ways_and_loads_back(hub, sto
     reward = train_reward_model(store, RewardTrainConfig(epochs=1, batch_size=4, lora_r=4, lora_alpha=8),
                                 str(tiny_model_dir))
     ok(hub_cli(hub, tmp_path, "push", "--project", store.name))
-    reward = resolve_reward(store, config)
     config = PPOConfig(steps=2, batch_size=4, mini_batch_size=2, ppo_epochs=1, max_new_tokens=6, save_every=2, seed=3)
-    policy = train_ppo(store, config, base_path, reward, prompts=["Hi", "What is an opossum?"],
+    reward_source = resolve_reward(store, config)
+    policy = train_ppo(store, config, base_path, reward_source, prompts=["Hi", "What is an opossum?"],
                        device="cpu")
     (store.folder / "checkpoints" / policy["id"] / "evaluation.json").write_text(json.dumps(
         {"policy": policy["id"], "reference": base_path, "judge": "function", "num_prompts": 2, "win_rate": 0.5,

@@ -19,8 +19,6 @@ from rlhf.config import RewardTrainConfig, RLHFError
 from rlhf.judges import annotate
 from rlhf.reward import (
     RewardModel,
-    add_score_parser,
-    add_train_reward_parser,
     bootstrap_weights,
     build_reward_model,
     conversation,
@@ -188,7 +186,11 @@ def test_training_writes_a_complete_checkpoint(trained, tiny_model_dir):
     m = meta["metrics"]
     assert (m["n_train"], m["n_eval"]) == (10, 2) and m["steps"] == 4 * math.ceil(10 / 4)
     assert math.isfinite(m["train_loss"]) and m["final_loss"] < m["train_loss"] < math.log(2) + 0.05
-    assert set(meta["normalisation"]) == {"mean", "std"} and meta["normalisation"]["std"] > 0
+    assert set(meta["normalisation"]) == {"mean", "std"} and len(meta["normalisation"]["std"]) == TOY_CONFIG.heads
+    assert min(meta["normalisation"]["std"]) > 0 and meta["heads"] == TOY_CONFIG.heads
+    assert meta["audit"] is None  # 2 held-out pairs: too few for an auditor
+    labelled = meta["labelled_answers"]
+    assert labelled["count"] == 24 and labelled["score_min"] < 0 < labelled["score_max"]  # 12 pairs, 24 answers
     assert meta["dataset"]["rows"] == 12 and len(meta["dataset"]["fingerprint"]) == 16
     assert len(meta["dataset"]["eval_pair_ids"]) == 2
     lines = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
@@ -208,7 +210,7 @@ def test_every_trainable_parameter_changed(trained, tiny_model_dir):
     before = {name: p.detach().clone() for name, p in initial.named_parameters() if p.requires_grad}
     assert all(torch.equal(before[name], p) for name, p in again.named_parameters() if p.requires_grad)  # seeded
     assert any(".score." in name for name in before) and any("lora_B" in name for name in before)
-    base = load_sequence_classifier(tiny_model_dir, tokenizer.pad_token_id)
+    base = load_sequence_classifier(tiny_model_dir, tokenizer.pad_token_id, heads=TOY_CONFIG.heads)
     after = dict(PeftModel.from_pretrained(base, Path(meta["path"]) / "adapter").named_parameters())
     unchanged = [name for name in before if torch.equal(before[name], after[name])]
     assert unchanged == []
@@ -222,10 +224,12 @@ def test_scores_are_normalised_and_accuracy_is_computed_right(trained):
     rows = Dataset.from_parquet(str(Path(meta["dataset"]["export_dir"]) / "data" / "train.parquet")).to_list()
     chosen = reward_model.score([r["prompt"] for r in rows], [r["chosen"][0]["content"] for r in rows])
     rejected = reward_model.score([r["prompt"] for r in rows], [r["rejected"][0]["content"] for r in rows])
-    # the reference samples (every answer of the pairs, once each) score ~N(0, 1)
-    everything = torch.cat([chosen, rejected])
-    assert torch.isfinite(everything).all()
-    assert abs(everything.mean().item()) < 1e-3 and abs(everything.std(correction=0).item() - 1) < 1e-3
+    # on the reference samples (every answer of the pairs, once each) each head scores ~N(0, 1)
+    heads = torch.cat([reward_model.score_heads([r["prompt"] for r in rows], [r[side][0]["content"] for r in rows])
+                       for side in ("chosen", "rejected")])  # (N, K)
+    assert heads.shape == (2 * len(rows), TOY_CONFIG.heads) and torch.isfinite(heads).all()
+    assert heads.mean(0).abs().max().item() < 1e-3 and (heads.std(0, correction=0) - 1).abs().max().item() < 1e-3
+    assert torch.allclose(torch.cat([chosen, rejected]), heads.mean(1))  # `score` is the heads' mean
     # the meta's accuracies are the share of pairs ranked right, recomputed here from the loaded model
     held_out = [i for i, r in enumerate(rows) if r["pair_id"] in meta["dataset"]["eval_pair_ids"]]
     trained_on = [i for i in range(len(rows)) if i not in held_out]
@@ -235,9 +239,10 @@ def test_scores_are_normalised_and_accuracy_is_computed_right(trained):
     assert meta["metrics"]["eval_accuracy"] == meta["metrics"]["train_accuracy"] == 1.0
     unseen = reward_model.score(["Question 99?"] * 2, [GOOD.format(99), BAD.format(99)])
     assert unseen[0] > unseen[1]
-    raw = reward_model.score_raw(["Question 99?"], [GOOD.format(99)])
+    raw = reward_model.score_raw(["Question 99?"], [GOOD.format(99)])  # (1, K)
     stats = meta["normalisation"]
-    assert torch.allclose(unseen[:1], (raw - stats["mean"]) / stats["std"])
+    expected = ((raw - torch.tensor(stats["mean"])) / torch.tensor(stats["std"])).mean(1)
+    assert torch.allclose(unseen[:1], expected)
 
 
 def test_batched_scores_equal_one_at_a_time(trained):
@@ -278,11 +283,9 @@ def test_load_refuses_what_is_not_a_reward_checkpoint(tmp_path):
 
 # CLI ---------------------------------------------------------------------------------------------------------------
 def cli_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m rlhf")
-    commands = parser.add_subparsers(dest="command", required=True)
-    add_train_reward_parser(commands)
-    add_score_parser(commands)
-    return parser
+    from rlhf.__main__ import build_parser
+
+    return build_parser()
 
 
 def test_cli_flags():
@@ -302,31 +305,10 @@ def test_cli_score_without_a_reward_model_is_a_clear_error(store):
         args.func(args)
 
 
-# What `python -m rlhf` does, with the two subcommands added (the lead wires them into rlhf/__main__.py; then this
-# is run_cli("train-reward", ...)).
-CLI = """
-import argparse, sys
-from rlhf.__main__ import quiet_libraries
-from rlhf.config import RLHFError
-from rlhf.reward import add_score_parser, add_train_reward_parser
-parser = argparse.ArgumentParser(prog="python -m rlhf")
-commands = parser.add_subparsers(dest="command", required=True)
-add_train_reward_parser(commands)
-add_score_parser(commands)
-args = parser.parse_args()
-quiet_libraries()
-try:
-    args.func(args)
-except RLHFError as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
-"""
-
-
 def reward_cli(*args: str):
     import os
 
-    return subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "rlhf", *args], capture_output=True, text=True, cwd=REPO,
                           env=dict(os.environ), timeout=600)
 
 
@@ -339,7 +321,7 @@ def test_cli_train_reward_then_score_end_to_end(store, tiny_model_dir):
     assert line.startswith("reward model: 2 steps on 6 pairs") and "held-out accuracy" in line
     path = line.rpartition("-> ")[2]
     assert (Path(path) / "model" / "model.safetensors").is_file() and not (Path(path) / "adapter").exists()
-    assert "step 2/2" in done.stderr
+    assert "2/2" in done.stderr  # the progress bar reached the last step
 
     scored = reward_cli("score", "--project", store.name, "--prompt", "Question 1?", "--response", GOOD.format(1),
                         "--dtype", "fp32")

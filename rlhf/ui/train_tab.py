@@ -6,6 +6,8 @@ same training. The run itself is a background job (rlhf.jobs): a timer polls it 
 
 from __future__ import annotations
 
+import dataclasses
+
 from functools import partial
 
 import gradio as gr
@@ -45,9 +47,9 @@ def make_config(kind, rm_epochs, rm_lr, rm_lora, rm_eval, steps, batch, mini, ep
     if kind == "dpo":
         return DPOTrainConfig(epochs=float(dpo_epochs), lr=float(dpo_lr), beta=float(dpo_beta), lora=bool(dpo_lora),
                               batch_size=defaults["dpo"].batch_size)
-    return PPOConfig(steps=int(steps), batch_size=int(batch), mini_batch_size=int(mini), ppo_epochs=int(epochs),
-                     lr=float(lr), max_new_tokens=int(tokens), kl_coef=float(kl_coef),
-                     target_kl=float(target_kl) if target_kl else None)
+    return dataclasses.replace(defaults["ppo"], steps=int(steps), batch_size=int(batch), mini_batch_size=int(mini),
+                               ppo_epochs=int(epochs), lr=float(lr), max_new_tokens=int(tokens) or None,
+                               kl_coef=float(kl_coef), target_kl=float(target_kl) if target_kl else None)
 
 
 def cli_equivalent(project, kind, model_spec, reward_model, *settings) -> str:
@@ -217,9 +219,10 @@ def build(project: gr.Dropdown) -> None:
             epochs = gr.Number(ppo.ppo_epochs, label="PPO epochs", precision=0)
         with gr.Row():
             lr = gr.Number(ppo.lr, label="Learning rate")
-            tokens = gr.Number(ppo.max_new_tokens, label="Max new tokens", precision=0, elem_id="ppo-tokens")
-            kl_coef = gr.Number(ppo.kl_coef, label="KL coefficient")
-            target_kl = gr.Number(0, label="Target KL (0: fixed coefficient)")
+            tokens = gr.Number(ppo.max_new_tokens or 0, label="Max new tokens (0: as the labelled candidates)",
+                               precision=0, elem_id="ppo-tokens")
+            kl_coef = gr.Number(ppo.kl_coef, label="KL coefficient (with a budget: its floor)")
+            target_kl = gr.Number(ppo.target_kl or 0, label="KL budget, nats per answer (0: none, a fixed coefficient)")
     with gr.Group(visible=False) as dpo_box:
         with gr.Row():
             dpo_epochs = gr.Number(dpo.epochs, label="Epochs")
