@@ -35,7 +35,9 @@ from typing import Callable
 import torch
 
 from rlhf.config import ModelConfig, PPOConfig, RLHFError
-from rlhf.models import LoadedModel, load_model
+from rlhf.distributed import (average_gradients, average_metrics, barrier, broadcast_object, distributed,
+                              gather_objects, process_device)
+from rlhf.models import LoadedModel, dtype_name, load_model, resolve_device, resolve_dtype
 
 INVALID_LOGPROB = 1.0  # any finite value: masked positions never count
 
@@ -208,50 +210,6 @@ def kl_controller(config: PPOConfig):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Data parallel: `accelerate launch` (or torchrun) starts one process per device; each samples its own prompts,
-# gradients are averaged across processes after every backward, rank 0 writes logs and checkpoints.
-# ---------------------------------------------------------------------------------------------------------------------
-def distributed() -> tuple[int, int]:
-    """(rank, world size), initialising the process group when launched with several processes."""
-    import os
-
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    if not dist.is_initialized():  # the launcher set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def average_gradients(parameters: list[torch.nn.Parameter], world: int) -> None:
-    """All-reduce and average gradients, so every process applies the same update (plain DDP, spelled out)."""
-    if world <= 1:
-        return
-    import torch.distributed as dist
-
-    for p in parameters:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-        p.grad /= world
-
-
-def average_metrics(metrics: dict, world: int) -> dict:
-    """Mean of every numeric metric across processes (the same keys on every rank, in the same order)."""
-    if world <= 1:
-        return metrics
-    import torch.distributed as dist
-
-    keys = sorted(k for k, v in metrics.items() if isinstance(v, float))
-    values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64)
-    dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return {**metrics, **{k: float(v) / world for k, v in zip(keys, values)}}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # Models: policy (LoRA on the base) + value head; reference = adapter disabled
 # ---------------------------------------------------------------------------------------------------------------------
 RewardFn = Callable[[list[str], list[str]], torch.Tensor]
@@ -317,6 +275,9 @@ class PPORun:
         self.prompts, self.reward_fn = prompts, reward_fn
         self.tokenizer = policy.tokenizer
         self.device = policy.device
+        if policy.dtype == torch.float16:
+            raise RLHFError("ppo: the policy is loaded in fp16, whose gradients underflow without a loss scaler, which "
+                            "this loop does not have; load it in fp32, or bf16 where the hardware has it.")
         self.autocast_dtype = policy.dtype if policy.dtype != torch.float32 else None
         torch.manual_seed(config.seed)
         base = policy.model
@@ -386,7 +347,13 @@ class PPORun:
             # call on CPU (180 ms vs 9 ms); benchmarks/ppo.py went from 3.90 to 3.36 s a step.
             hidden = hidden[:, context - 1 : -1].contiguous()
             logits = lm_head(hidden).float().div_(self.config.temperature)  # in place: one (B, T, V) copy
-            values = self.value_head(hidden.float()).squeeze(-1) if not reference else None
+        values = None
+        if not reference:
+            # In fp32, outside autocast: autocast would run this Linear in bf16 whatever its input, and round every
+            # value to bf16's 3 significant digits. (The LM head stays in bf16: in fp32 it cost 2.7x its bf16 time on
+            # this CPU and moved logprobs by 0.005 nats a token, against 0.036 from the bf16 decoder below it.)
+            with torch.autocast(self.device.type, enabled=False):
+                values = self.value_head(hidden.float()).squeeze(-1)
         return logits, values
 
     def _sample(self, prompts: list[str]):
@@ -433,15 +400,30 @@ class PPORun:
         scores = self.reward_fn(prompts, texts).float().to(self.device)
         scores = scores - config.missing_eos_penalty * (~ended).float()
         # 3. logprobs and values (same temperature as sampling, same forward as training)
-        logits, values = self.forward(queries, query_mask, responses, mask)
-        logprobs = logprobs_from_logits(logits, responses).masked_fill(~mask, INVALID_LOGPROB)
-        entropy = entropy_from_logits(logits)
-        del logits  # (B, T, V) tensors dominate memory: keep one alive at a time
-        ref_logits, _ = self.forward(queries, query_mask, responses, mask, reference=True)
-        ref_logprobs = logprobs_from_logits(ref_logits, responses).masked_fill(~mask, INVALID_LOGPROB)
-        del ref_logits
+        logprobs, ref_logprobs, values, entropy = self._logprobs_and_values(queries, query_mask, responses, mask)
         return Rollout(queries, query_mask, responses, mask, last_index, logprobs, ref_logprobs, values * mask,
                        scores, prompts, texts, ended, entropy)
+
+    def _logprobs_and_values(self, queries, query_mask, responses, mask):
+        """Policy logprobs, reference logprobs, values and entropy, (B, T) each, computed minibatch by minibatch.
+
+        Minibatch-sized chunks give the forwards the shapes the PPO epochs use: a GEMM's rounding depends on its
+        shape (a bf16 LM head at 64 rows and at 16 differs by one bf16 step in some logits), so computed at the whole
+        batch, the first minibatch's ratio would not be exactly 1. It also bounds the (B, T, V) logits in memory.
+        """
+        chunks = []
+        for start in range(0, responses.size(0), self.config.mini_batch_size):
+            rows = slice(start, start + self.config.mini_batch_size)
+            mb_args = (queries[rows], query_mask[rows], responses[rows], mask[rows])
+            logits, values = self.forward(*mb_args)
+            logprobs = logprobs_from_logits(logits, responses[rows]).masked_fill(~mask[rows], INVALID_LOGPROB)
+            entropy = entropy_from_logits(logits)
+            del logits  # (B, T, V) tensors dominate memory: keep one alive at a time
+            ref_logits, _ = self.forward(*mb_args, reference=True)
+            ref_logprobs = logprobs_from_logits(ref_logits, responses[rows]).masked_fill(~mask[rows], INVALID_LOGPROB)
+            del ref_logits
+            chunks.append((logprobs, ref_logprobs, values, entropy))
+        return tuple(torch.cat(parts) for parts in zip(*chunks))
 
     def step(self) -> StepResult:
         """One PPO iteration on the next batch of prompts: generate, score, update. Returns metrics and samples."""
@@ -521,14 +503,17 @@ class PPORun:
         return StepResult(self.step_count, metrics, samples)
 
     # -- state for checkpoints ----------------------------------------------------------------------------------------
+    # Only tensors, dicts, lists and numbers (the scheduler's lambda is not saved by LambdaLR), so the state loads with
+    # `torch.load(weights_only=True)`, which runs no pickled code: a checkpoint may come from someone else's Hub repo.
     def state_dict(self) -> dict:
+        """Everything a resumed run needs besides the adapter. Every rank calls it: it gathers each rank's RNG."""
         return {
             "value_head": self.value_head.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "kl_coef": self.kl.value,
             "step": self.step_count,
-            "torch_rng": torch.get_rng_state(),
+            "rng": gather_objects(self.rng_state(), self.world),  # [rank 0's, rank 1's, ...]
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -537,14 +522,25 @@ class PPORun:
         self.scheduler.load_state_dict(state["scheduler"])
         self.kl.value = state["kl_coef"]
         self.step_count = state["step"]
-        torch.set_rng_state(state["torch_rng"])
+        rng = state.get("rng") or [{"cpu": state["torch_rng"]}]  # checkpoints before the CUDA generator was saved
+        if self.rank < len(rng):  # a rank the saved run did not have keeps its seeded generators
+            self.set_rng_state(rng[self.rank])
 
+    def rng_state(self) -> dict:
+        """The generators this process draws from: the CPU one (minibatch shuffles, CPU sampling) and, on a GPU, the
+        one of this process's device (sampling). Only that device's: asking for every GPU's would create a CUDA
+        context on each of them in every rank."""
+        state = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
 
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
+    def set_rng_state(self, state: dict) -> None:
+        """Restore `rng_state()`. A state saved on a GPU resumed on a CPU (or the reverse) restores the CPU generator
+        only: the samples then differ from the uninterrupted run's, as they would on other hardware anyway."""
+        torch.set_rng_state(state["cpu"])
+        if self.device.type == "cuda" and "cuda" in state:
+            torch.cuda.set_rng_state(state["cuda"], self.device)
 
 
 def _mean(values: list[float]) -> float:
@@ -565,7 +561,8 @@ def resolve_reward(store, reward_model: str | None = None, reward_function: str 
     from rlhf.reward import RewardModel
 
     meta = find_checkpoint(store, reward_model or "latest", ("reward",))
-    model = RewardModel.load(meta["path"])
+    distributed()  # under a launcher: select this process's GPU first, or every rank's reward model lands on cuda:0
+    model = RewardModel.load(meta["path"], device=process_device("auto"))
     return model.score, meta["id"]
 
 
@@ -603,23 +600,21 @@ def train_ppo(
     prompts = prompts if prompts is not None else [p.text for p in store.prompts()]
     parent = read_meta(model_spec) if is_checkpoint(model_spec) else None
     rank, world = distributed()
-    if world > 1 and device == "auto" and torch.cuda.is_available():
-        device = f"cuda:{torch.cuda.current_device()}"  # one GPU per process
-    policy = load_model(ModelConfig(spec=model_spec, device=device))  # a private copy: training changes it
+    device = process_device(device)  # one GPU per process
+    # Trained in bf16 where the hardware has it, else fp32: fp16 without a GradScaler underflows (rlhf.models).
+    dtype = resolve_dtype("auto", resolve_device(device), training=True)
+    policy = load_model(ModelConfig(spec=model_spec, device=device, dtype=dtype_name(dtype)))  # a private copy
     run = PPORun(config, policy, reward_fn, prompts)
-    checkpoint_id = previous["id"] if previous else new_checkpoint_id("ppo")
-    if world > 1:  # every process must name the run as rank 0 does
-        import torch.distributed as dist
-
-        shared = [checkpoint_id]
-        dist.broadcast_object_list(shared, src=0)
-        checkpoint_id = shared[0]
+    checkpoint_id = broadcast_object(previous["id"] if previous else new_checkpoint_id("ppo"), world)
     log_path = store.folder / "runs" / f"{checkpoint_id}.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     if previous:
         adapter = Path(previous["path"]) / "adapter" / "adapter_model.safetensors"
         set_peft_model_state_dict(run.model, load_file(str(adapter)))
-        run.load_state_dict(torch.load(Path(previous["path"]) / "trainer_state.pt", weights_only=False))
+        # Onto the CPU first: a run saved on a GPU resumes on a CPU, and no rank lands on cuda:0; the optimizer moves
+        # its state to its parameters' device, and RNG states must be CPU tensors anyway.
+        state = torch.load(Path(previous["path"]) / "trainer_state.pt", map_location="cpu", weights_only=True)
+        run.load_state_dict(state)
         log_path.write_text((Path(previous["path"]) / "metrics.jsonl").read_text())  # the log up to that step
     elif log_path.exists() and run.rank == 0:
         log_path.unlink()
@@ -629,8 +624,9 @@ def train_ppo(
     reward_dataset = reward_meta.get("dataset") if reward_meta else None
 
     def save() -> dict:
+        state = run.state_dict()  # on every rank: it gathers each rank's RNG state
         if run.rank != 0:  # one writer; the others wait at the barrier below
-            _barrier(run.world)
+            barrier(run.world)
             return {"id": checkpoint_id, "steps_done": run.step_count, "path": str(checkpoints_dir(store) / checkpoint_id)}
         staged = staging_dir(store, checkpoint_id)
         if config.lora:
@@ -638,7 +634,7 @@ def train_ppo(
         else:
             run.model.save_pretrained(staged / "model")
             run.tokenizer.save_pretrained(staged / "model")
-        torch.save(run.state_dict(), staged / "trainer_state.pt")
+        torch.save(state, staged / "trainer_state.pt")
         (staged / "metrics.jsonl").write_text(log_path.read_text() if log_path.exists() else "")
         meta = {
             "id": checkpoint_id, "kind": "ppo", "algorithm": "ppo",
@@ -650,7 +646,7 @@ def train_ppo(
         }
         path = publish(staged, meta)
         published = {**meta, "path": str(path)}
-        _barrier(run.world)
+        barrier(run.world)
         return published
 
     meta = None

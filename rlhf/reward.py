@@ -32,7 +32,7 @@ import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -40,7 +40,8 @@ from rlhf.checkpoints import (POLICY_KINDS, find_checkpoint, is_checkpoint, new_
                               staging_dir)
 from rlhf.config import ModelConfig, RewardTrainConfig, RLHFError, add_arguments, from_arguments
 from rlhf.dataset import training_pairs
-from rlhf.models import _set_pad_token, resolve_device, resolve_dtype, resolve_source
+from rlhf.distributed import one_gpu_per_process
+from rlhf.models import _set_pad_token, resolve_device, resolve_dtype, resolve_source, zero_gpu
 from rlhf.monitor import Progress, TrainingMonitor, stop_on_ctrl_c
 from rlhf.store import Store
 
@@ -252,7 +253,7 @@ def train_reward_model(
     monitor = TrainingMonitor("reward", Path(log_path) if log_path else None, progress, stop)
     try:
         with tempfile.TemporaryDirectory(prefix="rlhf-reward-") as scratch:
-            args = RewardConfig(
+            args = one_gpu_per_process(RewardConfig(  # one GPU, as PPO; several: accelerate launch
                 output_dir=scratch, save_strategy="no", eval_strategy="no", report_to=[], seed=config.seed,
                 num_train_epochs=config.epochs, learning_rate=config.lr, per_device_train_batch_size=config.batch_size,
                 max_length=None,  # already truncated by conversation_ids; TRL would drop long pairs instead
@@ -260,7 +261,7 @@ def train_reward_model(
                 fp16=compute_dtype == torch.float16, activation_checkpointing=device.type == "cuda",
                 logging_steps=1, disable_tqdm=True,
                 logging_nan_inf_filter=False,  # transformers would hide a NaN loss behind the running mean
-            )
+            ))
             # 3. train (TRL takes the ids as they are: columns chosen_ids/rejected_ids mean "already tokenised")
             trainer = RewardTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
                                     callbacks=[monitor])
@@ -407,6 +408,19 @@ class RewardModel:
         """Normalised scores, (B,): the reference policy's answers score about N(0, 1)."""
         stats = self.meta["normalisation"]
         return normalise(self.score_raw(prompts, responses, batch_size), stats["mean"], stats["std"])
+
+
+@zero_gpu(duration=120)  # on ZeroGPU: the whole scoring pass in one GPU call, in the worker process
+def score_in_batches(checkpoint_path: str, prompts: list[Prompt], responses: list[str], batch_size: int = 16
+                     ) -> Iterator[list[float]]:
+    """Load a reward checkpoint and yield the normalised scores of `batch_size` answers at a time, as plain floats.
+
+    A generator of plain values so that it runs where the GPU is: on ZeroGPU each batch's scores cross back from the
+    worker process as they come (the caller stores them and reports progress), and closing it ends the call."""
+    model = RewardModel.load(checkpoint_path)
+    for start in range(0, len(prompts), batch_size):
+        rows = slice(start, start + batch_size)
+        yield model.score(prompts[rows], responses[rows], batch_size=batch_size).tolist()
 
 
 # CLI ---------------------------------------------------------------------------------------------------------------
