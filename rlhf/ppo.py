@@ -350,8 +350,9 @@ class PPORun:
         values = None
         if not reference:
             # In fp32, outside autocast: autocast would run this Linear in bf16 whatever its input, and round every
-            # value to bf16's 3 significant digits. (The LM head stays in bf16: in fp32 it cost 2.7x its bf16 time on
-            # this CPU and moved logprobs by 0.005 nats a token, against 0.036 from the bf16 decoder below it.)
+            # value to bf16's 3 significant digits. The LM head stays in autocast: in fp32 it took 2.7x its bf16 time
+            # on this CPU (SmolLM2-135M, 16 x 48 tokens) and brought the mean logprob error against an all-fp32
+            # forward only from 0.036 to 0.031 nats a token; the bf16 decoder below it dominates.
             with torch.autocast(self.device.type, enabled=False):
                 values = self.value_head(hidden.float()).squeeze(-1)
         return logits, values
