@@ -230,7 +230,8 @@ def update_busy_share(run, device: torch.device, unprofiled_update_s: float) -> 
               if e.name in ("ppo/step", "ppo/rollout") and e.device_type == DeviceType.CPU}
     start, end = ranges["ppo/rollout"].end, ranges["ppo/step"].end
     if device.type == "cuda":
-        work = [e for e in events if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
+        work = [e for e in events
+                if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
     else:
         work = [e for e in events if e.device_type == DeviceType.CPU and e.name.startswith("aten::")]
     busy_us = busy_intervals_us([(e.time_range.start, e.time_range.end) for e in work], start, end)
@@ -394,7 +395,9 @@ def main(argv=None) -> dict:
         note = ({} if device.type == "cuda" else
                 {"note": "a CPU without native bf16 gets fp32 throughout; the fp16 paths need a GPU"})
         with without_native_bf16():
-            return {**note, "ppo": attempt(lambda: ppo_section(model_dir, reward_dir, device, ppo_config, 1, 1, profile=False)),
+            return {**note,
+                    "ppo": attempt(lambda: ppo_section(model_dir, reward_dir, device, ppo_config, 1, args.warmup,
+                                                       profile=False)),
                     "generation": attempt(lambda: generation_section(model_dir, device, batch, tokens)),
                     "reward_epoch": attempt(lambda: reward_epoch_section(model_dir, device, pairs, reward_batch,
                                                                          work))}

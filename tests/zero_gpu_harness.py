@@ -115,7 +115,8 @@ def main() -> None:
     logging.getLogger("rlhf.ui").addHandler(handler)
     threading.excepthook = lambda args: thread_errors.append(describe(args.exc_value))
     warm_up_default_model().join()
-    seen["warm_up"] = {"warnings": warnings, "thread_errors": thread_errors, "models_in_registry": len(registry._models)}
+    seen["warm_up"] = {"warnings": warnings, "thread_errors": thread_errors,
+                       "models_in_registry": len(registry._models)}
 
     # 2. Generate, cancelled from the server process while the worker samples
     store = Store.open("zero", create=True)
