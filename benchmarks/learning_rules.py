@@ -64,7 +64,7 @@ def parse_args() -> argparse.Namespace:
                         help="rules that also get the RLOO anchor (default: concise,names_subject)")
     parser.add_argument("--no-dpo", action="store_true", help="skip DPO")
     parser.add_argument("--quick", action="store_true",
-                        help="check the script: 8 prompts, 3 candidates, 16 tokens, 2 PPO steps, 8 held-out prompts")
+                        help="check the script: 16 prompts, 3 candidates, 16 tokens, 2 PPO steps, 8 held-out prompts")
     parser.add_argument("--ppo", default="{}", help='PPOConfig overrides as JSON (default: none: the defaults)')
     parser.add_argument("--keep", action="store_true", help="keep the data directory and say where")
     parser.add_argument("--out", type=Path, default=None,
@@ -124,7 +124,7 @@ def run(args, home: Path) -> dict:
     candidates, tokens = 4, 64
     ppo_overrides = json.loads(args.ppo)
     if args.quick:
-        train_prompts, held_out, candidates, tokens = train_prompts[:8], held_out[:8], 3, 16
+        train_prompts, held_out, candidates, tokens = train_prompts[:16], held_out[:8], 3, 16
         ppo_overrides = {"steps": 2, **ppo_overrides}
     sampling = SamplingConfig(num_candidates=candidates, max_new_tokens=tokens, seed=0)
     evaluation_sampling = SamplingConfig(num_candidates=1, max_new_tokens=tokens, temperature=0.7, top_p=1.0, seed=0)
@@ -272,6 +272,7 @@ def run_rloo(store, reward_id: str, budget_s: float, ppo_config: dict) -> dict:
         disable_dropout=True, per_device_train_batch_size=config.batch_size, num_generations=4,
         max_completion_length=config.max_new_tokens, temperature=config.temperature, top_p=1.0, top_k=0,
         learning_rate=config.lr, beta=config.kl_coef, max_steps=1_000_000, max_grad_norm=config.max_grad_norm,
+        disable_tqdm=True,
     )
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
                       task_type="CAUSAL_LM")

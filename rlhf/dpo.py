@@ -26,6 +26,7 @@ import torch
 from rlhf.checkpoints import is_checkpoint, new_checkpoint_id, publish, read_meta, staging_dir
 from rlhf.config import DPOTrainConfig, ModelConfig, RLHFError
 from rlhf.dataset import training_pairs
+from rlhf.distributed import one_gpu_per_process
 from rlhf.models import load_model, resolve_device, resolve_dtype
 from rlhf.monitor import Progress, TrainingMonitor
 from rlhf.store import Store
@@ -92,7 +93,7 @@ def train_dpo(
     monitor = TrainingMonitor("dpo", staged / METRICS_FILE, progress, stop)
     try:
         with tempfile.TemporaryDirectory(prefix="rlhf-dpo-") as scratch:
-            args = DPOConfig(
+            args = one_gpu_per_process(DPOConfig(  # one GPU, as PPO; several: accelerate launch
                 output_dir=scratch, save_strategy="no", report_to=[], seed=config.seed,
                 num_train_epochs=config.epochs, learning_rate=config.lr, per_device_train_batch_size=config.batch_size,
                 beta=config.beta, max_length=config.max_length,
@@ -100,7 +101,7 @@ def train_dpo(
                 fp16=compute_dtype == torch.float16, activation_checkpointing=device.type == "cuda",
                 logging_steps=1,
                 logging_nan_inf_filter=False,  # transformers would hide a NaN loss behind the running mean
-            )
+            ))
             # 3. train: TRL tokenizes prompt/chosen/rejected with the chat template and drops our extra columns
             trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=data.dataset,
                                  processing_class=tokenizer, peft_config=peft_config, callbacks=[monitor])

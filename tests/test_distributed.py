@@ -1,4 +1,8 @@
-"""Data-parallel PPO: two CPU processes (gloo) started by `accelerate launch`, as on a multi-GPU machine."""
+"""Data-parallel PPO: two CPU processes (gloo) started by a launcher, as on a multi-GPU machine.
+
+On GPUs the process group is `cpu:gloo,cuda:nccl`: the CPU tensors (metrics, objects, barriers) take its gloo half,
+which is what these tests run; the NCCL half (gradients on the GPU) needs two GPUs (scripts/gpu_check.sh).
+"""
 
 import json
 import os
@@ -6,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, run_cli
+import pytest
+from conftest import REPO, free_port, run_cli
 
 from rlhf.checkpoints import list_checkpoints
+from rlhf.distributed import process_group_backend
 from rlhf.store import Store
 
 ACCELERATE = Path(sys.executable).with_name("accelerate")
@@ -38,3 +44,42 @@ def test_two_processes_train_one_run(tmp_path, tiny_model_dir):
     single_log = [json.loads(line) for line in open(Path(single_meta["path"]) / "metrics.jsonl")]
     assert [sorted(line) for line in distributed_log] == [sorted(line) for line in single_log]  # same shape
     assert single_meta["processes"] == 1
+
+
+def launch_workers(tmp_path, model_dir, processes: int = 2, env: dict | None = None) -> dict:
+    """tests/distributed_worker.py under torchrun, one process per rank; returns what rank 0 wrote."""
+    out = tmp_path / "ranks.json"
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port",
+         str(free_port()), str(REPO / "tests" / "distributed_worker.py"), "--model", str(model_dir), "--out", str(out)],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, **(env or {})}, timeout=300,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_gradients_are_averaged_so_ranks_on_different_data_stay_identical(tmp_path, tiny_model_dir):
+    ranks = launch_workers(tmp_path, tiny_model_dir, env={"CUDA_VISIBLE_DEVICES": ""})
+    assert ranks["world"] == 2 and ranks["backend"] == "gloo"
+    assert ranks["prompts"][0] != ranks["prompts"][1]  # each rank trained on its own slice of the prompts
+    assert ranks["averaged_identical_across_ranks"]  # ...and yet the copies are the same after the step
+    assert not ranks["unaveraged_identical_across_ranks"]  # without the all-reduce they drift apart
+    assert not ranks["averaged_equals_unaveraged_on_rank_0"]  # and the average is not what rank 0 had alone
+    # Metrics, averaged as the training loop averages them (a CPU float64 tensor through gloo): floats are the
+    # mean over ranks, other values stay as each rank had them.
+    assert ranks["metrics"] == {"rank": 0.5, "twice_rank": 1.0, "step": 1, "note": "rank 0"}
+
+
+def test_the_process_group_takes_cpu_and_cuda_tensors():
+    assert process_group_backend(cuda_available=True) == "cpu:gloo,cuda:nccl"  # NCCL alone cannot reduce CPU ones
+    assert process_group_backend(cuda_available=False) == "gloo"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not (__import__("torch").cuda.device_count() >= 2),
+                    reason="needs two CUDA GPUs (NCCL for the gradients); scripts/gpu_check.sh runs it where there are")
+def test_two_gpus_average_gradients_over_nccl(tmp_path, tiny_model_dir):
+    ranks = launch_workers(tmp_path, tiny_model_dir)
+    assert ranks["backend"] == "cpu:gloo,cuda:nccl" and ranks["device"] == "cuda:0"
+    assert ranks["averaged_identical_across_ranks"] and not ranks["unaveraged_identical_across_ranks"]
+    assert ranks["metrics"]["rank"] == 0.5

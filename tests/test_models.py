@@ -5,8 +5,8 @@ import torch
 
 from rlhf.config import ConfigError, ModelConfig, RLHFError
 from rlhf.models import (
-    ModelRegistry, cpu_supports_bf16, ensure_bundled_cache, load_bundled_gguf, load_model, resolve_device,
-    resolve_dtype, resolve_source,
+    ModelRegistry, choose_dtype, cpu_supports_bf16, device_supports_bf16, ensure_bundled_cache, load_bundled_gguf,
+    load_model, resolve_device, resolve_dtype, resolve_source,
 )
 
 
@@ -17,6 +17,46 @@ def test_explicit_dtype_wins_and_auto_follows_the_hardware():
     assert resolve_dtype("auto", cpu) == (torch.bfloat16 if cpu_supports_bf16() else torch.float32)
     assert resolve_device("cpu") == cpu
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+HARDWARE = {  # (device type, native bf16): what each kind of machine reports
+    "T4 / V100 (compute 7.x: bf16 only emulated)": ("cuda", False),
+    "A10G / L4 / A100 / H100 / ZeroGPU's H200 (Ampere and newer)": ("cuda", True),
+    "CPU with AVX512-BF16, AMX or ARM bf16": ("cpu", True),
+    "other CPU": ("cpu", False),
+}
+BF16, FP16, FP32 = torch.bfloat16, torch.float16, torch.float32
+
+
+@pytest.mark.parametrize("hardware, sampling, training", [
+    ("T4 / V100 (compute 7.x: bf16 only emulated)", FP16, FP32),  # tensor cores to sample; no loss scaler in PPO
+    ("A10G / L4 / A100 / H100 / ZeroGPU's H200 (Ampere and newer)", BF16, BF16),
+    ("CPU with AVX512-BF16, AMX or ARM bf16", BF16, BF16),
+    ("other CPU", FP32, FP32),
+])
+def test_the_dtype_follows_what_the_hardware_computes_natively(hardware, sampling, training):
+    device_type, native_bf16 = HARDWARE[hardware]
+    assert choose_dtype(device_type, native_bf16) == sampling
+    assert choose_dtype(device_type, native_bf16, training=True) == training
+
+
+@pytest.mark.parametrize("capability, sampling, training", [((7, 5), FP16, FP32), ((7, 0), FP16, FP32),
+                                                          ((8, 6), BF16, BF16), ((9, 0), BF16, BF16)])
+def test_a_gpu_that_only_emulates_bf16_gets_fp16_and_fp32(monkeypatch, capability, sampling, training):
+    """torch's own check run against a GPU's reported capability (T4 7.5, V100 7.0, A10G 8.6, H100 9.0), the way
+    `spaces` reports a ZeroGPU device: `is_bf16_supported()` says True on a T4, because it counts emulation."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device=None: SimpleNamespace(major=capability[0], minor=capability[1]))
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True)  # emulation works there
+    assert torch.cuda.is_bf16_supported()  # the default: emulation counts, whatever the GPU
+    cuda = torch.device("cuda")
+    assert device_supports_bf16(cuda) == (capability[0] >= 8)
+    assert resolve_dtype("auto", cuda) == sampling
+    assert resolve_dtype("auto", cuda, training=True) == training
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where no GPU exists")

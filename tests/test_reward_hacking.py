@@ -18,7 +18,8 @@ from rlhf.store import Store
 PROMPTS = [f"Tell me about {topic}." for topic in ("opossums", "the sky", "bees", "rain", "cats", "the moon",
                                                      "bread", "music", "the sea", "trees", "snow", "tea")]
 # Fast, strong updates, so the tiny model collapses within a few steps (the defaults' KL machinery stays on).
-COLLAPSE = PPOConfig(steps=8, batch_size=8, mini_batch_size=4, max_new_tokens=24, lr=1e-2, target_kl=12.0, seed=0)
+COLLAPSE = PPOConfig(steps=8, batch_size=8, mini_batch_size=4, max_new_tokens=24, lr=1e-2, kl_coef=0.02,
+                     target_kl=12.0, seed=0)
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import threading
 import gradio as gr
 
 from rlhf.access import require_owner
-from rlhf.config import ModelConfig, RLHFError, data_dir
-from rlhf.models import registry
+from rlhf.config import ModelConfig, data_dir
+from rlhf.models import load_model, on_zero_gpu, registry
 from rlhf.ui import chat_tab, generate_tab, hub_tab, prefer_tab, project_header, train_tab
 from rlhf.ui.common import user_errors, username
 
@@ -60,16 +60,27 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
-def warm_up_default_model() -> None:
-    """Load the default model in the background, so the first Generate or Chat does not wait for it."""
+def warm_up_default_model() -> threading.Thread:
+    """Load the default model in the background, so the first Generate or Chat does not wait for it.
+
+    On ZeroGPU the model is loaded on the CPU and dropped: that fetches or converts its files (the bundled GGUF's
+    conversion takes ~14 s) and no more. The GPU exists only inside @spaces.GPU calls, which run in a worker process
+    forked from this one; here, outside the main thread, `spaces` does not fake CUDA and moving a model to cuda raises,
+    and a registry lock held by this thread during a load would be inherited held by a worker forked meanwhile.
+    """
 
     def load():
         try:
-            registry.get(ModelConfig())
-        except RLHFError as error:  # shown again, readably, when a tab asks for the model
-            logging.getLogger(__name__).warning("default model not loaded: %s", error)
+            if on_zero_gpu():
+                load_model(ModelConfig(device="cpu"))
+            else:
+                registry.get(ModelConfig())
+        except Exception as error:  # a convenience only: the tab that needs the model says what is wrong, readably
+            logging.getLogger(__name__).warning("default model not warmed up: %s", error)
 
-    threading.Thread(target=load, daemon=True, name="rlhf-warm-up").start()
+    thread = threading.Thread(target=load, daemon=True, name="rlhf-warm-up")
+    thread.start()
+    return thread
 
 
 def launch(server_name: str | None = None, server_port: int | None = None, **kwargs) -> gr.Blocks:

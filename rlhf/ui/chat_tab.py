@@ -28,8 +28,8 @@ def message_text(content) -> str:
     return "".join(message_text(part) for part in content or [])
 
 
-@user_errors
 @zero_gpu(duration=60)  # one answer per ZeroGPU call
+@user_errors
 def chat(
     message: str,
     history: list[dict] | None,
@@ -54,8 +54,8 @@ def chat(
         yield "", history + [{"role": "assistant", "content": text}]
 
 
-@user_errors
 @zero_gpu(duration=90)  # two answers per ZeroGPU call
+@user_errors
 def ask_both(project: str, prompt: str, model_a: str, model_b: str, annotator: str, max_new_tokens: float,
              profile: gr.OAuthProfile | None = None):
     """Arena: both models answer; the answers come back in random order, the models hidden until the vote."""

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
+import hashlib
 import inspect
+import shutil
+import tempfile
 import threading
+from pathlib import Path
 
 import gradio as gr
 
@@ -37,27 +42,48 @@ def user_errors(fn):
     return wrapper
 
 
-class StopSignals:
-    """One threading.Event per browser session and action, so a Stop/Cancel button reaches the running handler.
+class StopSignal:
+    """A stop request the running handler checks (`is_set`), seen across processes.
 
-    (Events cannot live in gr.State: Gradio deep-copies state values, and an Event holds a lock.)
+    On ZeroGPU a @spaces.GPU handler runs in a worker forked from the server process, while the Stop/Cancel click is
+    handled in the server process: a threading.Event set there never reaches the worker. The click creates a flag
+    file that both processes see; `set()` (the handler's own "stop now", when its stream is closed) stays local.
+    """
+
+    def __init__(self, flag: Path):
+        self.flag = flag
+        self._local = threading.Event()
+
+    def is_set(self) -> bool:
+        return self._local.is_set() or self.flag.exists()
+
+    def set(self) -> None:
+        self._local.set()
+
+
+class StopSignals:
+    """One stop signal per browser session and action, so a Stop/Cancel button reaches the running handler.
+
+    (Signals cannot live in gr.State: Gradio deep-copies state values, and an Event holds a lock.) The flag files live
+    in a folder made when the server starts, which a forked worker inherits by name.
     """
 
     def __init__(self):
-        self._events: dict[tuple[str, str], threading.Event] = {}
-        self._lock = threading.Lock()
+        self.folder = Path(tempfile.mkdtemp(prefix="rlhf-stop-"))
+        atexit.register(shutil.rmtree, self.folder, True)  # a forked worker ends with os._exit: only the server runs it
 
-    def start(self, session: str, action: str) -> threading.Event:
-        event = threading.Event()
-        with self._lock:
-            self._events[(session, action)] = event
-        return event
+    def _flag(self, session: str, action: str) -> Path:
+        # The session id comes from the client: hashed, it cannot name a path outside the folder.
+        return self.folder / hashlib.sha256(f"{session}\0{action}".encode()).hexdigest()
+
+    def start(self, session: str, action: str) -> StopSignal:
+        """A fresh signal for a run that starts now (a click from before it started does not stop it)."""
+        flag = self._flag(session, action)
+        flag.unlink(missing_ok=True)
+        return StopSignal(flag)
 
     def stop(self, session: str, action: str) -> None:
-        with self._lock:
-            event = self._events.get((session, action))
-        if event is not None:
-            event.set()
+        self._flag(session, action).touch()
 
 
 stop_signals = StopSignals()

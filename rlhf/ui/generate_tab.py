@@ -28,8 +28,8 @@ def candidates_table(store: Store, run_id: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-@user_errors
 @zero_gpu(duration=120)  # one generation batch per ZeroGPU call
+@user_errors
 def generate(
     project: str,
     prompts_text: str,

@@ -171,8 +171,8 @@ def rounds_table(project: str) -> pd.DataFrame:
     return pd.DataFrame(rounds(Store.open(project)), columns=ROUND_COLUMNS)
 
 
-@user_errors
 @zero_gpu(duration=120)  # one generation batch per ZeroGPU call
+@user_errors
 def start_next_round(project: str, profile: gr.OAuthProfile | None = None, progress=gr.Progress()):
     require_owner("generate", username(profile))
     from rlhf.jobs import Job
