@@ -128,9 +128,12 @@ class RewardTrainConfig(LoraSettings):
     """Seed for the held-out split and initialisation."""
     min_pairs: int = 8
     """Refuse to train on fewer decided pairs than this."""
-    heads: int = 4
-    """Reward heads on one shared body, each trained on its own bootstrap resample of the pairs. Where they disagree,
-    the answer is unlike what annotators judged; PPO's reward subtracts that disagreement (`uncertainty_penalty`)."""
+    heads: int = 1
+    """Reward heads on one shared body, each trained on its own bootstrap resample of the pairs; PPO's reward subtracts
+    their disagreement (`uncertainty_penalty`). One by default: measured on this project's rules, four heads ranked
+    answers worse (rank correlation with the annotators' rule 0.13 vs 0.39 on 122 pairs) and disagreed only 1.35x more
+    on collapsed answers than on labelled ones, too little to stop a collapse; the support check in
+    `RewardModel.rewards` does that."""
 
     def validate(self) -> "RewardTrainConfig":
         if not 0 <= self.eval_fraction < 1:

@@ -741,7 +741,8 @@ def train_ppo(
             run.load_trainable(last_weights)
             state["last_trainable"] = {name: tensor.cpu() for name, tensor in last_weights.items()}
         # What the selection and the KL guard have seen so far, so a resumed run chooses as an unbroken one would.
-        state["selection"] = {"kls": kls, "audit_scores": audit_scores}
+        state["selection"] = {"kls": kls, "audit_scores": audit_scores, "flagged_steps": flagged_steps,
+                              "last_flags": last_flags}
         if best is not None:
             state["selection"]["best"] = {"evidence": best[0], "step": best[1],
                                           "weights": {name: tensor.cpu() for name, tensor in best[2].items()}}
@@ -754,6 +755,7 @@ def train_ppo(
             "reward": reward_source, "dataset": reward_dataset, "config": dataclasses.asdict(config),
             "steps_done": run.step_count, "metrics": last_metrics, "num_prompts": len(prompts),
             "kl_guard": run.guard_stop,
+            "run_drift": {"flagged_steps": flagged_steps, "last_flags": last_flags},
             "selected_step": (best[1] if final and best is not None else run.step_count),
             "selected_by": ("auditor" if final and best is not None and best[0] is not None else
                             "newest step within the KL guard and free of drift flags" if final and best is not None
@@ -769,6 +771,8 @@ def train_ppo(
     selection = resumed_selection if previous else {}
     kls: list[float] = list(selection.get("kls", []))
     audit_scores: list[float] = list(selection.get("audit_scores", []))
+    flagged_steps: list[int] = list(selection.get("flagged_steps", []))  # steps whose answers a drift detector flagged
+    last_flags: list[str] = list(selection.get("last_flags", []))
     best = None  # (evidence, step, trainable weights) of the best step so far by held-out evidence
     if selection.get("best"):
         best = (selection["best"]["evidence"], selection["best"]["step"],
@@ -784,6 +788,9 @@ def train_ppo(
                 audit_scores.append(float(reward.audit(run.last_prompts, run.last_texts).mean()))
                 result.metrics["audit/scores"] = audit_scores[-1]
             last_metrics = result.metrics
+            if result.metrics["drift/flags"]:
+                flagged_steps.append(run.step_count)
+                last_flags[:] = result.metrics["drift/flags"]
             healthy = (guard is None or kls[-1] <= guard) and not result.metrics["drift/flags"]
             evidence = step_evidence(audit_scores) if audit_scores else None
             # Without an auditor the newest healthy step is the one to keep; with one, the best by its scores.

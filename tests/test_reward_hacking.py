@@ -50,6 +50,7 @@ def test_a_collapse_is_flagged_and_called_reward_hacking(labelled, tiny_chat_mod
     last = steps[-1].metrics
     assert last["drift/duplicate_share"] > 0.25 or last["drift/length_outside_share"] > 0.25  # the collapse
     assert any(step.metrics["drift/flags"] for step in steps)  # flagged live, in the step's metrics
+    assert meta["run_drift"]["flagged_steps"] and meta["run_drift"]["last_flags"]  # and in the checkpoint's meta
     evaluation = meta["evaluation"]
     assert evaluation["optimised_reward"]["score"] >= 0.6  # what the run believes: shorter, so better
     assert evaluation["verdict"] == "likely reward hacking", evaluation["verdict_text"]
