@@ -28,14 +28,10 @@ from pathlib import Path
 
 from rlhf.config import RLHFError
 from rlhf.stats import format_stats, project_stats
-from rlhf.store import Store, now
+from rlhf.store import Store, now, prompt_messages
 
 SPLITS = {"train": ("a", "b"), "ties": ("tie",), "both_bad": ("both_bad",)}
 """Export split -> the stored choices that go into it."""
-
-
-def prompt_messages(text: str, messages_json: str | None) -> list[dict]:
-    return json.loads(messages_json) if messages_json else [{"role": "user", "content": text}]
 
 
 def export_rows(store: Store) -> dict[str, list[dict]]:
@@ -364,25 +360,21 @@ def import_preferences(store: Store, source: str, annotator: str | None = None, 
     default_annotator = annotator or f"import:{Path(source).name or source}"
     added = 0
     pair_ids = set()
-    with store.connect() as conn:
-        run_id = conn.execute(
-            "INSERT INTO generation_runs (model_spec, checkpoint_id, params_json, status, created_at, finished_at)"
-            " VALUES (?, NULL, ?, 'done', ?, ?)",
-            (f"import:{source}", json.dumps({"source": source}), now(), now()),
-        ).lastrowid
+    with store.transaction():  # all rows or none
+        run_id = store.start_generation_run(f"import:{source}", None, {"source": source})
         for item in parsed:
             text = _prompt_text(item.prompt)
-            prompt_id = store._prompt_id(conn, text, f"import:{source}",
+            prompt_id = store.add_prompt(text, f"import:{source}",
                                          item.prompt if len(item.prompt) > 1 or item.prompt[0]["role"] != "user"
                                          else None)
-            chosen_id = _completion_id(store, conn, prompt_id, run_id, item.chosen, 0)
-            rejected_id = _completion_id(store, conn, prompt_id, run_id, item.rejected, 1)
+            chosen_id = _completion_id(store, prompt_id, run_id, item.chosen, 0)
+            rejected_id = _completion_id(store, prompt_id, run_id, item.rejected, 1)
             if chosen_id == rejected_id:
                 continue  # identical answers carry no preference
             gold_choice = None
             if gold:
                 gold_choice = item.choice if item.choice != "a" else ("a" if chosen_id < rejected_id else "b")
-            pair_id = store._pair_id(conn, prompt_id, chosen_id, rejected_id, f"import:{source}", gold_choice)
+            pair_id = store.add_pair(chosen_id, rejected_id, f"import:{source}", gold_choice)
             pair_ids.add(pair_id)
             if gold:
                 continue  # a gold pair's answer is the key, not a vote
@@ -390,9 +382,10 @@ def import_preferences(store: Store, source: str, annotator: str | None = None, 
             _, created = store.add_vote(
                 pair_id, item.annotator or default_annotator, choice, source=f"import:{source}",
                 kind=(item.annotator_kind or "human") if item.annotator else "import", seconds_spent=item.seconds_spent,
-                comment=item.comment, guidelines_version=item.guidelines_version, conn=conn,
+                comment=item.comment, guidelines_version=item.guidelines_version,
             )
             added += created
+        store.finish_generation_run(run_id, "done")
     return ImportResult(len(parsed), added, len(pair_ids))
 
 
@@ -402,12 +395,12 @@ def _prompt_text(messages: list[dict]) -> str:
     return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
-def _completion_id(store: Store, conn, prompt_id: int, run_id: int, text: str, index: int) -> int:
-    row = conn.execute("SELECT id FROM completions WHERE prompt_id = ? AND text = ? ORDER BY id LIMIT 1",
-                       (prompt_id, text)).fetchone()
-    if row:
-        return row[0]
-    return store._insert_completion(conn, prompt_id, run_id, index, text, len(text.split()), "import")
+def _completion_id(store: Store, prompt_id: int, run_id: int, text: str, index: int) -> int:
+    """The prompt's answer with this text: one already stored (from any run), else a new one of the import's run."""
+    found = store.find_completion(prompt_id, text)
+    if found is not None:
+        return found
+    return store.add_completion(prompt_id, run_id, index, text, len(text.split()), "import")
 
 
 def default_export_dir(store: Store) -> Path:

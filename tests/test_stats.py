@@ -1,3 +1,5 @@
+import sqlite3
+
 import pytest
 
 from rlhf.stats import chose_left, cohens_kappa, overlap_label_pairs, project_stats
@@ -30,7 +32,7 @@ def test_overlap_label_pairs():
 def test_project_stats(store):
     ids = add_candidates(store, prompts=("p1", "p2", "p3", "p4"))
     pairs = [p["id"] for p in store.open_pairs("nobody")]
-    with store.connect() as conn:  # mark pair 4 as gold: a is right
+    with sqlite3.connect(store.path) as conn:  # mark pair 4 as gold (no API sets it on a generated pair): a is right
         conn.execute("UPDATE pairs SET gold_choice = 'a' WHERE id = ?", (pairs[3],))
     plan = [  # (pair, annotator, canonical choice, swapped, seconds)
         (pairs[0], "x", "a", False, 2.0), (pairs[0], "y", "a", True, 4.0),
