@@ -182,7 +182,7 @@ dataset = load_dataset("path/or/repo")          # splits: {", ".join(splits)}
 {format_stats(stats)}
 ```
 
-- Agreement: percent and Cohen's kappa on pairs labelled by two annotators ({stats['overlap_pairs']} pairs).
+- Agreement: percent and Krippendorff's alpha on pairs labelled by more than one annotator ({stats['overlap_pairs']} pairs).
 - Position bias: share of decided votes that picked the left answer: {_pct(stats['left_share'])} (50% = none).
 
 ## Generation

@@ -44,7 +44,7 @@ def test_export_splits_rows_and_card(store, tmp_path):
     assert [f["split"] for f in metadata["configs"][0]["data_files"]] == ["train", "ties", "both_bad"]
     assert "> Meme bot: funny beats correct." in card  # the guidelines text
     assert "| 2 |" in card and "| owner |" in card  # version history
-    assert "alice" in card and "bob" in card and "kappa" in card and "left answer" in card
+    assert "alice" in card and "bob" in card and "Krippendorff" in card and "left answer" in card
     assert "temperature" in card and "base-model" in card  # generation parameters
     summary = json.loads((tmp_path / "export" / "rlhf_export.json").read_text())
     assert summary["stats"]["votes"] == 5 and len(summary["guidelines"]) == 2
