@@ -141,23 +141,25 @@ def format_stats(stats: dict) -> str:
     lines = [
         f"pairs {stats['pairs']}, labelled {stats['pairs_labelled']}, votes {stats['votes']}, skips {stats['skips']}",
         "labels " + ", ".join(f"{k} {v}" for k, v in stats["labels"].items()),
-        f"left chosen {_pct(stats['left_share'])} of decided votes (50% = no position bias)",
-        f"overlap pairs {stats['overlap_pairs']}, agreement {_pct(stats['agreement'])}, "
-        f"Krippendorff's alpha {_num(stats['alpha'])}",
+        f"left chosen {percent(stats['left_share'])} of decided votes (50% = no position bias)",
+        f"overlap pairs {stats['overlap_pairs']}, agreement {percent(stats['agreement'])}, "
+        f"Krippendorff's alpha {number(stats['alpha'])}",
         "",
         f"{'annotator':<24}{'votes':>6}{'skips':>6}{'med s':>7}{'agree':>7}{'alpha':>7}{'gold':>7}{'left':>7}",
     ]
     for a in stats["annotators"]:
         lines.append(
-            f"{a['annotator'][:23]:<24}{a['votes']:>6}{a['skips']:>6}{_num(a['median_seconds']):>7}"
-            f"{_pct(a['agreement']):>7}{_num(a['alpha']):>7}{_pct(a['gold_accuracy']):>7}{_pct(a['left_share']):>7}"
+            f"{a['annotator'][:23]:<24}{a['votes']:>6}{a['skips']:>6}{number(a['median_seconds']):>7}"
+            f"{percent(a['agreement']):>7}{number(a['alpha']):>7}{percent(a['gold_accuracy']):>7}{percent(a['left_share']):>7}"
         )
     return "\n".join(lines)
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A share as a whole percentage, "-" when there is none."""
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
-def _num(value: float | None) -> str:
+def number(value: float | None) -> str:
+    """A figure with two decimals, "-" when there is none."""
     return "-" if value is None else f"{value:.2f}"
