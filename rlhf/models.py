@@ -10,7 +10,6 @@ AMX or ARM bf16: sampling runs ~2.5x faster than fp32) and fp32 elsewhere. An ex
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib.util
 import os
 import re
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 from rlhf.config import BUNDLED_SPEC, ConfigError, ModelConfig, RLHFError, data_dir
 
@@ -117,14 +117,11 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 @contextlib.contextmanager
 def _file_lock(path: Path):
-    """Hold an exclusive lock on `path` (two processes must not convert the same model at once)."""
+    """Hold an exclusive lock on `path` (two processes must not convert the same model at once); `filelock` works
+    on every OS (fcntl on Unix, msvcrt on Windows) and releases the lock if the holder dies."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(path):
+        yield
 
 
 def _is_complete_model_dir(path: Path) -> bool:
