@@ -101,7 +101,7 @@ def _read_text(path: str) -> str:
     from pathlib import Path
 
     if not Path(path).is_file():
-        raise RLHFError(f"the file {path!r} does not exist.")
+        raise RLHFError(f"the file {path!r} does not exist (relative paths start at {Path.cwd()}); check the path.")
     return Path(path).read_text(encoding="utf-8")
 
 

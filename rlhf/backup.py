@@ -51,7 +51,7 @@ from pathlib import Path
 
 from huggingface_hub import CommitScheduler
 
-from rlhf.config import ConfigError, RLHFError, data_dir
+from rlhf.config import ConfigError, RLHFError, cli, data_dir
 from rlhf.hub import _api, _first_line
 from rlhf.store import STORE_FILE, Completion, Store, list_projects, validate_project_name
 
@@ -362,8 +362,13 @@ def restore_project(project: Store | str, repo_id: str, token: str | None = None
     found = _repo_files(api, repo_id, token)
     files = [f for f in found[1] if f.split("/")[0] == name] if found else []
     if not files:
-        return {**result, "missing": True, "reason": f"dataset repo {repo_id} holds no backup of project {name!r}"
-                                    + ("" if found else " (the repo does not exist or this token cannot read it)")}
+        held = sorted({f.split("/")[0] for f in found[1]}) if found else []
+        where = (f"it holds {', '.join(map(repr, held))}; restore one of those, or" if held else
+                 "the repo does not exist or this token cannot read it; check the id and HF_TOKEN, or" if not found
+                 else "it holds none yet;")
+        return {**result, "missing": True,
+                "reason": f"dataset repo {repo_id} holds no backup of project {name!r} ({where} back the project up "
+                          f"first with {cli('backup', '--project', name, '--repo', repo_id)})"}
     rows = _read_rows(api, repo_id, found[0], files, token)
     store = Store.open(name, create=True, root=root)
     counts = replay(store, rows)

@@ -164,9 +164,6 @@ dataset = load_dataset("path/or/repo")          # splits: {{ splits }}
   annotator: {{ agreement }}, alpha {{ alpha }} (1 = perfect, 0 = what chance gives). Alpha allows a different set of
   annotators on each pair.
 - Position bias: share of decided votes that picked the left answer: {{ left_share }} (50% = none).
-{%- if excluded %}
-- Excluded annotators (not counted above either, and not in the data): {{ excluded }}.
-{%- endif %}
 
 ## Generation
 
@@ -177,7 +174,7 @@ dataset = load_dataset("path/or/repo")          # splits: {{ splits }}
 value put in it is made safe Markdown first (`rlhf.cards`)."""
 
 
-def dataset_card(summary: dict, excluded_annotators: list[str] = ()) -> DatasetCard:
+def dataset_card(summary: dict, excluded_annotators: list[str] | tuple[str, ...] = ()) -> DatasetCard:
     """README.md of the export: YAML metadata the Hub and `load_dataset` read (built and checked by huggingface_hub's
     `DatasetCardData`), then the work in words and tables. `excluded_annotators`: annotators whose votes were left
     out of the export, named on the card when there are any."""
@@ -382,7 +379,8 @@ def import_preferences(store: Store, source: str, annotator: str | None = None, 
             continue
         parsed += [parse_row(row, split, index) for index, row in enumerate(rows)]
     if not parsed:
-        raise RLHFError(f"import: {source!r} has no rows in a train, ties or both_bad split.")
+        raise RLHFError(f"import: {source!r} has no rows in a train, ties or both_bad split (its splits: "
+                        f"{', '.join(splits) or 'none'}); name the split of decided pairs `train`.")
     default_annotator = annotator or f"import:{Path(source).name or source}"
     added = 0
     pair_ids = set()

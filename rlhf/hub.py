@@ -486,7 +486,8 @@ def _snapshot(api, token, repo_id: str, repo_type: str, revision: str | None, fo
         raise RLHFError(f"pull: {where} was not found on {api.endpoint} (or it is private and your token cannot "
                         "read it); check the id, and whether it is a dataset or a model.") from error
     except RevisionNotFoundError as error:
-        raise RLHFError(f"pull: {repo_type} repo {repo_id} has no revision {revision!r}.") from error
+        raise RLHFError(f"pull: {repo_type} repo {repo_id} has no revision {revision!r}; pass a branch, tag or "
+                        "commit it has with --revision, or leave it out for main.") from error
     except Exception as error:  # no connection, a server error
         raise RLHFError(f"pull: could not download {where}: {_first_line(error, token)}") from error
     for path in folder.rglob("*"):

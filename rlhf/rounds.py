@@ -53,9 +53,10 @@ def next_round(store: Store, sampling: SamplingConfig | None = None, progress=No
 
     prompts = [p.text for p in store.prompts()]
     if not prompts:
-        from rlhf.config import RLHFError
+        from rlhf.config import RLHFError, cli
 
-        raise RLHFError("next round: the project has no prompts yet; generate candidates first.")
+        raise RLHFError(f"next round: the project has no prompts yet; generate candidates first (Generate tab, or "
+                        f"{cli('generate', '--project', store.name, '--prompts', 'prompts.txt')}).")
     loaded = load_model(ModelConfig(spec=newest_policy(store)))
     return generate_candidates(store, loaded, prompts, sampling or last_sampling(store), source="next-round",
                                progress=progress)

@@ -150,7 +150,8 @@ def format_stats(stats: dict) -> str:
     for a in stats["annotators"]:
         lines.append(
             f"{a['annotator'][:23]:<24}{a['votes']:>6}{a['skips']:>6}{number(a['median_seconds']):>7}"
-            f"{percent(a['agreement']):>7}{number(a['alpha']):>7}{percent(a['gold_accuracy']):>7}{percent(a['left_share']):>7}"
+            f"{percent(a['agreement']):>7}{number(a['alpha']):>7}{percent(a['gold_accuracy']):>7}"
+            f"{percent(a['left_share']):>7}"
         )
     return "\n".join(lines)
 

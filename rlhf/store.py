@@ -36,7 +36,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhf.config import RLHFError, data_dir
+from rlhf.config import RLHFError, cli, data_dir
 
 STORE_FILE = "store.sqlite"
 GUIDELINES_FILE = "guidelines.md"
@@ -210,7 +210,9 @@ class Store:
         if not (folder / STORE_FILE).is_file():
             if not create:
                 known = ", ".join(list_projects(root)) or "none yet"
-                raise RLHFError(f"project: {name!r} does not exist (projects: {known}); create it first.")
+                raise RLHFError(f"project: {name!r} does not exist (projects: {known}); create it with "
+                                f"{cli('projects', '--create', name)}, or in the app: type the name in the header "
+                                "and press Create project.")
             folder.mkdir(parents=True, exist_ok=True)
         store = cls(folder)
         store._migrate()
@@ -366,7 +368,9 @@ class Store:
         with self._connect() as conn:
             row = conn.execute("SELECT * FROM generation_runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
-            raise RLHFError(f"generation run {run_id} does not exist in project {self.name!r}.")
+            known = ", ".join(str(run["id"]) for run in self.generation_runs()) or "none yet"
+            raise RLHFError(f"generation run {run_id} does not exist in project {self.name!r}; use one of its runs "
+                            f"({known}).")
         run = dict(row)
         run["params"] = json.loads(run.pop("params_json"))
         return run
@@ -498,7 +502,8 @@ class Store:
                 (pair_id,),
             ).fetchone()
         if row is None:
-            raise RLHFError(f"pair {pair_id} does not exist in project {self.name!r}.")
+            raise RLHFError(f"pair {pair_id} does not exist in project {self.name!r}; ask for the next pair again "
+                            "(Next pair in the Prefer tab, or /next_pair in the API).")
         return dict(row)
 
     def open_pairs(self, annotator: str) -> list[dict]:

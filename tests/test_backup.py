@@ -229,6 +229,8 @@ def test_restore_leaves_a_project_with_votes_alone(hub, store, tmp_path, rlhf_ho
 
     missing = restore(hub, tmp_path, rlhf_home, project="elsewhere")
     assert missing.returncode != 0 and "holds no backup of project 'elsewhere'" in missing.stderr
+    assert "it holds 'test-project'" in missing.stderr  # what it does hold, and how to back this one up
+    assert f"`python -m rlhf backup --project elsewhere --repo {BACKUP}`" in missing.stderr
     assert not (rlhf_home / "elsewhere").exists()
 
 
