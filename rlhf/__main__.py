@@ -106,7 +106,7 @@ def _read_text(path: str) -> str:
     from pathlib import Path
 
     if not Path(path).is_file():
-        raise RLHFError(f"the file {path!r} does not exist.")
+        raise RLHFError(f"the file {path!r} does not exist (relative paths start at {Path.cwd()}); check the path.")
     return Path(path).read_text(encoding="utf-8")
 
 
@@ -400,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the Prefer tab's 'Least certain first'; plain order without one)")
     p.set_defaults(func=cmd_annotate)
 
-    p = commands.add_parser("stats", help="label quality: votes, speed, agreement, kappa, gold accuracy, bias")
+    p = commands.add_parser("stats", help="label quality: votes, speed, agreement (Krippendorff's alpha), gold, bias")
     _add_project(p)
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=cmd_stats)

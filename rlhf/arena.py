@@ -44,9 +44,7 @@ def arena_pair(store: Store, prompt: str, model_a: str, model_b: str, annotator:
                                                        sample.finish_reason)], source="arena")
         store.finish_generation_run(run, "done")
         completion_ids.append(completion_id)
-    with store.connect() as conn:
-        prompt_id = conn.execute("SELECT prompt_id FROM completions WHERE id = ?", (completion_ids[0],)).fetchone()[0]
-        pair_id = store._pair_id(conn, prompt_id, *completion_ids, source="arena")
+    pair_id = store.add_pair(*completion_ids, source="arena")
     pair = store.pair(pair_id)
     swapped = rng.random() < 0.5
     presentation_id = store.add_presentation(pair_id, annotator, swapped, time.time())

@@ -45,14 +45,15 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import wait
 from pathlib import Path
 
 from huggingface_hub import CommitScheduler
 
-from rlhf.config import ConfigError, RLHFError, data_dir
+from rlhf.config import ConfigError, RLHFError, cli, data_dir
 from rlhf.hub import _api, _first_line
-from rlhf.store import GUIDELINES_FILE, STORE_FILE, Store, list_projects, validate_project_name
+from rlhf.store import STORE_FILE, Completion, Store, list_projects, validate_project_name
 
 FORMAT = 1
 """Version of the JSONL records; a restore refuses records from a newer format."""
@@ -74,30 +75,14 @@ def _sha(value) -> str:
 
 
 # what a vote looks like in a backup --------------------------------------------------------------------------------
-_VOTES = (
-    "SELECT v.*, a.kind AS annotator_kind, p.completion_a_id, p.completion_b_id, p.gold_choice,"
-    " p.source AS pair_source, p.created_at AS pair_created_at, pr.text AS prompt, pr.messages_json,"
-    " pr.source AS prompt_source, pr.created_at AS prompt_created_at, s.swapped AS shown_swapped, s.shown_at"
-    " FROM votes v JOIN pairs p ON p.id = v.pair_id JOIN prompts pr ON pr.id = p.prompt_id"
-    " LEFT JOIN annotators a ON a.name = v.annotator LEFT JOIN presentations s ON s.id = v.presentation_id"
-)
-
-
-def _completion(conn, completion_id: int, prompt: str, cache: dict) -> dict:
+def _completion(completion: Completion, run: dict) -> dict:
     """A completion as backed up: its text and the generation run (model, parameters) that made it, and its key."""
-    if completion_id not in cache:
-        row = conn.execute(
-            "SELECT c.*, r.model_spec, r.checkpoint_id, r.params_json, r.status, r.created_at AS run_created_at,"
-            " r.finished_at FROM completions c JOIN generation_runs r ON r.id = c.run_id WHERE c.id = ?",
-            (completion_id,),
-        ).fetchone()
-        run = {"model_spec": row["model_spec"], "checkpoint_id": row["checkpoint_id"],
-               "params": json.loads(row["params_json"]), "status": row["status"], "created_at": row["run_created_at"],
-               "finished_at": row["finished_at"]}
-        completion = {"text": row["text"], "candidate_index": row["candidate_index"], "num_tokens": row["num_tokens"],
-                      "finish_reason": row["finish_reason"], "created_at": row["created_at"], "run": run}
-        cache[completion_id] = {"key": completion_key(prompt, completion), **completion}
-    return cache[completion_id]
+    run = {"model_spec": run["model_spec"], "checkpoint_id": run["checkpoint_id"], "params": run["params"],
+           "status": run["status"], "created_at": run["created_at"], "finished_at": run["finished_at"]}
+    record = {"text": completion.text, "candidate_index": completion.candidate_index,
+              "num_tokens": completion.num_tokens, "finish_reason": completion.finish_reason,
+              "created_at": completion.created_at, "run": run}
+    return {"key": completion_key(completion.prompt, record), **record}
 
 
 def _run_key(run: dict) -> list:
@@ -115,13 +100,20 @@ def vote_key(annotator: str, created_at: str, key_a: str, key_b: str, rank: int)
     return _sha([annotator, created_at, sorted([key_a, key_b]), rank])[:24]
 
 
-def _vote_record(conn, vote: sqlite3.Row, cache: dict) -> dict:
-    a = _completion(conn, vote["completion_a_id"], vote["prompt"], cache)
-    b = _completion(conn, vote["completion_b_id"], vote["prompt"], cache)
-    rank = conn.execute(
-        "SELECT COUNT(*) FROM votes WHERE pair_id = ? AND annotator = ? AND created_at = ? AND id < ?",
-        (vote["pair_id"], vote["annotator"], vote["created_at"], vote["id"]),
-    ).fetchone()[0]
+def _ranks(votes: list[dict]) -> dict[int, int]:
+    """Vote id -> how many earlier votes (lower ids) share its pair, annotator and time: its `rank` in `vote_key`."""
+    seen: Counter = Counter()
+    ranks = {}
+    for vote in sorted(votes, key=lambda v: v["id"]):
+        alike = (vote["pair_id"], vote["annotator"], vote["created_at"])
+        ranks[vote["id"]] = seen[alike]
+        seen[alike] += 1
+    return ranks
+
+
+def _vote_record(vote: dict, rank: int, completions: dict[int, dict]) -> dict:
+    """A vote (a row of `Store.votes`) as backed up; `completions`: backed-up completions by id."""
+    a, b = completions[vote["completion_a_id"]], completions[vote["completion_b_id"]]
     prompt = {"text": vote["prompt"], "messages": json.loads(vote["messages_json"]) if vote["messages_json"] else None,
               "source": vote["prompt_source"], "created_at": vote["prompt_created_at"]}
     presentation = None if vote["shown_at"] is None else {"swapped": vote["shown_swapped"],
@@ -139,10 +131,10 @@ def _vote_record(conn, vote: sqlite3.Row, cache: dict) -> dict:
 
 
 # the writer: rows added since the last write, appended to this process's file --------------------------------------
-def _identity(conn) -> str | None:
+def _identity(guideline_versions: list[dict]) -> str | None:
     """Which store a watermark belongs to (a project deleted and made again starts its ids over)."""
-    row = conn.execute("SELECT text, created_at FROM guidelines WHERE version = 1").fetchone()
-    return _sha([row["text"], row["created_at"]])[:16] if row else None
+    first = next((g for g in guideline_versions if g["version"] == 1), None)
+    return _sha([first["text"], first["created_at"]])[:16] if first else None
 
 
 def _state_path(folder: Path, project: str) -> Path:
@@ -164,34 +156,33 @@ def _write_state(folder: Path, project: str, state: dict) -> None:
 
 def new_rows(store: Store, state: dict) -> tuple[list[dict], dict]:
     """The records not yet written according to `state` (a watermark), and the watermark once they are."""
-    cache: dict = {}
-    with store.connect() as conn:
-        conn.execute("BEGIN")  # one snapshot: a vote committed meanwhile waits for the next write
-        identity = _identity(conn)
+    with store.transaction(write=False):  # one snapshot: a vote committed meanwhile waits for the next write
+        versions = store.guideline_versions()
+        annotators = store.annotators()
+        votes = store.votes(include_undone=True)
+        identity = _identity(versions)
         if state.get("store") != identity:
             state = {}  # another store under the same name, or nothing written yet: write it all
         last = state.get("last_vote_id", 0)
         written_undone = set(state.get("undone", []))
         written_annotators = set(state.get("annotators", []))
-        rows = []
-        guidelines = conn.execute("SELECT version, text, author, created_at FROM guidelines WHERE version > ?"
-                                  " ORDER BY version", (state.get("guidelines_version", 0),)).fetchall()
-        rows += [{"type": "guidelines", "format": FORMAT, **dict(g)} for g in guidelines]
-        annotators = conn.execute("SELECT name, kind, first_seen FROM annotators ORDER BY first_seen, name").fetchall()
-        rows += [{"type": "annotator", "format": FORMAT, **dict(a)} for a in annotators
-                 if a["name"] not in written_annotators]
-        votes = conn.execute(_VOTES + " WHERE v.id > ? ORDER BY v.id", (last,)).fetchall()
-        rows += [_vote_record(conn, vote, cache) for vote in votes]
-        undone_since = conn.execute(_VOTES + " WHERE v.id <= ? AND v.undone_at IS NOT NULL ORDER BY v.id",
-                                    (last,)).fetchall()
-        for vote in undone_since:
-            if vote["id"] not in written_undone:
-                rows.append({"type": "undo", "format": FORMAT, "key": _vote_record(conn, vote, cache)["key"],
-                             "undone_at": vote["undone_at"]})
-        max_version = conn.execute("SELECT COALESCE(MAX(version), 0) FROM guidelines").fetchone()[0]
-    undone = written_undone | {v["id"] for v in votes + undone_since if v["undone_at"]}
+        new = [v for v in votes if v["id"] > last]
+        undone_since = [v for v in votes if v["id"] <= last and v["undone_at"] is not None]
+        undo = [v for v in undone_since if v["id"] not in written_undone]
+        wanted = sorted({v[f"completion_{side}_id"] for v in new + undo for side in "ab"})
+        runs = {run["id"]: run for run in store.generation_runs()} if wanted else {}
+        completions = {c.id: _completion(c, runs[c.run_id]) for c in store.completions(ids=wanted)}
+    ranks = _ranks(votes)
+    rows = [{"type": "guidelines", "format": FORMAT, **g} for g in versions
+            if g["version"] > state.get("guidelines_version", 0)]
+    rows += [{"type": "annotator", "format": FORMAT, **a} for a in annotators if a["name"] not in written_annotators]
+    rows += [_vote_record(vote, ranks[vote["id"]], completions) for vote in new]
+    rows += [{"type": "undo", "format": FORMAT, "key": _vote_record(vote, ranks[vote["id"]], completions)["key"],
+              "undone_at": vote["undone_at"]} for vote in undo]
+    undone = written_undone | {v["id"] for v in new + undone_since if v["undone_at"]}
+    max_version = max((g["version"] for g in versions), default=0)
     watermark = {
-        "store": identity, "last_vote_id": votes[-1]["id"] if votes else last, "undone": sorted(undone),
+        "store": identity, "last_vote_id": new[-1]["id"] if new else last, "undone": sorted(undone),
         "guidelines_version": max(max_version, state.get("guidelines_version", 0)),
         "annotators": sorted(written_annotators | {a["name"] for a in annotators}),
     }
@@ -371,8 +362,13 @@ def restore_project(project: Store | str, repo_id: str, token: str | None = None
     found = _repo_files(api, repo_id, token)
     files = [f for f in found[1] if f.split("/")[0] == name] if found else []
     if not files:
-        return {**result, "missing": True, "reason": f"dataset repo {repo_id} holds no backup of project {name!r}"
-                                    + ("" if found else " (the repo does not exist or this token cannot read it)")}
+        held = sorted({f.split("/")[0] for f in found[1]}) if found else []
+        where = (f"it holds {', '.join(map(repr, held))}; restore one of those, or" if held else
+                 "the repo does not exist or this token cannot read it; check the id and HF_TOKEN, or" if not found
+                 else "it holds none yet;")
+        return {**result, "missing": True,
+                "reason": f"dataset repo {repo_id} holds no backup of project {name!r} ({where} back the project up "
+                          f"first with {cli('backup', '--project', name, '--repo', repo_id)})"}
     rows = _read_rows(api, repo_id, found[0], files, token)
     store = Store.open(name, create=True, root=root)
     counts = replay(store, rows)
@@ -399,138 +395,111 @@ def replay(store: Store, rows: list[dict]) -> dict:
         elif kind == "vote":
             duplicates += row["key"] in votes
             votes.setdefault(row["key"], row)
-    with store.connect() as conn:
-        if conn.execute("SELECT COUNT(*) FROM votes").fetchone()[0]:
+    with store.transaction():
+        if store.counts()["votes"]:
             raise RLHFError(f"restore: project {store.name!r} got votes while restoring; nothing was restored.")
-        restored_versions = _replay_guidelines(conn, sorted(guidelines.values(), key=lambda g: g["version"]))
+        restored_versions = _replay_guidelines(store, sorted(guidelines.values(), key=lambda g: g["version"]))
         for row in annotators.values():
-            conn.execute("INSERT OR IGNORE INTO annotators (name, kind, first_seen) VALUES (?, ?, ?)",
-                         (row["name"], row["kind"], row["first_seen"]))
-        runs, completions = _known_completions(conn)
+            store.add_annotator(row["name"], row["kind"], row["first_seen"])
+        runs, completions = _known_completions(store)
         undone_count = 0
         # in the order they were cast (the files of two processes that ran at once interleave); stable, so votes
         # of one second keep their order within a file, which their keys' ranks count on
         for key, row in sorted(votes.items(), key=lambda item: item[1]["created_at"]):
             undone_at = row["undone_at"] or undone.get(key)
             undone_count += undone_at is not None
-            _replay_vote(conn, row, undone_at, runs, completions)
-        latest = conn.execute("SELECT text FROM guidelines ORDER BY version DESC LIMIT 1").fetchone()
+            _replay_vote(store, row, undone_at, runs, completions)
+        restored = store.votes(include_undone=True)
         watermark = {
-            "store": _identity(conn),
-            "last_vote_id": conn.execute("SELECT COALESCE(MAX(id), 0) FROM votes").fetchone()[0],
-            "undone": [r[0] for r in conn.execute("SELECT id FROM votes WHERE undone_at IS NOT NULL ORDER BY id")],
+            "store": _identity(store.guideline_versions()),
+            "last_vote_id": max((v["id"] for v in restored), default=0),
+            "undone": [v["id"] for v in restored if v["undone_at"] is not None],
             "guidelines_version": restored_versions,
-            "annotators": sorted(r[0] for r in conn.execute("SELECT name FROM annotators")),
+            "annotators": sorted(a["name"] for a in store.annotators()),
         }
-    if latest:
-        (store.folder / GUIDELINES_FILE).write_text(latest[0])
     return {"votes": len(votes), "undone": undone_count, "guidelines": len(guidelines), "annotators": len(annotators),
             "duplicates": duplicates, "watermark": watermark}
 
 
-def _replay_guidelines(conn, backed_up: list[dict]) -> int:
+def _replay_guidelines(store: Store, backed_up: list[dict]) -> int:
     """The backup's guideline versions, numbered as they were (votes name them by number); versions written here
     that the backup does not have (a project edited before its restore) follow them. Returns the last version that
     came from the backup."""
     if not backed_up:
         return 0
-    local = [dict(r) for r in conn.execute("SELECT version, text, author, created_at FROM guidelines ORDER BY version")]
+    local = store.guideline_versions()
     same = 0
     while same < min(len(local), len(backed_up)) and local[same]["text"] == backed_up[same]["text"]:
         same += 1
-    conn.execute("DELETE FROM guidelines")  # no vote names a version yet: the store has none
-    for g in backed_up:
-        conn.execute("INSERT INTO guidelines (version, text, author, created_at) VALUES (?, ?, ?, ?)",
-                     (g["version"], g["text"], g.get("author"), g["created_at"]))
-    version = backed_up[-1]["version"]
+    merged = [{key: g.get(key) for key in ("version", "text", "author", "created_at")} for g in backed_up]
     for g in local[same:]:
-        if g["text"] != conn.execute("SELECT text FROM guidelines WHERE version = ?", (version,)).fetchone()[0]:
-            version += 1
-            conn.execute("INSERT INTO guidelines (version, text, author, created_at) VALUES (?, ?, ?, ?)",
-                         (version, g["text"], g["author"], g["created_at"]))
+        if g["text"] != merged[-1]["text"]:
+            merged.append({**g, "version": merged[-1]["version"] + 1})
+    store.replace_guidelines(merged)  # no vote names a version yet: the store has none
     return backed_up[-1]["version"]
 
 
-def _replay_vote(conn, row: dict, undone_at: str | None, runs: dict, completions: dict) -> None:
+def _replay_vote(store: Store, row: dict, undone_at: str | None, runs: dict, completions: dict) -> None:
     pair = row["pair"]
     prompt = pair["prompt"]
-    conn.execute(  # a prompt this project has already keeps its own record
-        "INSERT OR IGNORE INTO prompts (text, source, created_at, messages_json) VALUES (?, ?, ?, ?)",
-        (prompt["text"], prompt["source"], prompt["created_at"],
-         json.dumps(prompt["messages"], ensure_ascii=False) if prompt["messages"] else None))
-    prompt_id = conn.execute("SELECT id FROM prompts WHERE text = ?", (prompt["text"],)).fetchone()[0]
-    ids = [_replay_completion(conn, prompt_id, prompt["text"], pair[side], runs, completions) for side in "ab"]
+    # a prompt this project has already keeps its own record
+    prompt_id = store.add_prompt(prompt["text"], prompt["source"], prompt["messages"], created_at=prompt["created_at"])
+    ids = [_replay_completion(store, prompt_id, prompt["text"], pair[side], runs, completions) for side in "ab"]
     if ids[0] == ids[1]:
         raise RLHFError(f"restore: vote {row['key']} compares an answer with itself; the backup is damaged.")
     flipped = ids[0] > ids[1]  # the answers were stored in the other order here: canonical a is the backup's b
-    a, b = sorted(ids)
     gold = _flip(pair["gold_choice"]) if flipped else pair["gold_choice"]
-    conn.execute(
-        "INSERT OR IGNORE INTO pairs (prompt_id, completion_a_id, completion_b_id, gold_choice, source, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)", (prompt_id, a, b, gold, pair["source"], pair["created_at"]))
-    pair_id = conn.execute("SELECT id FROM pairs WHERE completion_a_id = ? AND completion_b_id = ?",
-                           (a, b)).fetchone()[0]
-    conn.execute("INSERT OR IGNORE INTO annotators (name, kind, first_seen) VALUES (?, ?, ?)",
-                 (row["annotator"], row["annotator_kind"] or "human", row["created_at"]))
+    pair_id = store.add_pair(*ids, pair["source"], gold, created_at=pair["created_at"])
     presentation_id = None
     if row["presentation"]:
         shown = row["presentation"]
-        presentation_id = conn.execute(
-            "INSERT INTO presentations (pair_id, annotator, swapped, shown_at) VALUES (?, ?, ?, ?)",
-            (pair_id, row["annotator"], int(not shown["swapped"]) if flipped else shown["swapped"],
-             shown["shown_at"])).lastrowid
+        presentation_id = store.add_presentation(pair_id, row["annotator"],
+                                                 not shown["swapped"] if flipped else shown["swapped"],
+                                                 shown["shown_at"])
     swapped = row["swapped"]
-    try:
-        conn.execute(
-            "INSERT INTO votes (pair_id, presentation_id, annotator, choice, swapped, guidelines_version,"
-            " seconds_spent, comment, source, created_at, undone_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (pair_id, presentation_id, row["annotator"], _flip(row["choice"]) if flipped else row["choice"],
-             None if swapped is None else int(not swapped) if flipped else swapped, row["guidelines_version"],
-             row["seconds_spent"], row["comment"], row["source"], row["created_at"], undone_at),
-        )
-    except sqlite3.IntegrityError as error:
+    _, created = store.add_vote(
+        pair_id, row["annotator"], _flip(row["choice"]) if flipped else row["choice"], source=row["source"],
+        kind=row["annotator_kind"] or "human", presentation_id=presentation_id,
+        swapped=None if swapped is None else not swapped if flipped else swapped,
+        seconds_spent=row["seconds_spent"], comment=row["comment"], guidelines_version=row["guidelines_version"],
+        created_at=row["created_at"], undone_at=undone_at,
+    )
+    if not created:
         raise RLHFError(f"restore: the backup holds two live votes of {row['annotator']!r} on one pair (vote "
-                        f"{row['key']}); the backup is damaged, nothing was restored.") from error
+                        f"{row['key']}); the backup is damaged, nothing was restored.")
 
 
 def _flip(choice: str | None) -> str | None:
     return {"a": "b", "b": "a"}.get(choice, choice)
 
 
-def _known_completions(conn) -> tuple[dict[str, int], dict[str, int]]:
+def _known_completions(store: Store) -> tuple[dict[str, int], dict[str, int]]:
     """The project's own generation runs and completions by key: a restored vote on one of them uses it."""
     runs, completions = {}, {}
-    for row in conn.execute(
-        "SELECT c.id, c.run_id, c.candidate_index, c.text, p.text AS prompt, r.model_spec, r.checkpoint_id,"
-        " r.params_json, r.created_at FROM completions c JOIN prompts p ON p.id = c.prompt_id"
-        " JOIN generation_runs r ON r.id = c.run_id"
-    ):
-        run = {"model_spec": row["model_spec"], "checkpoint_id": row["checkpoint_id"],
-               "params": json.loads(row["params_json"]), "created_at": row["created_at"]}
-        runs[_sha(_run_key(run))] = row["run_id"]
-        completions[completion_key(row["prompt"], {"run": run, "candidate_index": row["candidate_index"],
-                                                   "text": row["text"]})] = row["id"]
+    by_id = {run["id"]: run for run in store.generation_runs()}
+    for completion in store.completions():
+        found = by_id[completion.run_id]
+        run = {"model_spec": found["model_spec"], "checkpoint_id": found["checkpoint_id"], "params": found["params"],
+               "created_at": found["created_at"]}
+        runs[_sha(_run_key(run))] = completion.run_id
+        completions[completion_key(completion.prompt, {"run": run, "candidate_index": completion.candidate_index,
+                                                       "text": completion.text})] = completion.id
     return runs, completions
 
 
-def _replay_completion(conn, prompt_id: int, prompt: str, completion: dict, runs: dict, completions: dict) -> int:
+def _replay_completion(store: Store, prompt_id: int, prompt: str, completion: dict, runs: dict,
+                       completions: dict) -> int:
     key = completion_key(prompt, completion)
     if key not in completions:
         run = completion["run"]
         run_key = _sha(_run_key(run))
         if run_key not in runs:
-            runs[run_key] = conn.execute(
-                "INSERT INTO generation_runs (model_spec, checkpoint_id, params_json, status, created_at, finished_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (run["model_spec"], run["checkpoint_id"], json.dumps(run["params"], sort_keys=True), run["status"],
-                 run["created_at"], run["finished_at"]),
-            ).lastrowid
-        completions[key] = conn.execute(
-            "INSERT INTO completions (prompt_id, run_id, candidate_index, text, num_tokens, finish_reason, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (prompt_id, runs[run_key], completion["candidate_index"], completion["text"], completion["num_tokens"],
-             completion["finish_reason"], completion["created_at"]),
-        ).lastrowid
+            runs[run_key] = store.start_generation_run(
+                run["model_spec"], run["checkpoint_id"], run["params"], status=run["status"],
+                created_at=run["created_at"], finished_at=run["finished_at"])
+        completions[key] = store.add_completion(
+            prompt_id, runs[run_key], completion["candidate_index"], completion["text"], completion["num_tokens"],
+            completion["finish_reason"], created_at=completion["created_at"])
     return completions[key]
 
 

@@ -18,7 +18,7 @@ import json
 import shutil
 from pathlib import Path
 
-from rlhf.config import RLHFError
+from rlhf.config import TRAIN_COMMANDS, RLHFError, cli
 from rlhf.store import Store, now
 
 KINDS = ("reward", "ppo", "dpo")
@@ -100,15 +100,22 @@ def find_checkpoint(store: Store, reference: str, kinds: tuple[str, ...] = KINDS
     if reference == "latest":
         found = list_checkpoints(store, kinds)
         if not found:
-            raise RLHFError(f"checkpoint: project {store.name!r} has no {' or '.join(kinds)} checkpoint yet.")
+            raise RLHFError(f"checkpoint: project {store.name!r} has no {' or '.join(kinds)} checkpoint yet; train one "
+                            f"with {_train_commands(store, kinds)} (or in the Train tab).")
         return found[-1]
     path = Path(reference)
     if not is_checkpoint(path):
         path = checkpoints_dir(store) / reference
     if not is_checkpoint(path):
-        known = ", ".join(m["id"] for m in list_checkpoints(store, kinds)) or "none"
-        raise RLHFError(f"checkpoint: {reference!r} is not a checkpoint of {store.name!r} (known: {known}).")
+        known = ", ".join(m["id"] for m in list_checkpoints(store, kinds))
+        fix = (f"use one of its ids ({known}), `latest`, or a checkpoint folder" if known else
+               f"it has no {' or '.join(kinds)} checkpoint yet: train one with {_train_commands(store, kinds)}")
+        raise RLHFError(f"checkpoint: {reference!r} is not a checkpoint of {store.name!r}; {fix}.")
     return {**read_meta(path), "path": str(path)}
+
+
+def _train_commands(store: Store, kinds: tuple[str, ...]) -> str:
+    return " or ".join(cli(TRAIN_COMMANDS[kind], "--project", store.name) for kind in kinds if kind in TRAIN_COMMANDS)
 
 
 def fingerprint_files(paths: list[Path]) -> str:

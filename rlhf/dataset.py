@@ -25,17 +25,18 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from rlhf import cards
 from rlhf.config import RLHFError
-from rlhf.stats import format_stats, project_stats
-from rlhf.store import Store, now
+from rlhf.stats import number, percent, project_stats
+from rlhf.store import Store, now, prompt_messages
+
+if TYPE_CHECKING:
+    from huggingface_hub import DatasetCard
 
 SPLITS = {"train": ("a", "b"), "ties": ("tie",), "both_bad": ("both_bad",)}
 """Export split -> the stored choices that go into it."""
-
-
-def prompt_messages(text: str, messages_json: str | None) -> list[dict]:
-    return json.loads(messages_json) if messages_json else [{"role": "user", "content": text}]
 
 
 def export_rows(store: Store) -> dict[str, list[dict]]:
@@ -107,53 +108,25 @@ def export_preferences(store: Store, out_dir: str | Path) -> ExportResult:
     }
     (tmp / "rlhf_export.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     (tmp / "guidelines.md").write_text(store.guidelines())
-    (tmp / "README.md").write_text(dataset_card(summary))
+    dataset_card(summary).save(tmp / "README.md")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)  # a reader never sees a half-written export
     return ExportResult(out, summary["rows"])
 
 
-def dataset_card(summary: dict) -> str:
-    """README.md of the export: YAML metadata the Hub and `load_dataset` read, then the work, in words and tables."""
-    stats = summary["stats"]
-    splits = [split for split, n in summary["rows"].items() if n]
-    yaml_files = "\n".join(f"  - split: {s}\n    path: data/{s}.parquet" for s in splits)
-    guidelines = summary["guidelines"]
-    history = "\n".join(
-        f"| {g['version']} | {g['created_at']} | {g['author'] or ''} | {summary['votes_by_guidelines'].get(str(g['version']), 0)} |"
-        for g in guidelines
-    )
-    runs = "\n".join(
-        f"| {r['id']} | `{r['model_spec']}` | {r['checkpoint_id'] or '-'} | {r['params'].get('temperature', '-')} "
-        f"| {r['params'].get('top_p', '-')} | {r['params'].get('max_new_tokens', '-')} | {r['params'].get('seed', '-')} "
-        f"| {r['status']} |"
-        for r in summary["generation_runs"]
-    )
-    current = guidelines[-1]["text"] if guidelines else ""
-    quoted = "\n".join("> " + line for line in current.splitlines())
-    return f"""---
-configs:
-- config_name: default
-  data_files:
-{yaml_files}
-tags:
-- rlhf
-- preference
-- trl
-- rlhf-space
-task_categories:
-- text-generation
+DATASET_CARD = """---
+{{ card_data }}
 ---
 
-# Preferences: {summary['project']}
+# Preferences: {{ project }}
 
-Human (and scripted) preferences collected with [RLHF Space](https://huggingface.co/spaces) on
-{summary['exported_at'][:10]}, in TRL's standard conversational preference format: `prompt`, `chosen`, `rejected`
+Human (and scripted) preferences collected with [RLHF Space]({{ space_url }}) on
+{{ exported_on }}, in TRL's standard conversational preference format: `prompt`, `chosen`, `rejected`
 are lists of chat messages. Load and train with:
 
 ```python
 from datasets import load_dataset
-dataset = load_dataset("path/or/repo")          # splits: {", ".join(splits)}
+dataset = load_dataset("path/or/repo")          # splits: {{ splits }}
 # trl.RewardTrainer(..., train_dataset=dataset["train"]) or trl.DPOTrainer(...) work unchanged
 ```
 
@@ -161,44 +134,90 @@ dataset = load_dataset("path/or/repo")          # splits: {", ".join(splits)}
 
 | split | rows | what it holds |
 |---|---|---|
-| train | {summary['rows']['train']} | one row per vote where one answer was better (`chosen` is the preferred one) |
-| ties | {summary['rows']['ties']} | tie votes: both answers equally good; kept apart, not silently dropped |
-| both_bad | {summary['rows']['both_bad']} | both answers unacceptable; kept apart for filtering or SFT rewrites |
+| train | {{ rows.train }} | one row per vote where one answer was better (`chosen` is the preferred one) |
+| ties | {{ rows.ties }} | tie votes: both answers equally good; kept apart, not silently dropped |
+| both_bad | {{ rows.both_bad }} | both answers unacceptable; kept apart for filtering or SFT rewrites |
 
 - One row per vote: a pair labelled by two annotators (overlap) appears twice, so disagreement stays visible.
 - Skipped pairs and undone votes are not exported. Candidate order on screen was randomised per presentation
   (`shown_swapped`), and the model behind each answer was hidden until after the vote.
+{%- if excluded %}
+- Excluded annotators: the votes of {{ excluded }} are not in this dataset.
+{%- endif %}
 - Extra columns: `annotator`, `annotator_kind` (human, judge, import), `guidelines_version`, `seconds_spent`,
   `comment`, `label`, `gold_choice`, ids back to the project's store (`vote_id`, `pair_id`, `prompt_id`,
   `chosen_id`, `rejected_id`), `chosen_model`, `rejected_model`, `source`, `created_at`.
 
-## Annotation guidelines (version {guidelines[-1]['version'] if guidelines else '-'}, in force at export)
+## Annotation guidelines (version {{ guidelines_version }}, in force at export)
 
-{quoted}
+{{ guidelines }}
 
-| version | created | author | votes under it |
-|---|---|---|---|
-{history}
+{{ guideline_history }}
 
 ## Annotators and quality
 
-```
-{format_stats(stats)}
-```
+{{ totals }}
 
-- Agreement: percent and Cohen's kappa on pairs labelled by two annotators ({stats['overlap_pairs']} pairs).
-- Position bias: share of decided votes that picked the left answer: {_pct(stats['left_share'])} (50% = none).
+{{ annotators }}
+
+- Agreement: percent and Krippendorff's alpha (nominal) on the {{ overlap_pairs }} pairs labelled by more than one
+  annotator: {{ agreement }}, alpha {{ alpha }} (1 = perfect, 0 = what chance gives). Alpha allows a different set of
+  annotators on each pair.
+- Position bias: share of decided votes that picked the left answer: {{ left_share }} (50% = none).
 
 ## Generation
 
-| run | model | checkpoint | temperature | top-p | max new tokens | seed | status |
-|---|---|---|---|---|---|---|---|
-{runs}
+{{ generation }}
+
 """
+"""The dataset card's layout (a Jinja template, rendered by huggingface_hub's `DatasetCard.from_template`); every
+value put in it is made safe Markdown first (`rlhf.cards`)."""
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.0f}%"
+def dataset_card(summary: dict, excluded_annotators: list[str] | tuple[str, ...] = ()) -> DatasetCard:
+    """README.md of the export: YAML metadata the Hub and `load_dataset` read (built and checked by huggingface_hub's
+    `DatasetCardData`), then the work in words and tables. `excluded_annotators`: annotators whose votes were left
+    out of the export, named on the card when there are any."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    stats = summary["stats"]
+    splits = [split for split, n in summary["rows"].items() if n]
+    data = DatasetCardData(
+        configs=[{"config_name": "default",
+                  "data_files": [{"split": s, "path": f"data/{s}.parquet"} for s in splits]}],
+        tags=["rlhf", "preference", "trl", "rlhf-space"], task_categories=["text-generation"],
+    )
+    guidelines = summary["guidelines"]
+    history = cards.table(["version", "created", "author", "votes under it"], [
+        [g["version"], cards.text(g["created_at"]), cards.text(g["author"] or ""),
+         summary["votes_by_guidelines"].get(str(g["version"]), 0)] for g in guidelines])
+    annotators = cards.table(
+        ["annotator", "kind", "votes", "skips", "median s", "agreement", "alpha", "gold accuracy", "left chosen"],
+        [[cards.text(a["annotator"]), cards.text(a["kind"]), a["votes"], a["skips"], number(a["median_seconds"]),
+          percent(a["agreement"]), number(a["alpha"]), percent(a["gold_accuracy"]), percent(a["left_share"])]
+         for a in stats["annotators"]])
+    totals = (f"{stats['pairs']} pairs, {stats['pairs_labelled']} labelled, {stats['votes']} votes, {stats['skips']} "
+              "skips; labels: " + ", ".join(f"{cards.text(k)} {v}" for k, v in stats["labels"].items()) + ".")
+
+    def param(run: dict, name: str) -> str:
+        return cards.code(run["params"][name], table=True) if name in run["params"] else "-"
+
+    generation = cards.table(
+        ["run", "model", "checkpoint", "temperature", "top-p", "max new tokens", "seed", "status"],
+        [[r["id"], cards.code(r["model_spec"], table=True),
+          cards.code(r["checkpoint_id"], table=True) if r["checkpoint_id"] else "-",
+          param(r, "temperature"), param(r, "top_p"), param(r, "max_new_tokens"), param(r, "seed"),
+          cards.text(r["status"])] for r in summary["generation_runs"]])
+    excluded = ", ".join(cards.code(name) for name in excluded_annotators)
+    return DatasetCard.from_template(
+        data, template_str=DATASET_CARD, project=cards.text(summary["project"]), space_url=cards.SPACE_URL,
+        exported_on=cards.text(summary["exported_at"][:10]), splits=", ".join(splits), rows=summary["rows"],
+        guidelines_version=guidelines[-1]["version"] if guidelines else "-",
+        guidelines=cards.fenced(guidelines[-1]["text"] if guidelines else "", "markdown"),
+        guideline_history=history, totals=totals, annotators=annotators, overlap_pairs=stats["overlap_pairs"],
+        agreement=percent(stats["agreement"]), alpha=number(stats["alpha"]), left_share=percent(stats["left_share"]),
+        excluded=excluded, generation=generation,
+    )
 
 
 # import -----------------------------------------------------------------------------------------------------------
@@ -360,29 +379,26 @@ def import_preferences(store: Store, source: str, annotator: str | None = None, 
             continue
         parsed += [parse_row(row, split, index) for index, row in enumerate(rows)]
     if not parsed:
-        raise RLHFError(f"import: {source!r} has no rows in a train, ties or both_bad split.")
+        raise RLHFError(f"import: {source!r} has no rows in a train, ties or both_bad split (its splits: "
+                        f"{', '.join(splits) or 'none'}); name the split of decided pairs `train`.")
     default_annotator = annotator or f"import:{Path(source).name or source}"
     added = 0
     pair_ids = set()
-    with store.connect() as conn:
-        run_id = conn.execute(
-            "INSERT INTO generation_runs (model_spec, checkpoint_id, params_json, status, created_at, finished_at)"
-            " VALUES (?, NULL, ?, 'done', ?, ?)",
-            (f"import:{source}", json.dumps({"source": source}), now(), now()),
-        ).lastrowid
+    with store.transaction():  # all rows or none
+        run_id = store.start_generation_run(f"import:{source}", None, {"source": source})
         for item in parsed:
             text = _prompt_text(item.prompt)
-            prompt_id = store._prompt_id(conn, text, f"import:{source}",
+            prompt_id = store.add_prompt(text, f"import:{source}",
                                          item.prompt if len(item.prompt) > 1 or item.prompt[0]["role"] != "user"
                                          else None)
-            chosen_id = _completion_id(store, conn, prompt_id, run_id, item.chosen, 0)
-            rejected_id = _completion_id(store, conn, prompt_id, run_id, item.rejected, 1)
+            chosen_id = _completion_id(store, prompt_id, run_id, item.chosen, 0)
+            rejected_id = _completion_id(store, prompt_id, run_id, item.rejected, 1)
             if chosen_id == rejected_id:
                 continue  # identical answers carry no preference
             gold_choice = None
             if gold:
                 gold_choice = item.choice if item.choice != "a" else ("a" if chosen_id < rejected_id else "b")
-            pair_id = store._pair_id(conn, prompt_id, chosen_id, rejected_id, f"import:{source}", gold_choice)
+            pair_id = store.add_pair(chosen_id, rejected_id, f"import:{source}", gold_choice)
             pair_ids.add(pair_id)
             if gold:
                 continue  # a gold pair's answer is the key, not a vote
@@ -390,9 +406,10 @@ def import_preferences(store: Store, source: str, annotator: str | None = None, 
             _, created = store.add_vote(
                 pair_id, item.annotator or default_annotator, choice, source=f"import:{source}",
                 kind=(item.annotator_kind or "human") if item.annotator else "import", seconds_spent=item.seconds_spent,
-                comment=item.comment, guidelines_version=item.guidelines_version, conn=conn,
+                comment=item.comment, guidelines_version=item.guidelines_version,
             )
             added += created
+        store.finish_generation_run(run_id, "done")
     return ImportResult(len(parsed), added, len(pair_ids))
 
 
@@ -402,12 +419,12 @@ def _prompt_text(messages: list[dict]) -> str:
     return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
-def _completion_id(store: Store, conn, prompt_id: int, run_id: int, text: str, index: int) -> int:
-    row = conn.execute("SELECT id FROM completions WHERE prompt_id = ? AND text = ? ORDER BY id LIMIT 1",
-                       (prompt_id, text)).fetchone()
-    if row:
-        return row[0]
-    return store._insert_completion(conn, prompt_id, run_id, index, text, len(text.split()), "import")
+def _completion_id(store: Store, prompt_id: int, run_id: int, text: str, index: int) -> int:
+    """The prompt's answer with this text: one already stored (from any run), else a new one of the import's run."""
+    found = store.find_completion(prompt_id, text)
+    if found is not None:
+        return found
+    return store.add_completion(prompt_id, run_id, index, text, len(text.split()), "import")
 
 
 def default_export_dir(store: Store) -> Path:

@@ -46,7 +46,8 @@ def parse_prompts(text: str) -> list[str]:
 def read_prompts_file(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
-        raise RLHFError(f"prompts: the file {str(path)!r} does not exist.")
+        raise RLHFError(f"prompts: the file {str(path)!r} does not exist (relative paths start at {Path.cwd()}); "
+                        "check the path, or pass - to read prompts from stdin.")
     try:
         return parse_prompts(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:

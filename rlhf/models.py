@@ -11,7 +11,6 @@ sample and fp32 for our PPO loop (`choose_dtype` says why); fp32 on other CPUs. 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib.util
 import os
 import re
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 from rlhf.config import BUNDLED_SPEC, ConfigError, ModelConfig, RLHFError, data_dir
 
@@ -148,14 +148,11 @@ def resolve_dtype(dtype: str, device: torch.device, training: bool = False) -> t
 
 @contextlib.contextmanager
 def _file_lock(path: Path):
-    """Hold an exclusive lock on `path` (two processes must not convert the same model at once)."""
+    """Hold an exclusive lock on `path` (two processes must not convert the same model at once); `filelock` works
+    on every OS (fcntl on Unix, msvcrt on Windows) and releases the lock if the holder dies."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(path):
+        yield
 
 
 def _is_complete_model_dir(path: Path) -> bool:

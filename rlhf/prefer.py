@@ -313,12 +313,12 @@ def rank(store: Store, prompt_id: int, ordered_completion_ids: list[int], annota
             f"{sorted(candidates)}); got {ids}."
         )
     vote_ids = []
-    with store.connect() as conn:
+    with store.transaction():
         for i, better in enumerate(ids):
             for worse in ids[i + 1 :]:
-                pair_id = store._pair_id(conn, prompt_id, better, worse, source="ranking")
+                pair_id = store.add_pair(better, worse, source="ranking")
                 choice = "a" if better < worse else "b"
-                vote_id, _ = store.add_vote(pair_id, annotator, choice, source="ranking", conn=conn)
+                vote_id, _ = store.add_vote(pair_id, annotator, choice, source="ranking")
                 vote_ids.append(vote_id)
     return vote_ids
 

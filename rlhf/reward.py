@@ -507,10 +507,12 @@ class RewardModel:
 
         path = Path(checkpoint_path)
         if not (path / "meta.json").is_file():
-            raise RLHFError(f"reward: {str(path)!r} is not a checkpoint folder (no meta.json).")
+            raise RLHFError(f"reward: {str(path)!r} is not a checkpoint folder (no meta.json); name a reward "
+                            "checkpoint by its id, `latest`, or its folder under the project's checkpoints/.")
         meta = read_meta(path)
         if meta.get("kind") != "reward":
-            raise RLHFError(f"reward: {str(path)!r} is a {meta.get('kind')} checkpoint, not a reward model.")
+            raise RLHFError(f"reward: {str(path)!r} is a {meta.get('kind')} checkpoint, not a reward model; name a "
+                            "reward checkpoint (its id starts with `reward-`), or `latest`.")
         device = resolve_device(device or "auto") if not isinstance(device, torch.device) else device
         if not isinstance(dtype, torch.dtype):
             dtype = resolve_dtype(dtype or "auto", device)

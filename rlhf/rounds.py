@@ -71,8 +71,8 @@ def audit_pairs(store: Store, policy: dict, sampling: SamplingConfig | None = No
                                      progress=progress, cancel=cancel, min_candidates=1)
         answers.append({c.prompt_id: c.id for c in store.completions(result.run_id)})
     tuned, reference = answers
-    return store.add_pairs([(prompt_id, tuned[prompt_id], reference[prompt_id])
-                            for prompt_id in tuned if prompt_id in reference], source="audit")
+    return store.add_pairs([(tuned[prompt_id], reference[prompt_id]) for prompt_id in tuned if prompt_id in reference],
+                           source="audit")
 
 
 def next_round(store: Store, sampling: SamplingConfig | None = None, progress=None, cancel=None):
@@ -82,9 +82,10 @@ def next_round(store: Store, sampling: SamplingConfig | None = None, progress=No
 
     prompts = [p.text for p in store.prompts()]
     if not prompts:
-        from rlhf.config import RLHFError
+        from rlhf.config import RLHFError, cli
 
-        raise RLHFError("next round: the project has no prompts yet; generate candidates first.")
+        raise RLHFError(f"next round: the project has no prompts yet; generate candidates first (Generate tab, or "
+                        f"{cli('generate', '--project', store.name, '--prompts', 'prompts.txt')}).")
     loaded = load_model(ModelConfig(spec=newest_policy(store)))
     return generate_candidates(store, loaded, prompts, sampling or last_sampling(store), source="next-round",
                                progress=progress, cancel=cancel)

@@ -226,3 +226,23 @@ def run_cli(*args: str, stdin: str | None = None, env: dict | None = None):
         [sys.executable, "-m", "rlhf", *args], input=stdin, capture_output=True, text=True, cwd=REPO,
         env={**os.environ, **(env or {})}, timeout=600,
     )
+
+
+def markdown_blocks(card_text: str) -> list[tuple[str, str]]:
+    """A card's Markdown body (front matter already split off) as CommonMark + GFM tables reads it: (kind, text)
+    per block, where kind is `heading`, `fence`, `cell`, `paragraph`, `html` ... and text what a reader sees."""
+    from markdown_it import MarkdownIt
+
+    blocks, open_kind = [], None
+    for token in MarkdownIt("commonmark").enable("table").parse(card_text):
+        if token.type in ("fence", "code_block", "html_block"):
+            blocks.append(("html" if token.type == "html_block" else "fence", token.content))
+        elif token.type.endswith("_open"):
+            open_kind = {"heading_open": "heading", "td_open": "cell", "th_open": "cell",
+                         "paragraph_open": "paragraph"}.get(token.type, open_kind)
+        elif token.type == "inline":
+            if any(child.type == "html_inline" for child in token.children or []):
+                blocks.append(("html", token.content))
+            seen = "".join(child.content for child in token.children or [] if child.type in ("text", "code_inline"))
+            blocks.append((open_kind, seen))
+    return blocks

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import REPO
 from hub_server import FakeHub
+from rlhf.config import RLHFError
 from rlhf.dataset import import_preferences
 from rlhf.store import Store
 
@@ -228,6 +229,8 @@ def test_restore_leaves_a_project_with_votes_alone(hub, store, tmp_path, rlhf_ho
 
     missing = restore(hub, tmp_path, rlhf_home, project="elsewhere")
     assert missing.returncode != 0 and "holds no backup of project 'elsewhere'" in missing.stderr
+    assert "it holds 'test-project'" in missing.stderr  # what it does hold, and how to back this one up
+    assert f"`python -m rlhf backup --project elsewhere --repo {BACKUP}`" in missing.stderr
     assert not (rlhf_home / "elsewhere").exists()
 
 
@@ -264,3 +267,28 @@ def test_a_space_restores_its_projects_at_start_and_backs_up_new_votes(hub, stor
     off = ok(run(hub, tmp_path, ["-c", "from rlhf.backup import backup_from_environment as b; print(b())"],
                  RLHF_HOME=str(fresh)))
     assert off.stdout.strip() == "None"  # no RLHF_BACKUP_REPO: backup is off
+
+
+# replay, in this process (no Hub) -----------------------------------------------------------------------------------
+def test_replay_rebuilds_the_votes_and_a_damaged_backup_restores_nothing(store, tmp_path):
+    from rlhf.backup import new_rows, replay
+
+    voted_project(store, tmp_path)
+    rows, watermark = new_rows(store, {})
+    copy = Store.open("copy", create=True)
+    counts = replay(copy, rows)
+    assert (counts["votes"], counts["undone"], counts["guidelines"]) == (8, 2, 2)
+    assert_same_project(copy, store)
+    assert new_rows(copy, counts["watermark"])[0] == []  # what came from the backup is not written back to it
+    # the copy names every vote as the original does (answers stored in another order here flip a and b)
+    names = [(r["type"], r.get("key")) for r in rows]
+    assert [(r["type"], r.get("key")) for r in new_rows(copy, {})[0]] == names
+
+    live = next(r for r in rows if r["type"] == "vote" and r["undone_at"] is None)
+    twice = {**live, "key": "another-key", "created_at": live["created_at"][:-6] + ".5+00:00", "presentation": None}
+    damaged = Store.open("damaged", create=True)
+    before = (damaged.counts(), damaged.guideline_versions(), damaged.annotators())
+    with pytest.raises(RLHFError, match="two live votes .* the backup is damaged, nothing was restored"):
+        replay(damaged, rows + [twice])
+    assert (damaged.counts(), damaged.guideline_versions(), damaged.annotators()) == before
+    assert damaged.guidelines() == (damaged.folder / "guidelines.md").read_text()

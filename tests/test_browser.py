@@ -93,7 +93,8 @@ def test_quality_panel_and_export_button(page):
     page.click("#refresh-quality")
     page.wait_for_selector("#quality-summary:has-text('2 votes')", timeout=30_000)
     table = page.inner_text("#quality-table")
-    assert "alice" in table and "bob" in table
+    assert "alice" in table and "bob" in table and "alpha" in table
+    assert "Krippendorff's alpha" in page.inner_text("#quality-summary")  # one pair, one label: alpha undefined
     page.get_by_text("Export the preference dataset", exact=True).click()
     page.click("#export")
     page.wait_for_selector("text=Exported train 2", timeout=60_000)

@@ -62,7 +62,8 @@ def test_bad_input_exits_non_zero_with_one_line_and_leaves_the_store_untouched(t
         "temperature": ["generate", "--project", "p", "--prompts", str(good), "--temperature", "0", *model],
         "top_p": ["generate", "--project", "p", "--prompts", str(good), "--top-p", "1.5", *model],
         "num_candidates": ["generate", "--project", "p", "--prompts", str(good), "--num-candidates", "1", *model],
-        "does not exist": ["generate", "--project", "nope", "--prompts", str(good), *model],
+        "does not exist (projects: p); create it with `python -m rlhf projects --create nope`":
+            ["generate", "--project", "nope", "--prompts", str(good), *model],
         "not a valid name": ["projects", "--create", "../escape"],
     }
     for expected, args in cases.items():
@@ -118,10 +119,35 @@ def test_bad_judges_and_sources_fail_cleanly(tmp_path):
     judge.write_text("def odd(prompt, a, b):\n    return 'left'\n")
     cases = {
         "not of the form": ["annotate", "--project", "p", "--judge", "nocolon"],
-        "has no function named 'missing'": ["annotate", "--project", "p", "--judge", f"{judge}:missing"],
+        "has no function named 'missing' (its functions: odd)": ["annotate", "--project", "p", "--judge",
+                                                                 f"{judge}:missing"],
         "could not read": ["import", "--project", "p", "--source", str(tmp_path / "nothing-here")],
         "no votes yet": ["export", "--project", "p", "--out", str(tmp_path / "out")],
     }
     for expected, args in cases.items():
         result = run_cli(*args)
         assert result.returncode == 2 and expected in result.stderr, (args, result.stderr)
+
+
+def fix_in(message: str) -> list[str]:
+    """The `python -m rlhf ...` command an error message names, as the words after `python -m rlhf`."""
+    import re
+    import shlex
+
+    [command] = re.findall(r"`python -m rlhf ([^`]+)`", message)
+    return shlex.split(command)
+
+
+def test_a_missing_project_or_checkpoint_names_the_command_that_fixes_it(capsys):
+    """In this process (`rlhf.__main__.main`, as `python -m rlhf` runs it): each error's own command is run as named."""
+    from rlhf.__main__ import main
+
+    for name in ("new", "meme bot"):  # a name with a space comes back quoted for the shell
+        assert main(["stats", "--project", name]) == 2
+        fix = fix_in(capsys.readouterr().err)
+        assert fix == ["projects", "--create", name]
+        assert main(fix) == 0 and main(["stats", "--project", name]) == 0
+    capsys.readouterr()
+    assert main(["score", "--project", "new", "--prompt", "q", "--response", "a"]) == 2
+    error = capsys.readouterr().err
+    assert "has no reward checkpoint yet" in error and fix_in(error) == ["train-reward", "--project", "new"]

@@ -42,9 +42,9 @@ def test_export_splits_rows_and_card(store, tmp_path):
     card = (tmp_path / "export" / "README.md").read_text()
     metadata = yaml.safe_load(card.split("---")[1])
     assert [f["split"] for f in metadata["configs"][0]["data_files"]] == ["train", "ties", "both_bad"]
-    assert "> Meme bot: funny beats correct." in card  # the guidelines text
+    assert "```markdown\nMeme bot: funny beats correct.\n```" in card  # the guidelines text, verbatim
     assert "| 2 |" in card and "| owner |" in card  # version history
-    assert "alice" in card and "bob" in card and "kappa" in card and "left answer" in card
+    assert "alice" in card and "bob" in card and "Krippendorff" in card and "left answer" in card
     assert "temperature" in card and "base-model" in card  # generation parameters
     summary = json.loads((tmp_path / "export" / "rlhf_export.json").read_text())
     assert summary["stats"]["votes"] == 5 and len(summary["guidelines"]) == 2
@@ -179,3 +179,44 @@ def test_parse_hh_transcript_multi_turn():
     assert messages == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
                         {"role": "user", "content": "Opossum?"}]
     assert answer == "Yes."
+
+
+HOSTILE = "x\n```\n# injected <img src=x onerror=alert(1)> *bold* [link](http://evil) | cell"
+"""An annotator name (or author, or model spec) that would close a code block, start a heading, run HTML, add
+emphasis or a link, or end a table cell, if a card pasted it as Markdown."""
+
+
+def test_the_card_shows_what_people_typed_as_text(store, tmp_path):
+    from huggingface_hub import DatasetCard
+
+    from conftest import markdown_blocks
+    from rlhf.dataset import dataset_card
+
+    guidelines = "# Rules\n\n```\n# injected\n````\n<script>alert(2)</script>\n- be kind"
+    store.save_guidelines(guidelines, author=HOSTILE)
+    run = store.start_generation_run(f"model `{HOSTILE}`", None, {"temperature": 0.7})
+    store.add_completions(run, [("q", 0, "one", 1, "stop"), ("q", 1, "two", 1, "stop")], source="test")
+    pair = store.open_pairs("nobody")[0]["id"]
+    store.add_vote(pair, HOSTILE, "a", source="test")
+    store.add_vote(pair, "bob", "b", source="test")
+    export_preferences(store, tmp_path / "export")
+    card = DatasetCard.load(tmp_path / "export" / "README.md")
+    assert [f["split"] for f in card.data.configs[0]["data_files"]] == ["train"]  # the YAML, read back by the class
+
+    blocks = markdown_blocks(card.text)
+    flat = " ".join(HOSTILE.split())
+    assert not [text for kind, text in blocks if kind == "html"]
+    assert [text for kind, text in blocks if kind == "heading" and "injected" in text] == []
+    fences = [text for kind, text in blocks if kind == "fence"]
+    assert len(fences) == 2 and fences[1] == guidelines + "\n"  # the loading snippet, then the guidelines verbatim
+    cells = [text for kind, text in blocks if kind == "cell"]
+    assert cells.count(flat) == 2  # the author in the guideline history, the annotator in the quality table
+    assert f"model `{flat}`" in cells  # the model spec, as code, in the generation table
+
+    excluded = dataset_card(json.loads((tmp_path / "export" / "rlhf_export.json").read_text()),
+                            excluded_annotators=[HOSTILE, "judge:short"])
+    blocks = markdown_blocks(excluded.text)
+    assert [text for kind, text in blocks if kind == "heading" and "injected" in text] == []
+    assert any(f"Excluded annotators: the votes of {flat}, judge:short are not in this dataset." in text
+               for kind, text in blocks if kind == "paragraph")
+    assert "Excluded" not in card.text  # shown only when there are some

@@ -84,7 +84,7 @@ def test_push_then_pull_a_dataset_keeps_votes_annotators_and_guidelines(hub, sto
     assert set(files) == EXPORT_FILES
     card = files["README.md"].decode()
     splits = [f["split"] for f in card_yaml(card)["configs"][0]["data_files"]]
-    assert splits == ["train", "ties", "both_bad"] and "> Meme bot: funny beats correct." in card
+    assert splits == ["train", "ties", "both_bad"] and "\nMeme bot: funny beats correct.\n```" in card
     assert "## Models trained on this dataset" in card and "None pushed yet" in card
     train = pq.read_table(io.BytesIO(files["data/train.parquet"]))
     assert train.num_rows == 3 and sorted(train.column("annotator").to_pylist()) == ["alice", "alice", "bob"]
@@ -247,7 +247,7 @@ def test_the_card_says_what_a_reader_cannot_do_and_never_claims_data_it_did_not_
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if matplotlib were not installed
     assert plot_curves(folder / "metrics.jsonl", folder / "curves.png", "ppo") is False
     assert not (folder / "curves.png").exists()
-    card = model_card(pushed, "me/p", record["dataset"], None, None, False, warnings, {"adapter"})
+    card = str(model_card(pushed, "me/p", record["dataset"], None, None, False, warnings, {"adapter"}))
     metadata = card_yaml(card)
     assert metadata["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and "datasets" not in metadata
     assert "the reward was a Python function" in card and "4-bit GGUF" in card and "matplotlib was not" in card
@@ -255,5 +255,35 @@ def test_the_card_says_what_a_reader_cannot_do_and_never_claims_data_it_did_not_
     local = {**meta, "base_model": "/somewhere/my-model", "policy_start": "/somewhere/my-model"}
     pushed, warnings = stage_checkpoint(local, tmp_path / "staged-local", record, merged=False)
     assert pushed["hub"]["base_model"] is None and "is not on the Hub" in warnings[0] and "--merged" in warnings[0]
-    card = model_card(pushed, "me/p", record["dataset"], None, None, False, warnings, {"adapter"})
+    card = str(model_card(pushed, "me/p", record["dataset"], None, None, False, warnings, {"adapter"}))
     assert "base_model" not in card_yaml(card) and "> Note: the base model '/somewhere/my-model'" in card
+
+
+def test_the_model_card_shows_specs_and_settings_as_text_and_its_snippet_runs_as_python():
+    import ast
+
+    from conftest import markdown_blocks
+    from rlhf.hub import model_card
+    from test_dataset import HOSTILE
+
+    path = f'/models/{HOSTILE}"'  # a local base model whose path ends with a quote
+    meta = {"id": "ppo-1", "kind": "ppo", "base_model": path, "policy_start": path, "parent": None,
+            "reward": f"reward `{HOSTILE}`", "config": {"kl_coef": 0.05, "model": HOSTILE, "lora": True},
+            "metrics": {"objective/kl": 0.1}, "hub": {"base_model": None, "evaluation_reference": None},
+            "created_at": HOSTILE}
+    evaluation = {"reference": HOSTILE, "judge": "function", "num_prompts": 2, "win_rate": 0.5}
+    card = model_card(meta, "me/p", None, None, evaluation, False, [f"the base model {HOSTILE!r} is not on the Hub"],
+                      {"adapter"})
+    assert card.data.library_name == "peft" and card.data.base_model is None  # YAML, read back by the class
+    blocks = markdown_blocks(card.text)
+    flat = " ".join(HOSTILE.split())
+    assert not [text for kind, text in blocks if kind == "html"]
+    assert [text for kind, text in blocks if kind == "heading"] == [
+        "p", "Lineage", "Hyperparameters", "Final metrics", "Evaluation", "Training curves", "Use it", "Files"]
+    cells = [text for kind, text in blocks if kind == "cell"]
+    shown = {f"{' '.join(path.split())} (not on the Hub)", f"reward `{flat}`", flat, f"ppo-1, created {flat}"}
+    assert shown <= set(cells)
+    [snippet] = [text for kind, text in blocks if kind == "fence"]
+    loads = [arg.value for node in ast.walk(ast.parse(snippet)) if isinstance(node, ast.Call)
+             for arg in node.args if isinstance(arg, ast.Constant)]
+    assert loads == [path, path, "me/p"]  # the exact path, however it is quoted

@@ -115,3 +115,23 @@ def test_bundled_model_is_converted_once_and_the_cache_matches_the_gguf(tmp_path
     with torch.inference_mode():
         assert torch.equal(cached.model(**ids).logits, gguf_model(**ids).logits)
     assert sum(p.numel() for p in cached.model.parameters()) == pytest.approx(134.5e6, rel=0.01)
+
+
+def test_the_file_lock_keeps_other_processes_out_until_released(tmp_path):
+    import subprocess
+    import sys
+
+    from rlhf.models import _file_lock
+
+    lock = tmp_path / "cache" / ".model.lock"
+    probe = ("import sys; from filelock import FileLock, Timeout\n"
+             "try:\n    FileLock(sys.argv[1]).acquire(timeout=0)\nexcept Timeout:\n    print('held')\n"
+             "else:\n    print('free')")
+
+    def other_process() -> str:
+        return subprocess.run([sys.executable, "-c", probe, str(lock)], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    with _file_lock(lock):  # creates the folder it lives in
+        assert other_process() == "held"
+    assert other_process() == "free"

@@ -336,7 +336,7 @@ def test_untrusted_text_is_shown_as_text_not_run(app_url, rlhf_home):
                  prompt_text=lambda p: prompt)
     # The model names are revealed after a vote: make them hostile too.
     store = Store.open("default")
-    with store.connect() as conn:
+    with sqlite3.connect(store.path) as conn:  # the raw database: no API renames a model
         conn.execute("UPDATE generation_runs SET model_spec = ?", (MODEL,))
 
     with sync_playwright() as playwright:

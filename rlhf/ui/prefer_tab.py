@@ -41,7 +41,7 @@ HOTKEYS_JS = """
 }
 """ % HOTKEYS
 NOTHING_LEFT = "Nothing left for you to label in this project: generate more candidates, or ask a colleague."
-QUALITY_COLUMNS = ["annotator", "kind", "votes", "skips", "median_seconds", "agreement", "kappa", "gold_accuracy",
+QUALITY_COLUMNS = ["annotator", "kind", "votes", "skips", "median_seconds", "agreement", "alpha", "gold_accuracy",
                    "left_share"]
 
 
@@ -133,7 +133,7 @@ def quality(project: str):
         f"{stats['votes']} votes on {stats['pairs_labelled']} of {stats['pairs']} pairs, {stats['skips']} skips. "
         f"Left answer chosen in {_pct(stats['left_share'])} of decided votes (50% = no position bias). "
         f"Agreement on {stats['overlap_pairs']} overlapping pairs: {_pct(stats['agreement'])}, "
-        f"Cohen's kappa {stats['kappa'] if stats['kappa'] is not None else '-'}."
+        f"Krippendorff's alpha {stats['alpha'] if stats['alpha'] is not None else '-'}."
     )
     return summary, table, labels
 
