@@ -541,11 +541,15 @@ class Store:
             ).fetchall()
         return {r["id"]: (prompt_messages(r["prompt"], r["messages_json"]), r["text"]) for r in rows}
 
+    def candidate_generation_runs(self) -> list[dict]:
+        """Generation runs that sampled candidates for the annotators, oldest first: arena answers (one per model,
+        chosen in a chat) and audit answers (one per policy, after a flagged run) are not candidate generations."""
+        return [r for r in self.generation_runs() if r["params"].get("source") not in ("arena", "audit")]
+
     def candidate_max_new_tokens(self) -> int | None:
-        """max_new_tokens of the project's newest candidate generation (arena answers aside): where the answers the
-        annotators judge were cut. None before the first generation."""
-        runs = [r for r in self.generation_runs()
-                if r["params"].get("source") != "arena" and "max_new_tokens" in r["params"]]
+        """max_new_tokens of the project's newest candidate generation: where the answers the annotators judge were
+        cut. None before the first generation."""
+        runs = [r for r in self.candidate_generation_runs() if "max_new_tokens" in r["params"]]
         return int(runs[-1]["params"]["max_new_tokens"]) if runs else None
 
     def generation_runs(self) -> list[dict]:
