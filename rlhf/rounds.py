@@ -92,12 +92,14 @@ def next_round(store: Store, sampling: SamplingConfig | None = None, progress=No
 
 
 def last_sampling(store: Store) -> SamplingConfig:
-    """The settings of the project's last candidate generation (arena answers aside), a fresh seed; the defaults
-    when there is none. A new round samples the way the person chose for the first one."""
-    runs = [r for r in store.generation_runs() if r["params"].get("source") != "arena"]
+    """The settings of the project's last candidate generation, a fresh seed; the defaults when there is none. A new
+    round samples the way the person chose for the first one, with at least two answers per prompt to compare (a
+    CLI generation may have sampled one)."""
+    runs = store.candidate_generation_runs()
     if not runs:
         return SamplingConfig()
     params = runs[-1]["params"]
     kept = {name: params[name] for name in ("num_candidates", "max_new_tokens", "temperature", "top_p", "batch_size")
             if name in params}
+    kept["num_candidates"] = max(2, int(kept.get("num_candidates", 2)))
     return SamplingConfig(**kept)

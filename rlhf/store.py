@@ -660,6 +660,11 @@ class Store:
         chosen in a chat) and audit answers (one per policy, after a flagged run) are not candidate generations."""
         return [r for r in self.generation_runs() if r["params"].get("source") not in ("arena", "audit")]
 
+    def candidate_generation_runs(self) -> list[dict]:
+        """Generation runs that sampled candidates for the annotators, oldest first: arena answers (one per model,
+        chosen in a chat) and audit answers (one per policy, after a flagged run) are not candidate generations."""
+        return [r for r in self.generation_runs() if r["params"].get("source") not in ("arena", "audit")]
+
     def candidate_max_new_tokens(self) -> int | None:
         """max_new_tokens of the project's newest candidate generation: where the answers the annotators judge were
         cut. None before the first generation."""

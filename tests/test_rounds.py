@@ -49,4 +49,7 @@ def test_a_new_round_samples_like_the_last_generation_not_like_the_arena(store):
     store.start_generation_run("bundled", None, {"num_candidates": 3, "max_new_tokens": 12, "temperature": 0.5,
                                                  "top_p": 0.9, "seed": 7, "batch_size": 8})
     store.start_generation_run("bundled", None, {"num_candidates": 1, "max_new_tokens": 256, "source": "arena"})
+    store.start_generation_run("bundled", None, {"num_candidates": 1, "max_new_tokens": 12, "source": "audit"})
     assert last_sampling(store) == SamplingConfig(num_candidates=3, max_new_tokens=12, temperature=0.5, top_p=0.9)
+    store.start_generation_run("bundled", None, {"num_candidates": 1, "max_new_tokens": 20, "source": "cli:p.txt"})
+    assert last_sampling(store) == SamplingConfig(num_candidates=2, max_new_tokens=20)  # two answers to compare
