@@ -382,6 +382,17 @@ class Store:
             run["params"] = json.loads(run.pop("params_json"))
         return rows
 
+    def candidate_generation_runs(self) -> list[dict]:
+        """Generation runs that sampled candidates for the annotators, oldest first: arena answers (one per model,
+        chosen in a chat) and audit answers (one per policy, after a flagged run) are not candidate generations."""
+        return [r for r in self.generation_runs() if r["params"].get("source") not in ("arena", "audit")]
+
+    def candidate_max_new_tokens(self) -> int | None:
+        """max_new_tokens of the project's newest candidate generation: where the answers the annotators judge were
+        cut. None before the first generation."""
+        runs = [r for r in self.candidate_generation_runs() if "max_new_tokens" in r["params"]]
+        return int(runs[-1]["params"]["max_new_tokens"]) if runs else None
+
     def add_completion(self, prompt_id: int, run_id: int, candidate_index: int, text: str, num_tokens: int,
                        finish_reason: str, created_at: str | None = None) -> int:
         """Store one candidate answer of a prompt, made by a generation run; returns its id (no pair is made)."""
@@ -654,19 +665,3 @@ class Store:
                 " VALUES (?, ?, ?, ?)",
                 [(checkpoint_id, int(c), float(score), now()) for c, score in scores.items()],
             )
-
-    def candidate_generation_runs(self) -> list[dict]:
-        """Generation runs that sampled candidates for the annotators, oldest first: arena answers (one per model,
-        chosen in a chat) and audit answers (one per policy, after a flagged run) are not candidate generations."""
-        return [r for r in self.generation_runs() if r["params"].get("source") not in ("arena", "audit")]
-
-    def candidate_generation_runs(self) -> list[dict]:
-        """Generation runs that sampled candidates for the annotators, oldest first: arena answers (one per model,
-        chosen in a chat) and audit answers (one per policy, after a flagged run) are not candidate generations."""
-        return [r for r in self.generation_runs() if r["params"].get("source") not in ("arena", "audit")]
-
-    def candidate_max_new_tokens(self) -> int | None:
-        """max_new_tokens of the project's newest candidate generation: where the answers the annotators judge were
-        cut. None before the first generation."""
-        runs = [r for r in self.candidate_generation_runs() if "max_new_tokens" in r["params"]]
-        return int(runs[-1]["params"]["max_new_tokens"]) if runs else None
