@@ -17,10 +17,10 @@ import time
 from dataclasses import asdict
 
 from rlhf.config import ModelConfig, RLHFError, SamplingConfig
-from rlhf.generate import chat_messages, encode_chat, sample_batch
+from rlhf.generate import check_prompt_length, encode_prompts, sample_batch
 from rlhf.models import registry
 from rlhf.prefer import Presentation, validate_annotator
-from rlhf.store import Store
+from rlhf.store import ARENA, Store
 
 
 def arena_pair(store: Store, prompt: str, model_a: str, model_b: str, annotator: str,
@@ -29,24 +29,26 @@ def arena_pair(store: Store, prompt: str, model_a: str, model_b: str, annotator:
     annotator = validate_annotator(annotator)
     if not (prompt or "").strip():
         raise RLHFError("arena: the prompt is empty; type a question for both models.")
+    check_prompt_length(prompt)  # before any model loads: a visitor's 100k characters cost nothing
     if model_a == model_b:
         raise RLHFError("arena: pick two different models to compare.")
     sampling = sampling or SamplingConfig(num_candidates=1, max_new_tokens=128)
     sampling.validate(min_candidates=1)
     rng = rng or random.Random()
+    models = [registry.get(ModelConfig(spec=spec).validate()) for spec in (model_a, model_b)]
+    # The Generate tab's check (the prompt and the answer fit each model's context), for both, before sampling.
+    encoded = [encode_prompts(loaded, [prompt], sampling.max_new_tokens)[0] for loaded in models]
+    samples = [sample_batch(loaded, [ids], sampling)[0] for loaded, ids in zip(models, encoded)]
     completion_ids = []
-    for spec in (model_a, model_b):
-        loaded = registry.get(ModelConfig(spec=spec).validate())
-        ids = encode_chat(loaded.tokenizer, chat_messages(prompt.strip()))
-        [sample] = sample_batch(loaded, [ids], sampling)
-        run = store.start_generation_run(loaded.spec, loaded.checkpoint_id, {**asdict(sampling), "source": "arena"})
+    for loaded, sample in zip(models, samples):
+        run = store.start_generation_run(loaded.spec, loaded.checkpoint_id, {**asdict(sampling), "source": ARENA})
         [completion_id] = store.add_completions(run, [(prompt.strip(), 0, sample.text, sample.num_tokens,
-                                                       sample.finish_reason)], source="arena")
+                                                       sample.finish_reason)], source=ARENA)
         store.finish_generation_run(run, "done")
         completion_ids.append(completion_id)
     with store.connect() as conn:
         prompt_id = conn.execute("SELECT prompt_id FROM completions WHERE id = ?", (completion_ids[0],)).fetchone()[0]
-        pair_id = store._pair_id(conn, prompt_id, *completion_ids, source="arena")
+        pair_id = store._pair_id(conn, prompt_id, *completion_ids, source=ARENA)
     pair = store.pair(pair_id)
     swapped = rng.random() < 0.5
     presentation_id = store.add_presentation(pair_id, annotator, swapped, time.time())
@@ -59,10 +61,12 @@ def model_name(spec: str, checkpoint_id: str | None) -> str:
 
 
 def head_to_head(store: Store) -> list[tuple[str, str, float]]:
-    """(model i, model j, points for i) for every decided vote between answers of two different models."""
+    """(model i, model j, points for i) for every decided vote between answers of two different models (votes of
+    excluded annotators aside)."""
     games = []
+    excluded = {e["annotator"] for e in store.exclusions()}
     for vote in store.votes():
-        if vote["choice"] not in ("a", "b", "tie", "both_bad"):
+        if vote["choice"] not in ("a", "b", "tie", "both_bad") or vote["annotator"] in excluded:
             continue
         pair = store.pair(vote["pair_id"])
         a, b = model_name(pair["model_a"], pair["checkpoint_a"]), model_name(pair["model_b"], pair["checkpoint_b"])

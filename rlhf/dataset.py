@@ -19,7 +19,9 @@ written, then all rows go in one transaction: a malformed row names its split, r
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import secrets
 import shutil
 import tempfile
 from collections import Counter
@@ -39,13 +41,14 @@ def prompt_messages(text: str, messages_json: str | None) -> list[dict]:
 
 
 def export_rows(store: Store) -> dict[str, list[dict]]:
-    """The export's rows per split, from the project's live votes."""
+    """The export's rows per split, from the project's live votes (excluded annotators' votes left out)."""
     pairs: dict[int, dict] = {}
     rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    excluded = {e["annotator"] for e in store.exclusions()}
     for vote in store.votes():
         split = next((name for name, choices in SPLITS.items() if vote["choice"] in choices), None)
-        if split is None:
-            continue  # skip
+        if split is None or vote["annotator"] in excluded:
+            continue  # a skip, or an annotator the owner excluded
         pair = pairs.setdefault(vote["pair_id"], store.pair(vote["pair_id"]))
         first, second = ("b", "a") if vote["choice"] == "b" else ("a", "b")  # chosen first; ties keep stored order
         rows[split].append({
@@ -84,14 +87,17 @@ def export_preferences(store: Store, out_dir: str | Path) -> ExportResult:
     from datasets import Dataset
 
     rows = export_rows(store)
+    exclusions = store.exclusions()
     if not any(rows.values()):
-        raise RLHFError(f"export: project {store.name!r} has no votes yet; label some pairs first.")
+        why = " (other than those of excluded annotators)" if exclusions else ""
+        raise RLHFError(f"export: project {store.name!r} has no votes{why} yet; label some pairs first.")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not (out / "rlhf_export.json").is_file():
         raise RLHFError(f"export: {str(out)!r} exists and is not an earlier export; choose an empty folder.")
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "data").mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # A staging folder of its own per export: two exports to one place never delete each other's files.
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    (tmp / "data").mkdir()
     for split, split_rows in rows.items():
         if split_rows:
             Dataset.from_list(split_rows).to_parquet(str(tmp / "data" / f"{split}.parquet"))
@@ -104,10 +110,11 @@ def export_preferences(store: Store, out_dir: str | Path) -> ExportResult:
         "stats": stats,
         "guidelines": store.guideline_versions(),
         "generation_runs": store.generation_runs(),
+        "excluded_annotators": exclusions,
     }
     (tmp / "rlhf_export.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     (tmp / "guidelines.md").write_text(store.guidelines())
-    (tmp / "README.md").write_text(dataset_card(summary))
+    (tmp / "README.md").write_text(dataset_card(summary) + exclusions_section(exclusions))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)  # a reader never sees a half-written export
     return ExportResult(out, summary["rows"])
@@ -199,6 +206,22 @@ dataset = load_dataset("path/or/repo")          # splits: {", ".join(splits)}
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def exclusions_section(exclusions: list[dict]) -> str:
+    """The card's record of the annotators an owner excluded (empty when none): their votes are not in this dataset.
+    Names and reasons were typed by people, so each goes in a code span that it cannot close."""
+
+    def span(text: str | None) -> str:
+        return "`" + " ".join(str(text or "").replace("`", "'").split()) + "`"
+
+    if not exclusions:
+        return ""
+    lines = "\n".join(f"- {span(e['annotator'])}: excluded by {span(e['excluded_by'] or 'an owner')} on "
+                      f"{e['excluded_at'][:10]}" + (f", reason: {span(e['reason'])}" if e["reason"] else "")
+                      for e in exclusions)
+    return (f"\n## Excluded annotators\n\nThe owner excluded these annotators; none of their votes are in this "
+            f"dataset (they are kept in the project's store):\n\n{lines}\n")
 
 
 # import -----------------------------------------------------------------------------------------------------------
@@ -411,7 +434,55 @@ def _completion_id(store: Store, conn, prompt_id: int, run_id: int, text: str, i
 
 
 def default_export_dir(store: Store) -> Path:
-    return store.folder / "exports" / dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    """A new folder name under <project>/exports/ for each export: the time to the microsecond plus a random tag, so
+    two exports in the same second (two owners, a training run and a download) never share a folder."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    return store.folder / "exports" / f"{stamp}-{secrets.token_hex(3)}"
+
+
+KEEP_EXPORTS = 5
+"""Export folders kept per project (the newest), besides those a checkpoint names as its training data."""
+KEEP_ARCHIVES = 3
+"""Download archives kept per project (the newest)."""
+
+
+@functools.cache
+def downloads_dir() -> Path:
+    """Where export archives are written for the browser to download: a folder of this process under the system's
+    temp directory, which Gradio serves from (the data directory may be `/data`, which it does not)."""
+    return Path(tempfile.mkdtemp(prefix="rlhf-downloads-"))
+
+
+def export_archive(store: Store) -> tuple[ExportResult, Path]:
+    """Export the project to a new folder, zip it for download, and prune older exports and archives."""
+    result = export_preferences(store, default_export_dir(store))
+    folder = downloads_dir() / store.name
+    folder.mkdir(parents=True, exist_ok=True)
+    archive = Path(shutil.make_archive(str(folder / f"{store.name}-{result.folder.name}"), "zip", result.folder))
+    for old in sorted(folder.glob("*.zip"), key=lambda p: p.stat().st_mtime)[:-KEEP_ARCHIVES]:
+        old.unlink(missing_ok=True)
+    prune_exports(store, keep=result.folder)
+    return result, archive
+
+
+def prune_exports(store: Store, keep: Path | None = None) -> list[Path]:
+    """Remove all but the newest `KEEP_EXPORTS` export folders of the project (and `keep`), never one a checkpoint
+    was trained on; returns what was removed. An export is derived data: the store can write it again."""
+    from rlhf.checkpoints import list_checkpoints
+
+    root = store.folder / "exports"
+    if not root.is_dir():
+        return []
+    used = {Path(m["dataset"]["export_dir"]).resolve() for m in list_checkpoints(store)
+            if isinstance(m.get("dataset"), dict) and m["dataset"].get("export_dir")}
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and (p / "rlhf_export.json").is_file()),
+                     key=lambda p: p.stat().st_mtime)
+    removed = []
+    for folder in folders[:-KEEP_EXPORTS]:
+        if folder.resolve() not in used and (keep is None or folder.resolve() != keep.resolve()):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 @dataclass

@@ -71,7 +71,7 @@ def test_ui_handlers_refuse_a_visitor_and_change_nothing(space, store):
     visitor = profile("visitor")
     calls = {
         "guidelines": lambda: prefer_tab.save_guidelines(store.name, "Vandalised", "", profile=visitor),
-        "train": lambda: train_tab.start(visitor, store.name, "reward", "bundled", "latest",
+        "train": lambda: train_tab.start(visitor, None, store.name, "reward", "bundled", "latest",
                                          *([1] * 4), *([1] * 9), *([1] * 4)),
         "delete": lambda: train_tab.remove_run(store.name, "ppo-1", True, profile=visitor),
         "stop": lambda: train_tab.stop(profile=visitor),
@@ -126,7 +126,144 @@ def test_a_real_server_refuses_a_visitors_generate_but_takes_their_vote(tiny_mod
         assert project.counts()["generation_runs"] == 1  # nothing generated for the visitor
         shown = client.predict("shared", "visitor", api_name="/next_pair")
         voted = client.predict("shared", shown["presentation_id"], "a", "visitor", "", api_name="/vote")
-        assert voted["created"] and [v["annotator"] for v in project.votes()] == ["visitor"]
+        assert voted["created"] and [v["annotator"] for v in project.votes()] == ["guest:visitor"]
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# identity: logins, guest names, the browser that holds them ----------------------------------------------------------
+def test_a_typed_name_is_a_guest_name_that_can_never_be_a_login():
+    assert access.annotator_identity(None, " alice ", logins_only=False) == "guest:alice"
+    assert access.annotator_identity("bob", "alice", logins_only=False) == "bob"  # a login ignores the box
+    with pytest.raises(RLHFError, match="logged-in users only"):
+        access.annotator_identity(None, "alice", logins_only=True)
+    assert access.annotator_identity("bob", "", logins_only=True) == "bob"
+
+
+def test_off_a_space_gradios_mock_login_is_never_an_owner(monkeypatch):
+    """Off a Space, Gradio's login hands every visitor this machine's account: with the rules on (a team server) the
+    profile counts for nothing; only an owner who signed in with a token does. On a Space, the OAuth login counts."""
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv("SPACE_AUTHOR_NAME", raising=False)
+    monkeypatch.setenv("RLHF_OWNERS", "owner")
+    assert access.team_server()
+    assert access.trusted_login("owner", None) is None and not access.may("push", access.trusted_login("owner", None))
+    assert access.trusted_login("owner", "owner") == "owner"  # a token the Hub confirmed
+    from rlhf.ui.common import login_available
+
+    login_available.cache_clear()
+    try:
+        assert not login_available()  # no login button, so no mock routes and no session cookie to forge
+    finally:
+        login_available.cache_clear()
+    monkeypatch.setenv("SPACE_ID", "owner/rlhf-space")
+    assert access.trusted_login("owner", None) == "owner"
+    monkeypatch.delenv("SPACE_ID")
+    monkeypatch.delenv("RLHF_OWNERS")
+    assert access.trusted_login("me", None) == "me"  # your own machine, rules off: the mock login is you
+
+
+def test_a_guest_name_is_held_by_the_browser_that_used_it_first(space, store):
+    from rlhf.ui.common import annotator_name
+
+    assert annotator_name(store, "alice", None, None, "key-of-alice") == "guest:alice"
+    assert annotator_name(store, "alice", None, None, "key-of-alice") == "guest:alice"  # the same browser again
+    with pytest.raises(RLHFError, match="'alice' is in use in another browser"):
+        annotator_name(store, "alice", None, None, "key-of-mallory")
+    with pytest.raises(RLHFError, match="in use in another browser"):
+        annotator_name(store, "alice", None, None, None)  # no browser key: the API session, another holder
+    assert annotator_name(store, "alice", profile("alice"), None, "key-of-mallory") == "alice"  # a login is itself
+    # a name with votes but nobody on record holding it (restored from a backup, say) stays closed
+    from test_prefer import add_candidates
+
+    add_candidates(store)
+    from rlhf.prefer import next_pair, vote
+
+    vote(store, next_pair(store, "guest:restored").presentation_id, "a", "guest:restored")
+    with pytest.raises(RLHFError, match="in use in another browser"):
+        annotator_name(store, "restored", None, None, "anyone")
+
+
+def test_logins_only_refuses_guests_and_excluded_votes_leave_the_queue_and_export(space, store, tmp_path):
+    from rlhf.dataset import export_preferences
+    from rlhf.prefer import next_pair, vote
+    from rlhf.ui import prefer_tab
+    from test_prefer import add_candidates
+
+    add_candidates(store, prompts=["p1", "p2"])
+    for name in ("guest:spam1", "guest:spam2"):  # two invented names decide both pairs: nothing is left for others
+        for _ in range(2):
+            vote(store, next_pair(store, name, overlap=0.0, gold_rate=0.0).presentation_id, "a", name)
+    assert next_pair(store, "carol", overlap=0.0, gold_rate=0.0) is None
+    with pytest.raises(gr.Error, match="only the owner of this Space may change who may label"):
+        prefer_tab.exclude(store.name, "guest:spam1", "", False, profile=profile("visitor"))
+    line = prefer_tab.exclude(store.name, "guest:spam1", "invented name, voted in 2 s", False, profile=profile("owner"))
+    prefer_tab.exclude(store.name, "guest:spam2", "", False, profile=profile("owner"))
+    assert "guest:spam1" in line and "invented name" in line
+    assert next_pair(store, "carol", overlap=0.0, gold_rate=0.0) is not None  # their pairs are back in the queue
+    vote(store, next_pair(store, "carol", overlap=0.0, gold_rate=0.0).presentation_id, "b", "carol")
+    export = export_preferences(store, tmp_path / "export")
+    assert export.rows == {"train": 1, "ties": 0, "both_bad": 0}  # carol's vote only
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "## Excluded annotators" in card and "`guest:spam1`" in card and "`invented name, voted in 2 s`" in card
+    assert len(store.votes()) == 5  # the excluded votes are kept in the store
+
+    prefer_tab.set_logins_only(store.name, True, profile=profile("owner"))
+    with pytest.raises(gr.Error, match="logged-in users only"):
+        prefer_tab.show_next(store.name, "dave", "key", 0.0, 0.0, "oldest")
+    assert prefer_tab.show_next(store.name, "", "key", 0.0, 0.0, "oldest", profile=profile("dave"))[1]
+
+
+def test_undo_takes_back_only_the_callers_own_votes(space, store):
+    from rlhf.ui import prefer_tab
+    from test_prefer import add_candidates
+
+    add_candidates(store, prompts=["p1", "p2", "p3"])
+    queue = (0.0, 0.0, "oldest")
+    alice = dict(profile=profile("alice"))  # logged in
+    shown = prefer_tab.show_next(store.name, "", None, *queue, **alice)[0]
+    prefer_tab.cast("a", store.name, "", None, shown, "", *queue, **alice)
+    shown = prefer_tab.show_next(store.name, "bob", "key-of-bob", *queue)[0]  # a guest, in his browser
+    prefer_tab.cast("b", store.name, "bob", "key-of-bob", shown, "", *queue)
+
+    # mallory types their names in her browser
+    *_, reveal, _ = prefer_tab.undo(store.name, "alice", "key-of-mallory", *queue)
+    assert reveal == "Nothing to undo."  # "alice" typed is guest:alice, not the login alice
+    with pytest.raises(gr.Error, match="'bob' is in use in another browser"):
+        prefer_tab.undo(store.name, "bob", "key-of-mallory", *queue)
+    assert [v["undone_at"] for v in store.votes(include_undone=True)] == [None, None]
+
+    assert prefer_tab.undo(store.name, "whatever", None, *queue, **alice)[-2] == "Undid vote 1."
+    assert prefer_tab.undo(store.name, "bob", "key-of-bob", *queue)[-2] == "Undid vote 2."
+    assert [v["annotator"] for v in store.votes(include_undone=True)] == ["alice", "guest:bob"]
+
+
+# what visitors may ask for -------------------------------------------------------------------------------------------
+def test_visitors_use_offered_models_only_and_learn_nothing_about_the_disk(space, tmp_path):
+    offered = ["bundled", "/data/rlhf/p/checkpoints/ppo-1"]
+    assert access.require_offered_model("bundled", offered, None) == "bundled"
+    (tmp_path / "model").mkdir()
+    answers = set()
+    for spec in ("meta-llama/Llama-3.1-70B", str(tmp_path / "model"), str(tmp_path / "missing"), "../../etc"):
+        with pytest.raises(RLHFError) as refused:
+            access.require_offered_model(spec, offered, "visitor")
+        answers.add(str(refused.value))
+    assert len(answers) == 1 and "visitors may use the models in the list only" in answers.pop()
+    assert access.require_offered_model("meta-llama/Llama-3.1-70B", offered, "owner")  # owners load what they like
+
+
+def test_a_visitors_new_tokens_are_capped(space, monkeypatch):
+    assert access.cap_new_tokens(1024, "visitor") == access.VISITOR_MAX_NEW_TOKENS == 256
+    assert access.cap_new_tokens(64, None) == 64 and access.cap_new_tokens(1024, "owner") == 1024
+    monkeypatch.setenv("RLHF_VISITOR_MAX_NEW_TOKENS", "32")
+    assert access.cap_new_tokens(1024, None) == 32
+
+
+def test_the_space_asks_visitors_for_their_identity_only():
+    """README's front matter configures the Space's OAuth app: no write or manage rights over a visitor's account."""
+    import yaml
+
+    front = yaml.safe_load((REPO / "README.md").read_text().split("---")[1])
+    assert front["hf_oauth"] is True
+    assert set(front.get("hf_oauth_scopes") or []) <= {"openid", "profile"}
