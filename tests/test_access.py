@@ -1,6 +1,7 @@
 """Owner vs visitor: the rules (rlhf.access), the UI handlers that apply them, and a real Gradio server refusing a
 visitor's API call while it takes their vote."""
 
+import os
 import subprocess
 import sys
 import time
@@ -267,3 +268,129 @@ def test_the_space_asks_visitors_for_their_identity_only():
     front = yaml.safe_load((REPO / "README.md").read_text().split("---")[1])
     assert front["hf_oauth"] is True
     assert set(front.get("hf_oauth_scopes") or []) <= {"openid", "profile"}
+
+
+# the real server, attacked as a visitor over HTTP ---------------------------------------------------------------------
+@pytest.fixture
+def public(app_url, monkeypatch):
+    """The real server (conftest's `app_url`, in this process, with `rlhf serve`'s queue and limits) with the owner
+    rules on, as on a team server: every caller here is a visitor. A project `default` with three open pairs."""
+    from test_prefer import add_candidates
+
+    monkeypatch.setenv("RLHF_OWNERS", "owner")
+    store = Store.open("default", create=True)
+    add_candidates(store, prompts=["p1", "p2", "p3"])
+    return app_url, store
+
+
+def test_over_http_a_visitor_can_neither_undo_another_nor_vote_as_a_login_nor_export(public):
+    from gradio_client import Client
+
+    from conftest import call_raw
+
+    url, store = public
+    alice = Client(url, verbose=False)  # one client, one session: how a script labels through the API
+    shown = alice.predict("default", "alice", api_name="/next_pair")
+    assert shown["annotator"] == "guest:alice"
+    assert alice.predict("default", shown["presentation_id"], "a", "alice", "", api_name="/vote")["created"]
+
+    # Undo as alice: the Prefer tab's Undo event, posted directly (api_visibility="private" does not hide it)
+    _, event, data = call_raw(url, "undo", ["default", "alice", None, 0.2, 0.1, "oldest"], session_hash="mallory")
+    assert event == "error" and "in use in another browser" in str(data), data
+    # alice's pair, voted again under her name from another session
+    _, event, data = call_raw(url, "vote", ["default", shown["presentation_id"], "b", "alice", ""],
+                              session_hash="mallory")
+    assert event == "error" and "in use in another browser" in str(data), data
+    # a vote as the login `owner`: the typed name becomes a guest name
+    _, event, mine = call_raw(url, "next_pair", ["default", "owner"], session_hash="mallory")
+    assert event == "complete" and mine[0]["annotator"] == "guest:owner"
+    _, event, _ = call_raw(url, "vote", ["default", mine[0]["presentation_id"], "a", "owner", ""],
+                           session_hash="mallory")
+    assert event == "complete"
+    assert [(v["annotator"], v["undone_at"]) for v in store.votes(include_undone=True)] == [
+        ("guest:alice", None), ("guest:owner", None)]
+    # the export: the project's data, and files on the server's disk
+    _, event, data = call_raw(url, "export", ["default"], session_hash="mallory")
+    assert event == "error" and "Only the owner of this Space may export the preference dataset" in str(data), data
+    assert not (store.folder / "exports").exists()
+
+
+def test_over_http_a_visitor_chats_with_offered_models_only_and_the_disk_stays_unprobed(public, tmp_path):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from rlhf.models import registry
+
+    url, _ = public
+    client = Client(url, verbose=False)
+    (tmp_path / "a-model").mkdir()  # exists, but no model the Space offers
+    loaded_before = set(registry._models)
+    answers = set()
+    for spec in ("meta-llama/Llama-3.1-70B-Instruct", str(tmp_path / "a-model"), str(tmp_path / "missing"),
+                 "/etc"):
+        with pytest.raises(AppError) as refused:
+            client.predict("Hi!", [], spec, "", 64, 0.7, 0.95, api_name="/chat")
+        answers.add(str(refused.value))
+    assert len(answers) == 1, answers  # one answer for all: existing and missing paths look alike
+    assert "visitors may use the models in the list only" in answers.pop()
+    assert set(registry._models) == loaded_before  # nothing was loaded (or fetched) for them
+    default = client.predict("Hi!", [], os.environ["RLHF_MODEL"], "", 8, 0.7, 0.95, api_name="/chat")
+    assert default[1][-1]["role"] == "assistant"  # the offered model answers
+
+
+def test_over_http_the_arena_refuses_a_100k_character_prompt_before_any_work(public):
+    from conftest import call_raw
+
+    url, store = public
+    before = store.counts()
+    spec = os.environ["RLHF_MODEL"]  # offered; the length is checked before the models are even compared
+    _, event, data = call_raw(url, "ask_both", ["default", "x" * 100_000, spec, spec, "visitor", None, 64],
+                              session_hash="mallory")
+    assert event == "error" and "over the limit of" in str(data), data
+    assert store.counts() == before and len(store.prompts()) == 3  # nothing stored
+
+
+def test_over_http_fifty_chats_at_the_largest_token_count_are_bounded(public, monkeypatch):
+    """50 chats posted at once, each asking the slider's 1024 new tokens: the queue takes QUEUE_SIZE waiting (plus the
+    one running) and refuses the rest with HTTP 503; an answer stops at the visitor cap."""
+    import httpx
+
+    from conftest import call_raw, read_events
+    from rlhf.config import ModelConfig
+    from rlhf.models import registry
+
+    url, _ = public
+    monkeypatch.setenv("RLHF_VISITOR_MAX_NEW_TOKENS", "8")
+    spec = os.environ["RLHF_MODEL"]
+    accepted, refused = [], []
+    with httpx.Client(trust_env=False, timeout=120) as http:
+        fn_index = next(d["id"] for d in http.get(f"{url}config").json()["dependencies"] if d["api_name"] == "chat")
+        with registry._lock:  # the first chat waits here holding the model slot, so the others queue up behind it
+            for _ in range(50):
+                posted = http.post(f"{url}gradio_api/call/chat",
+                                   json={"data": ["Tell me everything.", [], spec, "", 1024, 0.7, 0.95]})
+                (accepted if posted.status_code == 200 else refused).append(posted.json() if posted.status_code == 200
+                                                                             else posted)
+            assert len(accepted) <= access.QUEUE_SIZE + 1 and len(refused) >= 50 - access.QUEUE_SIZE - 1
+            assert all(r.status_code == 503 and "Queue is full" in r.text for r in refused)
+            for waiting in accepted[2:]:  # two answers are enough to read; the rest leave the queue unanswered
+                event_id = waiting["event_id"]  # (a call without a session is its own session)
+                http.post(f"{url}gradio_api/cancel", json={"session_hash": event_id, "fn_index": fn_index,
+                                                           "event_id": event_id})
+    tokenizer = registry.get(ModelConfig(spec=spec)).tokenizer
+    for posted in accepted[:2]:
+        event, data = read_events(url, "chat", posted["event_id"])
+        assert event == "complete", data
+        answer = data[1][-1]["content"][0]["text"]
+        assert 0 < len(tokenizer(answer)["input_ids"]) <= 2 * 8  # 1024 asked, 8 sampled (re-encoding may split some)
+    _, event, _ = call_raw(url, "next_pair", ["default", "after"])  # the server answers again
+    assert event == "complete"
+
+
+def test_the_server_refuses_an_oversized_request_body(public):
+    import httpx
+
+    url, _ = public
+    with httpx.Client(trust_env=False, timeout=60) as http:
+        posted = http.post(f"{url}gradio_api/call/next_pair", json={"data": ["default", "x" * 2_000_000]})
+    assert posted.status_code == 413 and "Request body over" in posted.text
