@@ -14,13 +14,17 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from rlhf.config import ModelConfig, RLHFError, SamplingConfig
 from rlhf.generate import check_prompt_length, encode_prompts, sample_batch
 from rlhf.models import registry
 from rlhf.prefer import Presentation, validate_annotator
 from rlhf.store import ARENA, Store
+
+
+MIN_ANSWER_TOKENS = 16
+"""Room an arena prompt must leave in each model's context for the answer."""
 
 
 def arena_pair(store: Store, prompt: str, model_a: str, model_b: str, annotator: str,
@@ -36,12 +40,15 @@ def arena_pair(store: Store, prompt: str, model_a: str, model_b: str, annotator:
     sampling.validate(min_candidates=1)
     rng = rng or random.Random()
     models = [registry.get(ModelConfig(spec=spec).validate()) for spec in (model_a, model_b)]
-    # The Generate tab's check (the prompt and the answer fit each model's context), for both, before sampling.
-    encoded = [encode_prompts(loaded, [prompt], sampling.max_new_tokens)[0] for loaded in models]
-    samples = [sample_batch(loaded, [ids], sampling)[0] for loaded, ids in zip(models, encoded)]
+    # The Generate tab's check for both models before sampling: the prompt leaves room for an answer in each
+    # context; the answer then gets what room there is, up to max_new_tokens (as in Chat).
+    encoded = [encode_prompts(loaded, [prompt], MIN_ANSWER_TOKENS)[0] for loaded in models]
+    settings = [replace(sampling, max_new_tokens=min(sampling.max_new_tokens, loaded.max_context - len(ids)))
+                for loaded, ids in zip(models, encoded)]
+    samples = [sample_batch(loaded, [ids], fitted)[0] for loaded, ids, fitted in zip(models, encoded, settings)]
     completion_ids = []
-    for loaded, sample in zip(models, samples):
-        run = store.start_generation_run(loaded.spec, loaded.checkpoint_id, {**asdict(sampling), "source": ARENA})
+    for loaded, sample, fitted in zip(models, samples, settings):
+        run = store.start_generation_run(loaded.spec, loaded.checkpoint_id, {**asdict(fitted), "source": ARENA})
         [completion_id] = store.add_completions(run, [(prompt.strip(), 0, sample.text, sample.num_tokens,
                                                        sample.finish_reason)], source=ARENA)
         store.finish_generation_run(run, "done")

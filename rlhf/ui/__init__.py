@@ -56,7 +56,7 @@ def build_demo() -> gr.Blocks:
                 chat_tab.build(project, browser_key)
             with gr.Tab("Hub", id="hub"):
                 login_line = hub_tab.build(project)
-        demo.load(prefer_tab.new_browser_key, browser_key, browser_key, api_visibility="private")
+        demo.load(None, browser_key, browser_key, js=prefer_tab.BROWSER_KEY_JS)
         demo.load(prefer_tab.load_guidelines, project, guidelines, api_visibility="private")
         demo.load(prefer_tab.show_labelling, project, labelling, api_visibility="private")
         demo.load(None, js=prefer_tab.HOTKEYS_JS)

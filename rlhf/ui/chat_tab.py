@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import gradio as gr
 import pandas as pd
 
@@ -94,6 +92,18 @@ def arena_vote(choice: str, project: str, presentation_id: int | None, annotator
                   f"right was `{code(receipt.right_model)}`.")
 
 
+def arena_vote_as(choice: str):
+    """The vote handler of one arena button (not a functools.partial, which would hide the login: see
+    prefer_tab.cast_as)."""
+
+    def vote_handler(project: str, presentation_id: int | None, annotator: str, browser_key: str | None,
+                     profile: gr.OAuthProfile | None = None, request: gr.Request = None):
+        return arena_vote(choice, project, presentation_id, annotator, browser_key, profile=profile, request=request)
+
+    vote_handler.__name__ = f"arena_vote_{choice}"
+    return vote_handler
+
+
 @user_errors
 def leaderboard_table(project: str):
     from rlhf.arena import leaderboard
@@ -162,7 +172,7 @@ def build(project: gr.Dropdown, browser_key: gr.BrowserState) -> None:
     ask.click(ask_both, [project, arena_prompt, model_a, model_b, annotator, browser_key, max_new_tokens],
               [shown, left, right, arena_status], api_visibility="private", **options)
     for choice, button in buttons.items():
-        button.click(partial(arena_vote, choice), [project, shown, annotator, browser_key], [shown, arena_status],
+        button.click(arena_vote_as(choice), [project, shown, annotator, browser_key], [shown, arena_status],
                      api_visibility="private")
     refresh_board.click(leaderboard_table, project, board, api_visibility="private")
     for picker in (model_a, model_b):

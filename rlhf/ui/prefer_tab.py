@@ -7,8 +7,6 @@ The keyboard shortcuts live in `HOTKEYS_JS`, loaded with the page.
 from __future__ import annotations
 
 import random
-import secrets
-from functools import partial
 
 import gradio as gr
 import pandas as pd
@@ -282,9 +280,25 @@ def api_vote(project: str, presentation_id: int, choice: str, annotator: str, co
             "agreed_with_reward_model": guess.agreed if guess else None}
 
 
-def new_browser_key(key: str | None) -> str:
-    """The key that binds this browser's guest names, made once and kept in its local storage (gr.BrowserState)."""
-    return key or secrets.token_urlsafe(24)
+BROWSER_KEY_JS = """(key) => key || Array.from(crypto.getRandomValues(new Uint8Array(24)),
+    (b) => b.toString(16).padStart(2, '0')).join('')"""
+"""The key that binds this browser's guest names: made in the page as it loads (before anyone can type a name, so
+the first vote already carries it), from the browser's cryptographic random source (crypto.getRandomValues works
+over plain http too, unlike randomUUID), kept in its local storage (gr.BrowserState)."""
+
+
+def cast_as(choice: str):
+    """The vote handler of one button. (Not functools.partial: Gradio reads a handler's type hints to pass it the
+    login and the request, and a partial has none, so a logged-in vote would carry the typed name.)"""
+
+    def vote_handler(project: str, typed: str, browser_key: str | None, presentation_id: int | None, comment: str,
+                     overlap: float, gold_rate: float, order: str, profile: gr.OAuthProfile | None = None,
+                     request: gr.Request = None, scoring=gr.Progress()):
+        return cast(choice, project, typed, browser_key, presentation_id, comment, overlap, gold_rate, order,
+                    profile=profile, request=request, scoring=scoring)
+
+    vote_handler.__name__ = f"cast_{choice}"
+    return vote_handler
 
 
 def build(project: gr.Dropdown, browser_key: gr.BrowserState) -> tuple[list, list]:
@@ -362,7 +376,7 @@ def build(project: gr.Dropdown, browser_key: gr.BrowserState) -> tuple[list, lis
     annotator.submit(show_next, [*who, *queue_inputs], pair_outputs, **private)
     annotator.submit(None, js=BLUR_JS)  # in the browser, at once: the keys pressed next vote
     for choice, button in buttons.items():
-        button.click(partial(cast, choice), [*who, presentation, comment, *queue_inputs],
+        button.click(cast_as(choice), [*who, presentation, comment, *queue_inputs],
                      [*pair_outputs, reveal, comment], **private)
     undo_button.click(undo, [*who, *queue_inputs], [*pair_outputs, reveal, comment], **private)
     save.click(save_guidelines, [project, guidelines_text, annotator], guidelines, **private)
