@@ -141,14 +141,15 @@ def page(browser, app_url):
     page.close()
 
 
-def call_raw(url: str, name: str, data: list, session_hash: str | None = None) -> tuple[int, str, object]:
+def call_raw(url: str, name: str, data: list, session_hash: str | None = None,
+             cookies: dict | None = None) -> tuple[int, str, object]:
     """Call an event of a running app as any HTTP client can, whatever its api_visibility: `POST
     /gradio_api/call/<name>`, then read its event stream. Returns (HTTP status, last event, its data); a refused
-    POST gives (status, "refused", body)."""
+    POST gives (status, "refused", body). `cookies`: a browser's, e.g. its login session."""
     import httpx
 
     body = {"data": data, **({"session_hash": session_hash} if session_hash else {})}
-    with httpx.Client(trust_env=False, timeout=300) as http:
+    with httpx.Client(trust_env=False, timeout=300, cookies=cookies) as http:
         posted = http.post(f"{url}gradio_api/call/{name}", json=body)
         if posted.status_code != 200:
             return posted.status_code, "refused", posted.text

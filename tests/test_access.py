@@ -394,3 +394,96 @@ def test_the_server_refuses_an_oversized_request_body(public):
     with httpx.Client(trust_env=False, timeout=60) as http:
         posted = http.post(f"{url}gradio_api/call/next_pair", json={"data": ["default", "x" * 2_000_000]})
     assert posted.status_code == 413 and "Request body over" in posted.text
+
+
+# on a Space: the Hugging Face login is the identity ------------------------------------------------------------------
+OAUTH_SECRET = "test-oauth-client-secret"
+
+
+def login_cookie(username: str) -> dict:
+    """The session cookie Gradio's OAuth callback sets on a Space after Hugging Face logged `username` in (the login
+    itself needs the real Hub): starlette's signed session, keyed as Gradio keys it, with the OAuth client secret."""
+    import base64
+    import hashlib
+    import json
+
+    import itsdangerous
+
+    session = {"oauth_info": {"access_token": f"hf_oauth_{username}", "token_type": "bearer", "scope": "openid profile",
+                              "expires_at": int(time.time()) + 3600,
+                              "userinfo": {"preferred_username": username, "name": username.title(),
+                                           "profile": f"https://huggingface.co/{username}", "picture": ""}}}
+    signer = itsdangerous.TimestampSigner(hashlib.sha256(f"{OAUTH_SECRET}-v4".encode()).hexdigest())
+    return {"session": signer.sign(base64.b64encode(json.dumps(session).encode())).decode()}
+
+
+@pytest.fixture(scope="module")
+def on_a_space(tiny_model_dir, tmp_path_factory):
+    """`python -m rlhf serve` as Hugging Face runs it on a Space with OAuth (`hf_oauth: true` sets these variables),
+    by `owner`; a project `shared` with three open pairs. (url, store)"""
+    from test_prefer import add_candidates
+
+    home = tmp_path_factory.mktemp("space-home")
+    store = Store.open("shared", create=True, root=home)
+    add_candidates(store, prompts=["p1", "p2", "p3"])
+    port = free_port()
+    env = {**os.environ, "RLHF_HOME": str(home), "SYSTEM": "spaces", "SPACE_ID": "owner/rlhf-space",
+           "SPACE_AUTHOR_NAME": "owner", "OAUTH_CLIENT_ID": "test-client", "OAUTH_CLIENT_SECRET": OAUTH_SECRET,
+           "OAUTH_SCOPES": "openid profile", "OPENID_PROVIDER_URL": "http://127.0.0.1:9"}  # never asked here
+    server = subprocess.Popen([sys.executable, "-m", "rlhf", "serve", "--port", str(port), "--model",
+                               str(tiny_model_dir)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    import httpx
+
+    for _ in range(240):
+        try:
+            httpx.get(url, timeout=2, trust_env=False)
+            break
+        except Exception:
+            assert server.poll() is None, server.stderr.read()[-3000:]
+            time.sleep(0.5)
+    yield url, store
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_on_a_space_a_login_votes_as_itself_and_nobody_votes_or_undoes_under_it(on_a_space):
+    from conftest import call_raw
+
+    url, store = on_a_space
+    alice = login_cookie("alice")
+    queue = [0.0, 0.0, "oldest"]
+    # alice labels in the Prefer tab, logged in: its Next pair and "A is better" events, as her browser sends them
+    _, event, shown = call_raw(url, "show_next", ["shared", "", None, *queue], session_hash="alices-tab",
+                               cookies=alice)
+    assert event == "complete", shown
+    _, event, voted = call_raw(url, "cast_a", ["shared", "", None, None, "", *queue], session_hash="alices-tab",
+                               cookies=alice)
+    assert event == "complete" and "Vote 1 recorded" in voted[5], voted
+    # and through the API, logged in: the login, whatever name she sends
+    _, _, [api_pair] = call_raw(url, "next_pair", ["shared", "someone-else"], session_hash="alices-script",
+                                cookies=alice)
+    assert api_pair["annotator"] == "alice"
+    call_raw(url, "vote", ["shared", api_pair["presentation_id"], "b", "whatever", ""],
+             session_hash="alices-script", cookies=alice)
+    assert [v["annotator"] for v in store.votes()] == ["alice", "alice"]
+
+    # mallory, not logged in, sends alice's name: a guest name, never the login
+    _, event, data = call_raw(url, "vote", ["shared", api_pair["presentation_id"], "a", "alice", ""],
+                              session_hash="mallory")
+    assert event == "error" and "was shown to 'alice', not 'guest:alice'" in str(data), data
+    _, event, undone = call_raw(url, "undo", ["shared", "alice", None, *queue], session_hash="mallory")
+    assert event == "complete" and undone[5] == "Nothing to undo."
+    # bob is logged in too: his Undo takes back his own votes only
+    _, event, undone = call_raw(url, "undo", ["shared", "alice", None, *queue], cookies=login_cookie("bob"))
+    assert event == "complete" and undone[5] == "Nothing to undo."
+    assert [v["undone_at"] for v in store.votes(include_undone=True)] == [None, None]
+    _, event, undone = call_raw(url, "undo", ["shared", "", None, *queue], cookies=alice)
+    assert event == "complete" and undone[5] == "Undid vote 2."
+
+    # the owner's login may export; alice's may not
+    _, event, data = call_raw(url, "export", ["shared"], cookies=alice)
+    assert event == "error" and "logged in as 'alice'" in str(data)
+    _, event, exported = call_raw(url, "export", ["shared"], cookies=login_cookie("owner"))
+    assert event == "complete" and "Exported train 1" in exported[1], exported
