@@ -80,6 +80,8 @@ def test_ui_handlers_refuse_a_visitor_and_change_nothing(space, store):
         "push": lambda: hub_tab.push_dataset(store.name, "", True, profile=visitor),
         "pull": lambda: hub_tab.pull(store.name, "dataset", "a/b", "", profile=visitor),
         "project": lambda: project_header.create_project("visitors-project", profile=visitor),
+        "export": lambda: prefer_tab.export(store.name, profile=visitor),
+        "labelling": lambda: prefer_tab.set_logins_only(store.name, True, profile=visitor),
     }
     for action, call in calls.items():
         with pytest.raises(gr.Error, match="only the owner of this Space") as refused:
@@ -87,6 +89,7 @@ def test_ui_handlers_refuse_a_visitor_and_change_nothing(space, store):
         assert access.OWNER_ACTIONS[action] in str(refused.value), action
     assert store.guidelines() == "Tutor: facts first." and store.guidelines_version() == 2
     assert "visitors-project" not in [p.name for p in store.folder.parent.iterdir()]
+    assert not (store.folder / "exports").exists() and store.setting("logins_only") is False
     # the owner is let through (saving guidelines is cheap: a real call)
     prefer_tab.save_guidelines(store.name, "Tutor: facts first, briefly.", "", profile=profile("helper"))
     assert store.guidelines_version() == 3
@@ -259,6 +262,15 @@ def test_a_visitors_new_tokens_are_capped(space, monkeypatch):
     assert access.cap_new_tokens(64, None) == 64 and access.cap_new_tokens(1024, "owner") == 1024
     monkeypatch.setenv("RLHF_VISITOR_MAX_NEW_TOKENS", "32")
     assert access.cap_new_tokens(1024, None) == 32
+
+
+def test_an_owners_push_on_a_space_uses_its_hf_token_secret_and_says_how_to_add_it(space, store, monkeypatch):
+    """The OAuth login grants nothing over the owner's account either: pushes need the Space's own token."""
+    from rlhf.ui import hub_tab
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(gr.Error, match="this Space has no HF_TOKEN secret"):
+        hub_tab.push_dataset(store.name, "", True, profile=profile("owner"))
 
 
 def test_the_space_asks_visitors_for_their_identity_only():
