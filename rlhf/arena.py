@@ -14,13 +14,17 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from rlhf.config import ModelConfig, RLHFError, SamplingConfig
-from rlhf.generate import chat_messages, encode_chat, sample_batch
+from rlhf.generate import check_prompt_length, encode_prompts, sample_batch
 from rlhf.models import registry
 from rlhf.prefer import Presentation, validate_annotator
-from rlhf.store import Store
+from rlhf.store import ARENA, Store
+
+
+MIN_ANSWER_TOKENS = 16
+"""Room an arena prompt must leave in each model's context for the answer."""
 
 
 def arena_pair(store: Store, prompt: str, model_a: str, model_b: str, annotator: str,
@@ -29,22 +33,27 @@ def arena_pair(store: Store, prompt: str, model_a: str, model_b: str, annotator:
     annotator = validate_annotator(annotator)
     if not (prompt or "").strip():
         raise RLHFError("arena: the prompt is empty; type a question for both models.")
+    check_prompt_length(prompt)  # before any model loads: a visitor's 100k characters cost nothing
     if model_a == model_b:
         raise RLHFError("arena: pick two different models to compare.")
     sampling = sampling or SamplingConfig(num_candidates=1, max_new_tokens=128)
     sampling.validate(min_candidates=1)
     rng = rng or random.Random()
+    models = [registry.get(ModelConfig(spec=spec).validate()) for spec in (model_a, model_b)]
+    # The Generate tab's check for both models before sampling: the prompt leaves room for an answer in each
+    # context; the answer then gets what room there is, up to max_new_tokens (as in Chat).
+    encoded = [encode_prompts(loaded, [prompt], MIN_ANSWER_TOKENS)[0] for loaded in models]
+    settings = [replace(sampling, max_new_tokens=min(sampling.max_new_tokens, loaded.max_context - len(ids)))
+                for loaded, ids in zip(models, encoded)]
+    samples = [sample_batch(loaded, [ids], fitted)[0] for loaded, ids, fitted in zip(models, encoded, settings)]
     completion_ids = []
-    for spec in (model_a, model_b):
-        loaded = registry.get(ModelConfig(spec=spec).validate())
-        ids = encode_chat(loaded.tokenizer, chat_messages(prompt.strip()))
-        [sample] = sample_batch(loaded, [ids], sampling)
-        run = store.start_generation_run(loaded.spec, loaded.checkpoint_id, {**asdict(sampling), "source": "arena"})
+    for loaded, sample, fitted in zip(models, samples, settings):
+        run = store.start_generation_run(loaded.spec, loaded.checkpoint_id, {**asdict(fitted), "source": ARENA})
         [completion_id] = store.add_completions(run, [(prompt.strip(), 0, sample.text, sample.num_tokens,
-                                                       sample.finish_reason)], source="arena")
+                                                       sample.finish_reason)], source=ARENA)
         store.finish_generation_run(run, "done")
         completion_ids.append(completion_id)
-    pair_id = store.add_pair(*completion_ids, source="arena")
+    pair_id = store.add_pair(*completion_ids, source=ARENA)
     pair = store.pair(pair_id)
     swapped = rng.random() < 0.5
     presentation_id = store.add_presentation(pair_id, annotator, swapped, time.time())
@@ -57,10 +66,12 @@ def model_name(spec: str, checkpoint_id: str | None) -> str:
 
 
 def head_to_head(store: Store) -> list[tuple[str, str, float]]:
-    """(model i, model j, points for i) for every decided vote between answers of two different models."""
+    """(model i, model j, points for i) for every decided vote between answers of two different models (votes of
+    excluded annotators aside)."""
     games = []
+    excluded = {e["annotator"] for e in store.exclusions()}
     for vote in store.votes():
-        if vote["choice"] not in ("a", "b", "tie", "both_bad"):
+        if vote["choice"] not in ("a", "b", "tie", "both_bad") or vote["annotator"] in excluded:
             continue
         pair = store.pair(vote["pair_id"])
         a, b = model_name(pair["model_a"], pair["checkpoint_a"]), model_name(pair["model_b"], pair["checkpoint_b"])

@@ -127,17 +127,45 @@ def fingerprint_files(paths: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
+def trained_from(store: Store, meta: dict) -> list[str]:
+    """Ids of the policies (in any project under the same data directory) that started from this checkpoint: they load
+    its weights under their own adapter, so they stop loading when it goes."""
+    target = Path(meta["path"]).resolve()
+    children = []
+    for folder in sorted(store.folder.parent.iterdir()):
+        if not (folder / "checkpoints").is_dir():
+            continue
+        for other in list_checkpoints(Store(folder), POLICY_KINDS):
+            start = other.get("policy_start")
+            same_project = folder.resolve() == store.folder.resolve()
+            if other["id"] != meta["id"] and ((same_project and other.get("parent") == meta["id"])
+                                             or (start and Path(start).resolve() == target)):
+                children.append(other["id"] if same_project else f"{folder.name}/{other['id']}")
+    return children
+
+
 def delete_checkpoint(store: Store, reference: str) -> None:
-    """Remove a checkpoint folder and its run log; refuses `latest` (name the run) and the running job's run."""
+    """Remove a checkpoint folder of this project and its run log. Refuses `latest` (name the run), anything outside
+    the project's checkpoints folder, the running job's project, and a policy that later policies were trained from."""
     if reference == "latest":
         raise RLHFError("delete: name the run to delete by its id, not `latest`.")
-    meta = find_checkpoint(store, reference)
+    root = checkpoints_dir(store).resolve()
+    path = (root / reference).resolve()
+    if path.parent != root or not is_checkpoint(path):  # an id only: a path, `..` or another project's run is refused
+        known = ", ".join(m["id"] for m in list_checkpoints(store)) or "none"
+        raise RLHFError(f"delete: {reference!r} is not a run of project {store.name!r}; give one of its run ids "
+                        f"(known: {known}).")
+    meta = {**read_meta(path), "path": str(path)}
     from rlhf.jobs import runner
 
     job = runner.busy()
     if job is not None and job.project == store.name:
         raise RLHFError(f"delete: a run is going in project {store.name!r}; stop it first.")
-    shutil.rmtree(meta["path"])
+    children = trained_from(store, meta)
+    if children:
+        raise RLHFError(f"delete: {meta['id']} is where {', '.join(children)} started from (their adapters load on top "
+                        "of it); delete those first, newest first, or keep it.")
+    shutil.rmtree(path)
     log = store.folder / "runs" / f"{meta['id']}.jsonl"
     if log.exists():
         log.unlink()

@@ -19,7 +19,9 @@ written, then all rows go in one transaction: a malformed row names its split, r
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import secrets
 import shutil
 import tempfile
 from collections import Counter
@@ -40,13 +42,14 @@ SPLITS = {"train": ("a", "b"), "ties": ("tie",), "both_bad": ("both_bad",)}
 
 
 def export_rows(store: Store) -> dict[str, list[dict]]:
-    """The export's rows per split, from the project's live votes."""
+    """The export's rows per split, from the project's live votes (excluded annotators' votes left out)."""
     pairs: dict[int, dict] = {}
     rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    excluded = {e["annotator"] for e in store.exclusions()}
     for vote in store.votes():
         split = next((name for name, choices in SPLITS.items() if vote["choice"] in choices), None)
-        if split is None:
-            continue  # skip
+        if split is None or vote["annotator"] in excluded:
+            continue  # a skip, or an annotator the owner excluded
         pair = pairs.setdefault(vote["pair_id"], store.pair(vote["pair_id"]))
         first, second = ("b", "a") if vote["choice"] == "b" else ("a", "b")  # chosen first; ties keep stored order
         rows[split].append({
@@ -85,14 +88,17 @@ def export_preferences(store: Store, out_dir: str | Path) -> ExportResult:
     from datasets import Dataset
 
     rows = export_rows(store)
+    exclusions = store.exclusions()
     if not any(rows.values()):
-        raise RLHFError(f"export: project {store.name!r} has no votes yet; label some pairs first.")
+        why = " (other than those of excluded annotators)" if exclusions else ""
+        raise RLHFError(f"export: project {store.name!r} has no votes{why} yet; label some pairs first.")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not (out / "rlhf_export.json").is_file():
         raise RLHFError(f"export: {str(out)!r} exists and is not an earlier export; choose an empty folder.")
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "data").mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # A staging folder of its own per export: two exports to one place never delete each other's files.
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    (tmp / "data").mkdir()
     for split, split_rows in rows.items():
         if split_rows:
             Dataset.from_list(split_rows).to_parquet(str(tmp / "data" / f"{split}.parquet"))
@@ -105,6 +111,7 @@ def export_preferences(store: Store, out_dir: str | Path) -> ExportResult:
         "stats": stats,
         "guidelines": store.guideline_versions(),
         "generation_runs": store.generation_runs(),
+        "excluded_annotators": exclusions,
     }
     (tmp / "rlhf_export.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     (tmp / "guidelines.md").write_text(store.guidelines())
@@ -142,7 +149,7 @@ dataset = load_dataset("path/or/repo")          # splits: {{ splits }}
 - Skipped pairs and undone votes are not exported. Candidate order on screen was randomised per presentation
   (`shown_swapped`), and the model behind each answer was hidden until after the vote.
 {%- if excluded %}
-- Excluded annotators: the votes of {{ excluded }} are not in this dataset.
+- Excluded annotators: the votes of {{ excluded_names }} are not in this dataset (see below).
 {%- endif %}
 - Extra columns: `annotator`, `annotator_kind` (human, judge, import), `guidelines_version`, `seconds_spent`,
   `comment`, `label`, `gold_choice`, ids back to the project's store (`vote_id`, `pair_id`, `prompt_id`,
@@ -168,16 +175,22 @@ dataset = load_dataset("path/or/repo")          # splits: {{ splits }}
 ## Generation
 
 {{ generation }}
+{% if excluded %}
+## Excluded annotators
 
+The owner excluded these annotators; none of their votes are in this dataset (they are kept in the project's store):
+
+{{ excluded }}
+{% endif %}
 """
 """The dataset card's layout (a Jinja template, rendered by huggingface_hub's `DatasetCard.from_template`); every
 value put in it is made safe Markdown first (`rlhf.cards`)."""
 
 
-def dataset_card(summary: dict, excluded_annotators: list[str] | tuple[str, ...] = ()) -> DatasetCard:
+def dataset_card(summary: dict) -> DatasetCard:
     """README.md of the export: YAML metadata the Hub and `load_dataset` read (built and checked by huggingface_hub's
-    `DatasetCardData`), then the work in words and tables. `excluded_annotators`: annotators whose votes were left
-    out of the export, named on the card when there are any."""
+    `DatasetCardData`), then the work in words and tables, with the annotators an owner excluded (by whom, when, why)
+    when there are any."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
     stats = summary["stats"]
@@ -208,7 +221,12 @@ def dataset_card(summary: dict, excluded_annotators: list[str] | tuple[str, ...]
           cards.code(r["checkpoint_id"], table=True) if r["checkpoint_id"] else "-",
           param(r, "temperature"), param(r, "top_p"), param(r, "max_new_tokens"), param(r, "seed"),
           cards.text(r["status"])] for r in summary["generation_runs"]])
-    excluded = ", ".join(cards.code(name) for name in excluded_annotators)
+    exclusions = summary.get("excluded_annotators") or []
+    excluded_names = ", ".join(cards.code(e["annotator"]) for e in exclusions)
+    excluded = "\n".join(
+        f"- {cards.code(e['annotator'])}: excluded by {cards.code(e['excluded_by'] or 'an owner')} on "
+        f"{cards.text(e['excluded_at'][:10])}" + (f", reason: {cards.code(e['reason'])}" if e["reason"] else "")
+        for e in exclusions)
     return DatasetCard.from_template(
         data, template_str=DATASET_CARD, project=cards.text(summary["project"]), space_url=cards.SPACE_URL,
         exported_on=cards.text(summary["exported_at"][:10]), splits=", ".join(splits), rows=summary["rows"],
@@ -216,7 +234,7 @@ def dataset_card(summary: dict, excluded_annotators: list[str] | tuple[str, ...]
         guidelines=cards.fenced(guidelines[-1]["text"] if guidelines else "", "markdown"),
         guideline_history=history, totals=totals, annotators=annotators, overlap_pairs=stats["overlap_pairs"],
         agreement=percent(stats["agreement"]), alpha=number(stats["alpha"]), left_share=percent(stats["left_share"]),
-        excluded=excluded, generation=generation,
+        excluded=excluded, excluded_names=excluded_names, generation=generation,
     )
 
 
@@ -428,7 +446,55 @@ def _completion_id(store: Store, prompt_id: int, run_id: int, text: str, index: 
 
 
 def default_export_dir(store: Store) -> Path:
-    return store.folder / "exports" / dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    """A new folder name under <project>/exports/ for each export: the time to the microsecond plus a random tag, so
+    two exports in the same second (two owners, a training run and a download) never share a folder."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    return store.folder / "exports" / f"{stamp}-{secrets.token_hex(3)}"
+
+
+KEEP_EXPORTS = 5
+"""Export folders kept per project (the newest), besides those a checkpoint names as its training data."""
+KEEP_ARCHIVES = 3
+"""Download archives kept per project (the newest)."""
+
+
+@functools.cache
+def downloads_dir() -> Path:
+    """Where export archives are written for the browser to download: a folder of this process under the system's
+    temp directory, which Gradio serves from (the data directory may be `/data`, which it does not)."""
+    return Path(tempfile.mkdtemp(prefix="rlhf-downloads-"))
+
+
+def export_archive(store: Store) -> tuple[ExportResult, Path]:
+    """Export the project to a new folder, zip it for download, and prune older exports and archives."""
+    result = export_preferences(store, default_export_dir(store))
+    folder = downloads_dir() / store.name
+    folder.mkdir(parents=True, exist_ok=True)
+    archive = Path(shutil.make_archive(str(folder / f"{store.name}-{result.folder.name}"), "zip", result.folder))
+    for old in sorted(folder.glob("*.zip"), key=lambda p: p.stat().st_mtime)[:-KEEP_ARCHIVES]:
+        old.unlink(missing_ok=True)
+    prune_exports(store, keep=result.folder)
+    return result, archive
+
+
+def prune_exports(store: Store, keep: Path | None = None) -> list[Path]:
+    """Remove all but the newest `KEEP_EXPORTS` export folders of the project (and `keep`), never one a checkpoint
+    was trained on; returns what was removed. An export is derived data: the store can write it again."""
+    from rlhf.checkpoints import list_checkpoints
+
+    root = store.folder / "exports"
+    if not root.is_dir():
+        return []
+    used = {Path(m["dataset"]["export_dir"]).resolve() for m in list_checkpoints(store)
+            if isinstance(m.get("dataset"), dict) and m["dataset"].get("export_dir")}
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and (p / "rlhf_export.json").is_file()),
+                     key=lambda p: p.stat().st_mtime)
+    removed = []
+    for folder in folders[:-KEEP_EXPORTS]:
+        if folder.resolve() not in used and (keep is None or folder.resolve() != keep.resolve()):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 @dataclass

@@ -65,12 +65,29 @@ def encode_chat(tokenizer, messages: list[dict]) -> list[int]:
     return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
 
 
+MAX_PROMPT_CHARS = 16_000
+"""Longest prompt taken, in characters, checked before tokenizing: no small chat model's context holds more (SmolLM2's
+8192 tokens hold about 30k characters of English with the answer's room), and tokenizing a visitor's megabyte
+would cost the server seconds for a prompt that is refused anyway."""
+MAX_CONVERSATION_CHARS = 32_000
+"""Longest chat conversation (every message, the system prompt included), in characters, checked before tokenizing."""
+
+
+def check_prompt_length(prompt: str, number: int | None = None) -> None:
+    """Refuse a prompt over `MAX_PROMPT_CHARS` without tokenizing it; the context check follows in `encode_prompts`."""
+    if len(prompt) > MAX_PROMPT_CHARS:
+        which = f"prompt {number}" if number is not None else "the prompt"
+        raise RLHFError(f"prompts: {which} is {len(prompt)} characters, over the limit of {MAX_PROMPT_CHARS}; "
+                        "shorten it.")
+
+
 def encode_prompts(loaded: LoadedModel, prompts: list[str], max_new_tokens: int, system_prompt: str | None = None):
     """Chat-template ids per prompt; refuses empty prompts and prompts that leave no room for the answer."""
     encoded = []
     for number, prompt in enumerate(prompts, start=1):
         if not isinstance(prompt, str) or not prompt.strip():
             raise RLHFError(f"prompts: prompt {number} is empty or only whitespace; remove it or write the prompt.")
+        check_prompt_length(prompt, number)
         ids = encode_chat(loaded.tokenizer, chat_messages(prompt.strip(), system_prompt))
         if len(ids) + max_new_tokens > loaded.max_context:
             raise RLHFError(
@@ -242,6 +259,14 @@ def generate_candidates(
     return GenerationResult(run_id, completion_ids, done, len(prompts), status == "cancelled", params)
 
 
+def check_conversation_length(messages: list[dict]) -> None:
+    """Refuse a conversation over `MAX_CONVERSATION_CHARS` (the history comes from the caller) without tokenizing."""
+    size = sum(len(str(m.get("content", ""))) for m in messages)
+    if size > MAX_CONVERSATION_CHARS:
+        raise RLHFError(f"chat: the conversation is {size} characters, over the limit of {MAX_CONVERSATION_CHARS}; "
+                        "clear the chat (or shorten the message) to go on.")
+
+
 def stream_chat(
     loaded: LoadedModel,
     messages: list[dict],
@@ -252,6 +277,7 @@ def stream_chat(
     sampling.validate(min_candidates=1)
     if not messages or not str(messages[-1].get("content", "")).strip():
         raise RLHFError("chat: the message is empty; type something to send.")
+    check_conversation_length(messages)
     ids = encode_chat(loaded.tokenizer, messages)
     if len(ids) + 1 > loaded.max_context:
         raise RLHFError(

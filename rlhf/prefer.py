@@ -54,13 +54,25 @@ def to_canonical(shown_choice: str, swapped: bool) -> str:
     return shown_choice
 
 
+GUEST_PREFIX = "guest:"
+"""A name typed into the app is stored as `guest:NAME`, a namespace apart from Hugging Face logins (which have no
+colon), so a typed name can never vote as a login."""
+MAX_NAME = 64
+MAX_COMMENT_CHARS = 2000
+
+
 def validate_annotator(name: str) -> str:
     name = (name or "").strip()
     if not name:
         raise RLHFError("annotator: no name; log in, or type your name in the Annotator field.")
-    if len(name) > 64:
-        raise RLHFError("annotator: the name is longer than 64 characters; shorten it.")
+    if len(name.removeprefix(GUEST_PREFIX)) > MAX_NAME:
+        raise RLHFError(f"annotator: the name is longer than {MAX_NAME} characters; shorten it.")
     return name
+
+
+def guest_name(typed: str | None) -> str:
+    """The stored name of a name typed into the app (or sent to the API): `guest:NAME`."""
+    return GUEST_PREFIX + validate_annotator(typed)
 
 
 @dataclass
@@ -275,6 +287,8 @@ def vote(
 ) -> VoteReceipt:
     """Store a vote about a presentation (a = left as shown). Committed before this returns."""
     annotator = validate_annotator(annotator)
+    if comment is not None and len(comment) > MAX_COMMENT_CHARS:
+        raise RLHFError(f"vote: the comment is {len(comment)} characters; keep it under {MAX_COMMENT_CHARS}.")
     shown = store.presentation(int(presentation_id))
     if shown["annotator"] != annotator:
         raise RLHFError(

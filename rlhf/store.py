@@ -17,6 +17,11 @@ Tables (schema version in `PRAGMA user_version`, upgraded in `_MIGRATIONS` order
   annotators        everyone who voted: a person (`human`), a scripted judge (`judge`), or an import (`import`)
   reward_scores     a reward checkpoint's normalised score of a completion, per (checkpoint id, completion id):
                     computed once, so the Prefer queue can order pairs by the reward model's certainty cheaply
+  settings          project settings an owner changed (key, JSON value, who, when): `logins_only`
+  guest_names       which browser holds each typed name (`guest:NAME`): a hash of that browser's key, so nobody
+                    else can vote or undo under it
+  exclusions        annotators an owner excluded (who, why, when): their votes stay in the store and the backup but
+                    leave the export (so training), the queue's count of who decided a pair, and the leaderboard
 
 Votes are durable when acknowledged: each is committed (synchronous=FULL) before the call returns.
 
@@ -39,6 +44,9 @@ from pathlib import Path
 from rlhf.config import RLHFError, cli, data_dir
 
 STORE_FILE = "store.sqlite"
+ARENA = "arena"
+"""Source of arena prompts and pairs: what a visitor asked two models. They stay out of the Prefer queue and the
+training prompts: one person's comparison, not the project's data to label or optimise on."""
 GUIDELINES_FILE = "guidelines.md"
 _PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 
@@ -138,7 +146,28 @@ _MIGRATIONS = [
         PRIMARY KEY (checkpoint_id, completion_id)
     );
     """,
+    """
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value_json TEXT NOT NULL,
+        changed_by TEXT,
+        changed_at TEXT NOT NULL
+    );
+    CREATE TABLE guest_names (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        claimed_at TEXT NOT NULL
+    );
+    CREATE TABLE exclusions (
+        annotator TEXT PRIMARY KEY,
+        excluded_by TEXT,
+        reason TEXT,
+        excluded_at TEXT NOT NULL
+    );
+    """,
 ]
+SETTINGS = {"logins_only": False}
+"""Project settings and their defaults. `logins_only`: only logged-in users may label (typed guest names refused)."""
 
 
 def now() -> str:
@@ -342,8 +371,11 @@ class Store:
             return conn.execute("SELECT id FROM prompts WHERE text = ?", (text,)).fetchone()[0]
 
     def prompts(self) -> list[Prompt]:
+        """The project's prompts for training, evaluation and the next round: arena prompts (what visitors typed
+        to compare two models) are not among them."""
         with self._connect() as conn:
-            return [Prompt(r["id"], r["text"]) for r in conn.execute("SELECT id, text FROM prompts ORDER BY id")]
+            return [Prompt(r["id"], r["text"]) for r in
+                    conn.execute("SELECT id, text FROM prompts WHERE source != ? ORDER BY id", (ARENA,))]
 
     def start_generation_run(self, model_spec: str, checkpoint_id: str | None, params: dict, *,
                              status: str = "running", created_at: str | None = None,
@@ -524,16 +556,17 @@ class Store:
         return dict(row)
 
     def open_pairs(self, annotator: str) -> list[dict]:
-        """Pairs this annotator has no live vote on, with how many other annotators decided each (skips aside)."""
+        """Pairs this annotator may be shown (no live vote of theirs; arena pairs belong to the arena), with how many
+        other annotators decided each (skips aside; excluded annotators do not count, so their pairs come back)."""
         with self._connect() as conn:
             rows = conn.execute(
                 "SELECT p.id, p.gold_choice, p.completion_a_id, p.completion_b_id, p.source,"
                 " (SELECT COUNT(DISTINCT v.annotator) FROM votes v WHERE v.pair_id = p.id AND v.undone_at IS NULL"
-                "  AND v.choice != 'skip') AS decided_by"
-                " FROM pairs p WHERE NOT EXISTS (SELECT 1 FROM votes v WHERE v.pair_id = p.id"
+                "  AND v.choice != 'skip' AND v.annotator NOT IN (SELECT annotator FROM exclusions)) AS decided_by"
+                " FROM pairs p WHERE p.source != ? AND NOT EXISTS (SELECT 1 FROM votes v WHERE v.pair_id = p.id"
                 "  AND v.annotator = ? AND v.undone_at IS NULL)"
                 " ORDER BY p.id",
-                (annotator,),
+                (ARENA, annotator),
             ).fetchall()
         return [dict(r) for r in rows]
 
@@ -628,6 +661,59 @@ class Store:
                 return None
             conn.execute("UPDATE votes SET undone_at = ? WHERE id = ?", (now(), row["id"]))
         return dict(row)
+
+    # settings, guest names, exclusions --------------------------------------------------------------------------
+    def setting(self, key: str):
+        """A project setting (see `SETTINGS`), its default until an owner changes it."""
+        if key not in SETTINGS:
+            raise ValueError(f"unknown setting {key!r}; known: {', '.join(SETTINGS)}")
+        with self._connect() as conn:
+            row = conn.execute("SELECT value_json FROM settings WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else SETTINGS[key]
+
+    def set_setting(self, key: str, value, changed_by: str | None = None) -> None:
+        if key not in SETTINGS:
+            raise ValueError(f"unknown setting {key!r}; known: {', '.join(SETTINGS)}")
+        with self._connect() as conn:
+            conn.execute("INSERT OR REPLACE INTO settings (key, value_json, changed_by, changed_at) VALUES (?, ?, ?, ?)",
+                         (key, json.dumps(value), changed_by, now()))
+
+    def claim_guest(self, name: str, holder: str) -> bool:
+        """Bind a guest name to a holder (a hash of a browser's key) on first use; True when `holder` holds it.
+
+        A name nobody holds but that has votes or presentations (cast before holders were recorded, or restored from
+        a backup) is held by nobody who can prove it, so it stays closed: no one can take over its votes."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT holder FROM guest_names WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                return row[0] == holder
+            used = conn.execute("SELECT EXISTS (SELECT 1 FROM votes WHERE annotator = ?)"
+                                " OR EXISTS (SELECT 1 FROM presentations WHERE annotator = ?)", (name, name)).fetchone()[0]
+            if used:
+                return False
+            conn.execute("INSERT INTO guest_names (name, holder, claimed_at) VALUES (?, ?, ?)", (name, holder, now()))
+            return True
+
+    def exclude_annotator(self, annotator: str, excluded_by: str | None, reason: str | None = None) -> None:
+        """Leave this annotator's votes out of the export (so training), the queue and the leaderboard; kept here."""
+        with self._connect() as conn:
+            known = conn.execute("SELECT 1 FROM annotators WHERE name = ?", (annotator,)).fetchone()
+            if known is None:
+                names = [r[0] for r in conn.execute("SELECT name FROM annotators ORDER BY name LIMIT 20")]
+                raise RLHFError(f"exclude: {annotator!r} has no votes in project {self.name!r} (annotators: "
+                                f"{', '.join(names) or 'none yet'}); give the name as the quality panel shows it.")
+            conn.execute("INSERT OR REPLACE INTO exclusions (annotator, excluded_by, reason, excluded_at)"
+                         " VALUES (?, ?, ?, ?)", (annotator, excluded_by, (reason or "").strip() or None, now()))
+
+    def readmit_annotator(self, annotator: str) -> bool:
+        """Undo an exclusion; True when there was one."""
+        with self._connect() as conn:
+            return conn.execute("DELETE FROM exclusions WHERE annotator = ?", (annotator,)).rowcount > 0
+
+    def exclusions(self) -> list[dict]:
+        """Excluded annotators, with who excluded them, why and when, oldest first."""
+        with self._connect() as conn:
+            return [dict(r) for r in conn.execute("SELECT * FROM exclusions ORDER BY excluded_at, annotator")]
 
     def votes(self, include_undone: bool = False) -> list[dict]:
         """Every vote, oldest first, with what it was cast on: its columns, plus the annotator's kind

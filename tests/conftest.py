@@ -172,14 +172,13 @@ def app_url(tiny_model_dir, tmp_path_factory):
     The server reads RLHF_HOME on every request, so each test's own data directory (the autouse fixture) is the one
     its requests write to.
     """
-    from rlhf.ui import build_demo
+    from rlhf.ui import build_demo, serve
 
     os.environ["RLHF_MODEL"] = str(tiny_model_dir)
     os.environ["RLHF_HOME"] = str(tmp_path_factory.mktemp("app-home"))  # where build_demo makes `default`
     demo = build_demo()
-    demo.queue()
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    serve(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)  # the queue and limits of `rlhf serve`
     yield f"http://127.0.0.1:{port}/"
     demo.close()
     os.environ.pop("RLHF_MODEL", None)
@@ -216,6 +215,38 @@ def page(browser, app_url):
     page.wait_for_selector("#prompts textarea")
     yield page
     page.close()
+
+
+def call_raw(url: str, name: str, data: list, session_hash: str | None = None,
+             cookies: dict | None = None) -> tuple[int, str, object]:
+    """Call an event of a running app as any HTTP client can, whatever its api_visibility: `POST
+    /gradio_api/call/<name>`, then read its event stream. Returns (HTTP status, last event, its data); a refused
+    POST gives (status, "refused", body). `cookies`: a browser's, e.g. its login session."""
+    import httpx
+
+    body = {"data": data, **({"session_hash": session_hash} if session_hash else {})}
+    with httpx.Client(trust_env=False, timeout=300, cookies=cookies) as http:
+        posted = http.post(f"{url}gradio_api/call/{name}", json=body)
+        if posted.status_code != 200:
+            return posted.status_code, "refused", posted.text
+        return (200, *read_events(url, name, posted.json()["event_id"]))
+
+
+def read_events(url: str, name: str, event_id: str) -> tuple[str, object]:
+    """The last `event:` of a `/gradio_api/call` stream (complete or error) and its data."""
+    import json
+
+    import httpx
+
+    event = None
+    with httpx.Client(trust_env=False, timeout=300) as http:
+        with http.stream("GET", f"{url}gradio_api/call/{name}/{event_id}") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and event in ("complete", "error"):
+                    return event, json.loads(line.split(":", 1)[1])
+    return event or "closed", None
 
 
 def run_cli(*args: str, stdin: str | None = None, env: dict | None = None):

@@ -1,7 +1,8 @@
 """A small in-memory Hugging Face Hub, for tests only: the part of the HTTP API that `huggingface_hub` uses to create a
 repo, push a folder and download a snapshot, served from a thread on 127.0.0.1.
 
-It is a test fixture, not an emulator: one user, one token, branch `main` only, LFS (no Xet: clients run with
+It is a test fixture, not an emulator: one user, one token (plus `visitors`, other users' tokens that only `whoami`
+answers for), branch `main` only, LFS (no Xet: clients run with
 `HF_HUB_DISABLE_XET=1`), no pagination, no permissions beyond "the token must match". Repositories keep their full
 commit history so a test can check what a push did, and `fail_commits` makes the next commit calls fail (HTTP 500)
 to test a push that breaks half-way.
@@ -90,6 +91,8 @@ class FakeHub:
         """How many of the next commit calls answer HTTP 500 without changing anything."""
         self.log: list[tuple[str, str, int]] = []
         """(method, path, status) of every request."""
+        self.visitors: dict[str, str] = {}
+        """Other users' tokens (token -> username): `whoami` answers for them, nothing else accepts them."""
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -160,7 +163,11 @@ class FakeHub:
             raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
         return commit
 
-    def whoami(self, auth, **_):
+    def whoami(self, auth, headers, **_):
+        visitor = self.visitors.get((headers.get("Authorization") or "").removeprefix("Bearer "))
+        if visitor is not None:
+            return {"type": "user", "name": visitor, "fullname": visitor.title(), "orgs": [],
+                    "avatarUrl": f"/avatars/{visitor}.png"}
         if not auth:
             raise HubError(401, "Invalid credentials in Authorization header")
         return {"type": "user", "name": self.user, "fullname": "Test User", "orgs": [],

@@ -41,3 +41,26 @@ def test_arena_votes_are_preference_pairs_and_feed_the_leaderboard(store, tiny_m
     assert all(r["votes"] == 3 and r["ci_low"] <= r["rating"] <= r["ci_high"] for r in rows)
     with pytest.raises(RLHFError, match="two different models"):
         arena_pair(store, "Hi", str(tiny_model_dir), str(tiny_model_dir), "alice", sampling)
+
+    # What visitors asked stays in the arena: not in anyone's Prefer queue, not a prompt to train or sample on,
+    # and (the head-to-head of an excluded annotator aside) it still ranks the models.
+    unvoted = arena_pair(store, "Visitor text?", str(tiny_model_dir), policy["path"], "mallory", sampling)
+    assert store.open_pairs("bob") == [] and unvoted.pair_id not in [p["id"] for p in store.open_pairs("alice")]
+    assert store.prompts() == []  # the four arena questions are no prompts to train or sample on
+    store.exclude_annotator("alice", "owner")
+    assert head_to_head(store) == []
+    from rlhf.generate import generate_candidates
+    from rlhf.models import load_model
+    from rlhf.config import ModelConfig
+
+    loaded = load_model(ModelConfig(spec=str(tiny_model_dir), device="cpu", dtype="fp32"))
+    generate_candidates(store, loaded, ["Question 0?"], SamplingConfig(num_candidates=2, max_new_tokens=4))
+    assert "Question 0?" in [p.text for p in store.prompts()]  # the owner generated for it: now a training prompt
+
+
+def test_arena_refuses_a_prompt_over_the_limit_before_loading_a_model(store):
+    from rlhf.generate import MAX_PROMPT_CHARS
+
+    with pytest.raises(RLHFError, match=f"over the limit of {MAX_PROMPT_CHARS}"):
+        arena_pair(store, "x" * (MAX_PROMPT_CHARS + 1), "no/such-model", "no/other-model", "alice")
+    assert store.counts()["prompts"] == 0

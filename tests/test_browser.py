@@ -58,25 +58,31 @@ def test_label_five_pairs_with_the_keyboard_and_undo_one(page):
     store = Store.open("default")
     add_candidates(store, prompts=[f"prompt {i}" for i in range(8)])
     page.get_by_role("tab", name="Prefer").click()
+    # the walkthrough's words: type your name, press Enter, and judge the pairs with the keys (no click between)
     page.fill("#annotator textarea", "alice")
     page.press("#annotator textarea", "Enter")
     page.wait_for_function("() => document.querySelector('#pair-prompt textarea').value.startsWith('prompt')")
+    page.keyboard.press("1")
+    page.wait_for_selector("#vote-reveal:has-text('Vote 1 recorded (left better)')", timeout=30_000)
+    assert page.input_value("#annotator textarea") == "alice"  # the key voted; it was not typed into the name
+    page.keyboard.press("u")
+    page.wait_for_selector("#vote-reveal:has-text('Undid vote 1')", timeout=30_000)
     page.fill("#vote-comment textarea", "typing 1 2 3 u here votes nothing")
     assert store.votes() == []
     page.locator("#guidelines").click()  # leave the text field: shortcuts work again
     shown = ["a", "b", "tie", "both_bad", "a"]
-    for number, key in enumerate(["1", "2", "3", "4", "1"], start=1):
+    for number, key in enumerate(["1", "2", "3", "4", "1"], start=2):
         page.keyboard.press(key)
         page.wait_for_selector(f"#vote-reveal:has-text('Vote {number} recorded')", timeout=30_000)
     page.keyboard.press("u")
-    page.wait_for_selector("#vote-reveal:has-text('Undid vote 5')", timeout=30_000)
+    page.wait_for_selector("#vote-reveal:has-text('Undid vote 6')", timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "prefer.png"), full_page=True)
 
-    votes = store.votes(include_undone=True)
+    votes = store.votes(include_undone=True)[1:]  # after the first vote, undone above
     assert len(votes) == 5 and [v["undone_at"] is not None for v in votes] == [False] * 4 + [True]
     assert [v["choice"] for v in votes] == [to_canonical(c, v["swapped"]) for c, v in zip(shown, votes)]
     assert votes[0]["comment"] == "typing 1 2 3 u here votes nothing"
-    assert all(v["annotator"] == "alice" and v["seconds_spent"] is not None for v in votes)
+    assert all(v["annotator"] == "guest:alice" and v["seconds_spent"] is not None for v in votes)
     assert "4 yours today" in page.inner_text("#prefer-progress")
 
 
@@ -95,11 +101,14 @@ def test_quality_panel_and_export_button(page):
     table = page.inner_text("#quality-table")
     assert "alice" in table and "bob" in table and "alpha" in table
     assert "Krippendorff's alpha" in page.inner_text("#quality-summary")  # one pair, one label: alpha undefined
-    page.get_by_text("Export the preference dataset", exact=True).click()
+    page.get_by_text("Export the preference dataset (owners)", exact=True).click()
     page.click("#export")
     page.wait_for_selector("text=Exported train 2", timeout=60_000)
-    exports = list((store.folder / "exports").iterdir())
-    assert any(p.suffix == ".zip" for p in exports) and any((p / "README.md").is_file() for p in exports)
+    [export] = list((store.folder / "exports").iterdir())
+    assert (export / "README.md").is_file()
+    with page.expect_download() as download:
+        page.locator("#export-file a").first.click()
+    assert download.value.suggested_filename.endswith(".zip")
 
 
 def test_train_tab_runs_ppo_live_stops_and_the_checkpoint_reaches_chat(page, tiny_model_dir):
@@ -182,7 +191,7 @@ def test_arena_compare_and_vote_with_the_keyboard(page, tiny_model_dir):
     page.keyboard.press("2")
     page.wait_for_selector("#arena-status:has-text('Vote 1 recorded (right better)')", timeout=30_000)
     [stored] = store.votes()
-    assert stored["source"] == "arena" and stored["annotator"] == "alice"
+    assert stored["source"] == "arena" and stored["annotator"] == "guest:alice"
     page.click("#refresh-leaderboard")
     page.wait_for_selector(f"#leaderboard:has-text('{policy['id']}')", timeout=30_000)
 
@@ -198,3 +207,33 @@ def test_walkthrough_creates_two_contexts_and_loads_its_prompts(page):
     page.wait_for_function("() => document.querySelector('#prompts textarea').value.startsWith('What is an opossum?')")
     page.get_by_role("tab", name="Prefer").click()
     page.wait_for_selector("#guidelines:has-text('biology tutor')", timeout=30_000)  # the context is in view
+
+
+def test_text_a_visitor_sends_is_shown_as_text_never_rendered(page, app_url):
+    """An error quotes what it refused (here a project name) and Gradio renders a toast's message as HTML; a failed
+    run's error lands in the Train tab's Markdown. Both must show the characters, not an image that makes every
+    visitor's browser fetch an outside URL."""
+    from rlhf.config import RLHFError
+    from rlhf.jobs import Job, runner
+
+    fetched = []
+    page.on("request", lambda request: fetched.append(request.url) if "pixel" in request.url else None)
+    page.get_by_role("tab", name="Prefer").click()
+    project = page.locator("#project input")
+    project.fill('<img src="/pixel.png" id="evil">')
+    project.press("Enter")
+    page.wait_for_selector("text=is not a valid name", timeout=30_000)
+    assert page.locator("img#evil").count() == 0 and 'img src="/pixel.png"' in page.inner_text("body")
+
+    def fail(job):
+        raise RLHFError('prompts: prompt 1 (\'![x](/pixel.png) <img src="/pixel.png">\'...) is 9000 tokens')
+
+    job = runner.start(Job(kind="reward", project="default", total_steps=1, command="python -m rlhf train-reward"),
+                       fail)
+    while job.status == "running":
+        page.wait_for_timeout(100)
+    page.get_by_role("tab", name="Train").click()
+    page.wait_for_selector("#train-status:has-text('Failed')", timeout=30_000)
+    status = page.locator("#train-status")
+    assert status.locator("img").count() == 0 and "![x](/pixel.png)" in status.inner_text()
+    assert fetched == []

@@ -213,10 +213,14 @@ def test_the_card_shows_what_people_typed_as_text(store, tmp_path):
     assert cells.count(flat) == 2  # the author in the guideline history, the annotator in the quality table
     assert f"model `{flat}`" in cells  # the model spec, as code, in the generation table
 
-    excluded = dataset_card(json.loads((tmp_path / "export" / "rlhf_export.json").read_text()),
-                            excluded_annotators=[HOSTILE, "judge:short"])
+    summary = json.loads((tmp_path / "export" / "rlhf_export.json").read_text())
+    summary["excluded_annotators"] = [
+        {"annotator": name, "excluded_by": HOSTILE, "excluded_at": "2026-12-01T00:00:00", "reason": HOSTILE}
+        for name in (HOSTILE, "judge:short")]
+    excluded = dataset_card(summary)
     blocks = markdown_blocks(excluded.text)
     assert [text for kind, text in blocks if kind == "heading" and "injected" in text] == []
-    assert any(f"Excluded annotators: the votes of {flat}, judge:short are not in this dataset." in text
+    assert any(f"Excluded annotators: the votes of {flat}, judge:short are not in this dataset" in text
                for kind, text in blocks if kind == "paragraph")
+    assert [text for kind, text in blocks if kind == "heading" and "Excluded" in text] == ["Excluded annotators"]
     assert "Excluded" not in card.text  # shown only when there are some

@@ -1,8 +1,11 @@
-"""The Hub tab in a real Chromium: Gradio's local (mocked) login against the in-memory Hub, a visitor refused, the
-owner pushing the dataset and a checkpoint, then both loaded back with the standard libraries.
+"""A team server in a real Chromium, against the in-memory Hub: Gradio's mock login is not offered (it would make every
+visitor this machine's account, an owner), a visitor is refused, the owner signs in with a token the Hub confirms and
+pushes the dataset and a checkpoint (both loaded back with the standard libraries) and downloads an export.
 
 The app runs as `python -m rlhf serve` in a subprocess whose huggingface_hub talks to tests/hub_server.py; with
-RLHF_OWNERS naming the Hub's user, the owner rules are on as they are on a Space.
+RLHF_OWNERS naming the Hub's user, the owner rules are on as they are on a Space. Its data directory lies outside
+its working directory and its temp directory, as `/data` does on a Space with persistent storage, where Gradio
+refuses to serve files from.
 """
 
 import json
@@ -33,8 +36,10 @@ def hub():
 def served(hub, tiny_model_dir, tmp_path_factory):
     """(url, data dir) of the app, serving the tiny model, owned by the Hub's user."""
     home = tmp_path_factory.mktemp("hub-app-home")
+    (home / "server-tmp").mkdir()  # the server's temp dir; its data dir is a sibling, like /data on a Space
     port = free_port()
-    env = client_env(hub, home, HF_HUB_OFFLINE="0", RLHF_HOME=str(home / "data"), RLHF_OWNERS=hub.user)
+    env = client_env(hub, home, HF_HUB_OFFLINE="0", RLHF_HOME=str(home / "data"), RLHF_OWNERS=hub.user,
+                     TMPDIR=str(home / "server-tmp"))
     server = subprocess.Popen([sys.executable, "-m", "rlhf", "serve", "--port", str(port), "--model",
                                str(tiny_model_dir)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
@@ -59,7 +64,24 @@ def open_hub_tab(browser, url):
     return context, page
 
 
-def test_visitor_is_refused_then_the_owner_logs_in_and_pushes(browser, served, hub, tiny_model_dir, tmp_path):
+def sign_in(page, token: str) -> str:
+    """The header's owner sign-in of a team server; returns what it said (the status line, or the refusal)."""
+    if not page.locator("#owner-token").is_visible():
+        page.get_by_text("Owner sign-in (team server)", exact=True).click()
+    messages = "[data-testid=toast-text]"  # one per message (Gradio groups messages of a kind in one toast)
+    shown = page.locator(messages).count()
+    page.fill("#owner-token input", token)
+    page.click("#owner-sign-in")
+    page.wait_for_function("([selector, n]) => document.querySelector('#owner-status').innerText.includes('Signed in')"
+                           " || document.querySelectorAll(selector).length > n", arg=[messages, shown],
+                           timeout=30_000)
+    if "Signed in" in page.inner_text("#owner-status"):
+        return page.inner_text("#owner-status")
+    return page.locator(messages).last.inner_text()
+
+
+def test_the_mock_login_is_never_an_owner_and_the_owner_signs_in_with_a_token_to_push(browser, served, hub,
+                                                                                     tiny_model_dir, tmp_path):
     import torch
 
     from rlhf.config import PPOConfig
@@ -72,20 +94,28 @@ def test_visitor_is_refused_then_the_owner_logs_in_and_pushes(browser, served, h
               RewardSource(lambda prompts, responses: torch.zeros(len(prompts)), "function:zero"), prompts=["a", "b"],
               device="cpu")
 
-    # A visitor (not logged in): the push is refused with the reason, and nothing reaches the Hub.
+    # A visitor: no login button (Gradio's mock would log them in as the server's own account), no mock route behind
+    # it, and a push is refused with the reason; nothing reaches the Hub.
     context, page = open_hub_tab(browser, url)
+    assert page.get_by_role("button", name="Sign in with Hugging Face").count() == 0
+    assert context.request.get(f"{url}login/huggingface", max_redirects=0).status == 404
     page.get_by_role("tab", name="Hub").click()
+    page.click("#hub-push-dataset")
+    page.wait_for_selector("text=Only the owner of this Space may push to the Hub", timeout=30_000)
+    # a token the Hub refuses, and a real user's token who is no owner: both refused
+    assert "did not confirm this token" in sign_in(page, "hf_not_a_token")
+    hub.visitors["hf_visitor_token"] = "visitor"
+    assert "belongs to 'visitor', who is not an owner" in sign_in(page, "hf_visitor_token")
     page.click("#hub-push-dataset")
     page.wait_for_selector("text=Only the owner of this Space may push to the Hub", timeout=30_000)
     assert hub.repos == {}
     context.close()
 
-    # The owner logs in (Gradio's local login: the account of the server's HF_TOKEN) and pushes.
+    # The owner signs in with their token (checked with the Hub, not kept) and pushes.
     context, page = open_hub_tab(browser, url)
-    page.get_by_role("button", name="Sign in with Hugging Face").click()
-    page.wait_for_selector(f"button:has-text('Logout ({hub.user})')", timeout=30_000)
+    assert f"Signed in as owner {hub.user}" in sign_in(page, hub.token)
+    assert page.input_value("#owner-token input") == ""  # the box is cleared
     page.get_by_role("tab", name="Hub").click()
-    page.wait_for_selector(f"#hub-who:has-text('Owners here (RLHF_OWNERS): {hub.user}')")
     page.click("#hub-push-checkpoint")
     page.wait_for_selector("#hub-status:has-text('Pushed checkpoint')", timeout=120_000)
     page.click("#hub-push-dataset")
@@ -114,3 +144,35 @@ print(json.dumps({{"train": data["train"].num_rows, "chosen": data["train"][0]["
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded == {"train": 3, "chosen": "assistant", "adapter": "PeftModelForCausalLM"}
+
+
+def test_the_owner_downloads_an_export_where_the_data_lives_outside_what_gradio_serves(browser, served, hub,
+                                                                                        tmp_path):
+    """On a Space with persistent storage the projects live under /data, which Gradio does not serve: the archive is
+    written where it does, and the download goes through the real server to the browser. Visitors are refused."""
+    import zipfile
+
+    url, data = served
+    store = Store.open("exports", create=True, root=data)
+    labelled_project(store)
+
+    context, page = open_hub_tab(browser, url)
+    page.locator("#project input").fill("exports")
+    page.locator("#project input").press("Enter")
+    page.get_by_role("tab", name="Prefer").click()
+    page.get_by_text("Export the preference dataset (owners)", exact=True).click()
+    page.click("#export")
+    page.wait_for_selector("text=Only the owner of this Space may export the preference dataset", timeout=30_000)
+    assert not (store.folder / "exports").exists()
+    assert f"Signed in as owner {hub.user}" in sign_in(page, hub.token)
+    page.click("#export")
+    page.wait_for_selector("#export-status:has-text('Exported train 3')", timeout=60_000)
+    with page.expect_download() as download:
+        page.locator("#export-file a").first.click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    context.close()
+    with zipfile.ZipFile(saved) as archive:
+        names = set(archive.namelist())
+        assert {"README.md", "data/train.parquet", "rlhf_export.json"} <= names
+        assert "Meme bot: funny beats correct." in archive.read("README.md").decode()

@@ -110,3 +110,32 @@ def test_zero_gpu_wraps_only_on_zero_gpu(monkeypatch):
     if importlib.util.find_spec("spaces") is None:
         with pytest.raises(RLHFError, match="pip install spaces"):
             zero_gpu(60)(answer)
+
+
+def test_delete_takes_only_this_projects_runs_and_keeps_the_policies_others_started_from(store, tiny_model_dir,
+                                                                                         tmp_path):
+    import torch
+
+    from rlhf.ppo import train_ppo
+    from rlhf.store import Store
+
+    def ppo(project, start):
+        return train_ppo(project, PPOConfig(steps=1, batch_size=2, mini_batch_size=2, max_new_tokens=4), start,
+                         lambda p, r: torch.zeros(len(p)), "function:zero", prompts=["a", "b"], device="cpu")
+
+    first = ppo(store, str(tiny_model_dir))
+    second = ppo(store, first["path"])  # round 2 starts from round 1
+    other = Store.open("other-project", create=True)
+    elsewhere = ppo(other, str(tiny_model_dir))
+    outside = tmp_path / "not-a-run"
+    outside.mkdir()
+    (outside / "meta.json").write_text('{"id": "x", "kind": "ppo"}')
+    for reference in (elsewhere["path"], str(outside), "../other-project/checkpoints/" + elsewhere["id"], "", "."):
+        with pytest.raises(RLHFError, match="is not a run of project 'test-project'"):
+            delete_checkpoint(store, reference)
+    assert outside.is_dir() and len(list_checkpoints(other)) == 1
+    with pytest.raises(RLHFError, match=f"{first['id']} is where {second['id']} started from"):
+        delete_checkpoint(store, first["id"])
+    delete_checkpoint(store, second["id"])  # newest first, then its parent
+    delete_checkpoint(store, first["path"])  # by its folder, inside this project: fine
+    assert list_checkpoints(store) == []

@@ -312,29 +312,28 @@ def test_prefer_tab_says_which_order_and_shows_the_guess(ranked):
     from rlhf.ui import prefer_tab
 
     store, checkpoint = ranked
-    presentation_id, prompt, _, _, status = prefer_tab.show_next(store.name, "alice", 0.0, 0.0, "uncertain")
+    presentation_id, prompt, _, _, status = prefer_tab.show_next(store.name, "alice", "key", 0.0, 0.0, "uncertain")
     assert prompt == "Fresh close?" and f"queue: least certain first (reward model `{checkpoint}`)" in status
-    *_, reveal, _ = prefer_tab.cast("a", store.name, "alice", presentation_id, "", 0.0, 0.0, "uncertain")
+    *_, reveal, _ = prefer_tab.cast("a", store.name, "alice", "key", presentation_id, "", 0.0, 0.0, "uncertain")
     assert reveal.startswith("Vote ") and " Reward model preferred " in reveal
     assert reveal.endswith(("you agreed.", "you disagreed."))
-    *_, plain = prefer_tab.show_next(store.name, "bob", 0.0, 0.0, "oldest")
+    *_, plain = prefer_tab.show_next(store.name, "bob", "key", 0.0, 0.0, "oldest")
     assert "queue: oldest first" in plain
 
 
 def test_every_queue_event_reads_the_queue_order_control():
     """The handlers take the order last among their inputs: wired to the wrong component, the queue silently runs
     oldest first (a ranking box once shadowed the radio)."""
-    from functools import partial
-
     import gradio as gr
 
     from rlhf.ui import prefer_tab
 
     with gr.Blocks() as demo:
-        prefer_tab.build(gr.Dropdown(["p"], value="p"))
+        prefer_tab.build(gr.Dropdown(["p"], value="p"), gr.BrowserState())
     queue_events = {}
     for event in demo.fns.values():
-        fn = event.fn.func if isinstance(event.fn, partial) else event.fn
-        if getattr(fn, "__name__", "") in ("show_next", "cast", "undo"):
-            queue_events.setdefault(fn.__name__, []).append(event.inputs[-1].elem_id)
+        name = getattr(event.fn, "__name__", "")
+        name = "cast" if name.startswith("cast_") else name
+        if name in ("show_next", "cast", "undo"):
+            queue_events.setdefault(name, []).append(event.inputs[-1].elem_id)
     assert queue_events == {"show_next": ["queue-order"] * 2, "cast": ["queue-order"] * 5, "undo": ["queue-order"]}

@@ -1,11 +1,13 @@
-"""What the tabs share: turning library errors into readable UI messages, the heavy-work queue, stop signals."""
+"""What the tabs share: readable errors shown as text, who the caller is, the heavy-work queue, stop signals."""
 
 from __future__ import annotations
 
 import atexit
 import functools
 import hashlib
+import html
 import inspect
+import re
 import shutil
 import tempfile
 import threading
@@ -13,10 +15,18 @@ from pathlib import Path
 
 import gradio as gr
 
+from rlhf import access
 from rlhf.config import RLHFError, default_model_spec
+from rlhf.store import Store
 
 MODEL_QUEUE = "model"
 """concurrency_id of every event that runs a model: one at a time, so two users never fight over one CPU/GPU."""
+
+
+def error_toast(error: Exception) -> gr.Error:
+    """A `gr.Error` that shows the message as text: Gradio renders a toast's message as HTML, and messages quote what
+    the caller sent (a project name, the start of a prompt), which must not become an image or a link."""
+    return gr.Error(html.escape(str(error), quote=False))
 
 
 def user_errors(fn):
@@ -28,7 +38,7 @@ def user_errors(fn):
             try:
                 yield from fn(*args, **kwargs)
             except RLHFError as error:
-                raise gr.Error(str(error)) from error
+                raise error_toast(error) from error
 
         return generator_wrapper
 
@@ -37,9 +47,23 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except RLHFError as error:
-            raise gr.Error(str(error)) from error
+            raise error_toast(error) from error
 
     return wrapper
+
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def as_text(text: str) -> str:
+    """Text that a gr.Markdown shows as written: every ASCII punctuation character backslash-escaped (CommonMark lets
+    any of them be), so `![x](http://...)`, `<img>` or `**` in an error message stay characters."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", str(text))
+
+
+def code(text: str) -> str:
+    """Text safe inside a markdown code span (a backtick would end it)."""
+    return str(text).replace("`", "'")
 
 
 class StopSignal:
@@ -93,18 +117,64 @@ def session_id(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "api"
 
 
-def username(profile: gr.OAuthProfile | None) -> str | None:
-    """Who is logged in with Hugging Face (None: nobody); the identity rlhf.access checks."""
-    return profile.username if profile is not None else None
+class OwnerSessions:
+    """Team servers: the browser sessions whose owner proved a Hugging Face token (`access.verify_owner_token`).
+    In memory on purpose: a restart signs everyone out, and the token itself is never kept."""
+
+    def __init__(self):
+        self._owners: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def sign_in(self, session: str, owner: str) -> None:
+        with self._lock:
+            self._owners[session] = owner
+
+    def sign_out(self, session: str) -> None:
+        with self._lock:
+            self._owners.pop(session, None)
+
+    def owner(self, session: str) -> str | None:
+        with self._lock:
+            return self._owners.get(session)
 
 
-def annotator_name(typed: str, profile: gr.OAuthProfile | None) -> str:
-    """Who votes: the Hugging Face login when someone is logged in, else the typed name (Prefer and the arena)."""
-    from rlhf.prefer import validate_annotator
+owner_sessions = OwnerSessions()
 
-    if profile is not None:
-        return profile.username
-    return validate_annotator(typed)
+
+def username(profile: gr.OAuthProfile | None, request: gr.Request | None = None) -> str | None:
+    """Who the caller is logged in as (None: nobody), the identity rlhf.access checks: the Hugging Face login on a
+    Space, an owner who signed in with a token on a team server (never Gradio's mock login there)."""
+    signed_in = owner_sessions.owner(session_id(request)) if request is not None else None
+    return access.trusted_login(profile.username if profile is not None else None, signed_in)
+
+
+def annotator_name(store: Store, typed: str, profile: gr.OAuthProfile | None, request: gr.Request | None,
+                   browser_key: str | None = None) -> str:
+    """Who votes (Prefer, ranking, the arena, the API): the login, else `guest:NAME` held by this browser (the key
+    the page keeps in local storage; API clients: their Gradio session). A name another browser holds is refused,
+    so nobody votes or undoes under someone else's name."""
+    name = access.annotator_identity(username(profile, request), typed, store.setting("logins_only"))
+    if access.is_guest(name) and not store.claim_guest(name, access.holder_key(browser_key, session_id(request))):
+        raise RLHFError(f"annotator: the name {name.removeprefix('guest:')!r} is in use in another browser in project "
+                        f"{store.name!r}; type another name, or log in to keep one name wherever you label.")
+    return name
+
+
+def offered_models(project: str | None = None) -> list[str]:
+    """The model specs a visitor may use: the default model and, in `project` (or every project, for Chat, which has
+    no project), the tuned policies and pulled models: what the model pickers list."""
+    from rlhf.store import list_projects
+
+    projects = [project] if project else list_projects()
+    specs = [default_model_spec()]
+    for name in projects:
+        specs += [spec for _, spec in model_choices(name)[1:]]
+    return specs
+
+
+def offered_model(spec: str, project: str | None, profile: gr.OAuthProfile | None, request: gr.Request | None) -> str:
+    """The spec, when the caller may use it (`access.require_offered_model`)."""
+    return access.require_offered_model(spec, offered_models(project), username(profile, request))
 
 
 CHOICE_WORDS = {"a": "left better", "b": "right better", "tie": "tie", "both_bad": "both bad", "skip": "skipped"}
@@ -113,12 +183,14 @@ CHOICE_WORDS = {"a": "left better", "b": "right better", "tie": "tie", "both_bad
 
 @functools.cache
 def login_available() -> bool:
-    """Show the Login button? Always on a Space. Locally Gradio mocks the login with the account of HF_TOKEN (or
-    the cached login), asked once at start: without a token that answers, the button would stop the app."""
-    from rlhf.access import on_space
-
-    if on_space():
+    """Show the Login button? Always on a Space. Never on a team server (rules on, off a Space): there Gradio's mock
+    login would hand every visitor this machine's account. On your own machine Gradio mocks the login with the account
+    of HF_TOKEN (or the cached login), asked once at start: without a token that answers, the button would stop
+    the app."""
+    if access.on_space():
         return True
+    if access.enforced():
+        return False
     from huggingface_hub import constants, get_token, whoami
 
     if constants.HF_HUB_OFFLINE or get_token() is None:
@@ -134,7 +206,6 @@ def model_choices(project: str | None = None) -> list[tuple[str, str]]:
     then models pulled from the Hub into the project."""
     from rlhf.checkpoints import POLICY_KINDS, list_checkpoints
     from rlhf.hub import read_record
-    from rlhf.store import Store
 
     choices = [(f"{default_model_spec()} (base)", default_model_spec())]
     try:
@@ -152,7 +223,6 @@ def model_choices(project: str | None = None) -> list[tuple[str, str]]:
 def checkpoint_picker(project: str, kinds: tuple[str, ...]):
     """Dropdown update: `latest`, then the project's checkpoints of these kinds, newest first."""
     from rlhf.checkpoints import list_checkpoints
-    from rlhf.store import Store
 
     try:
         ids = [m["id"] for m in reversed(list_checkpoints(Store.open(project), kinds))]

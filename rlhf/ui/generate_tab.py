@@ -44,7 +44,7 @@ def generate(
     progress=gr.Progress(),
 ):
     """Sample candidates for every prompt (one per line) and store them; returns the table and a status line."""
-    require_owner("generate", username(profile))
+    require_owner("generate", username(profile, request))
     sampling = SamplingConfig(
         num_candidates=int(num_candidates),
         max_new_tokens=int(max_new_tokens),

@@ -1,12 +1,14 @@
 """Hub tab: push the preference dataset and policy checkpoints to the Hugging Face Hub, pull datasets and models.
 
-A thin layer over rlhf.hub. Who pushes: on a Space, the logged-in owner with their OAuth token (the Login button at
-the top); run locally, `HF_TOKEN` or the cached `hf auth login`. A token is passed to huggingface_hub and nowhere
-else: never shown, logged or saved.
+A thin layer over rlhf.hub. Who may: the owners (rlhf.access). Which token pushes: the server's own, `HF_TOKEN` (on
+a Space, a secret the owner adds; locally also the cached `hf auth login`), never a visitor's: the Space's OAuth asks
+visitors for their identity only, not for rights over their account. A token is passed to huggingface_hub and
+nowhere else: never shown, logged or saved.
 """
 
 from __future__ import annotations
 
+import os
 from functools import partial
 
 import gradio as gr
@@ -16,19 +18,17 @@ from rlhf import access, hub
 from rlhf.checkpoints import POLICY_KINDS
 from rlhf.config import RLHFError
 from rlhf.store import Store
-from rlhf.ui.common import checkpoint_picker, user_errors, username
+from rlhf.ui.common import checkpoint_picker, code, user_errors, username
 
 PUSHED_COLUMNS = ["what", "repo", "revision", "when"]
 
 
-def hub_token(oauth_token: gr.OAuthToken | None) -> str | None:
-    """The OAuth token on a Space; locally None, so huggingface_hub uses HF_TOKEN or the cached login.
-
-    (Off a Space, Gradio's mocked login hands out a placeholder token that the Hub would refuse.)
-    """
-    if access.on_space() and oauth_token is not None:
-        return oauth_token.token
-    return None
+def require_push_token() -> None:
+    """Pushes use the server's `HF_TOKEN` (huggingface_hub reads it): on a Space, say how to add it when it is
+    missing, instead of failing half-way through an upload."""
+    if access.on_space() and not os.environ.get("HF_TOKEN"):
+        raise RLHFError("push: this Space has no HF_TOKEN secret. Add a write token of the account to push to as the "
+                        "secret HF_TOKEN (Space settings > Variables and secrets); pushes then go to that account.")
 
 
 def pushed_table(project: str) -> pd.DataFrame:
@@ -50,9 +50,9 @@ def pushed_table(project: str) -> pd.DataFrame:
     return pd.DataFrame(sorted(rows, key=lambda row: row[3], reverse=True), columns=PUSHED_COLUMNS)
 
 
-def who(profile: gr.OAuthProfile | None = None) -> str:
+def who(profile: gr.OAuthProfile | None = None, request: gr.Request = None) -> str:
     """Who pushes and who may do what here, and where the votes are backed up."""
-    return f"{login_line(profile)}\n\n{backup_line()}"
+    return f"{login_line(profile, request)}\n\n{backup_line()}"
 
 
 def backup_line() -> str:
@@ -65,28 +65,31 @@ def backup_line() -> str:
             "README) so a Space without persistent storage keeps them across restarts.")
 
 
-def login_line(profile: gr.OAuthProfile | None) -> str:
+def login_line(profile: gr.OAuthProfile | None, request: gr.Request | None = None) -> str:
+    caller = username(profile, request)
     if access.on_space():
-        if profile is None:
+        if caller is None:
             rule = "Log in to push" if access.owners() else "Pushing needs a login"
             return f"Not logged in. {rule}; labelling and chat are open to everyone."
-        role = "an owner of this Space" if access.may("push", profile.username) else \
+        role = "an owner of this Space" if access.may("push", caller) else \
             "a visitor (label and chat; only the owners push)"
-        return f"Logged in as **{profile.username}**, {role}. Pushes go to your namespace unless you name a repo."
+        return (f"Logged in as **{code(caller)}**, {role}. Pushes use the Space's `HF_TOKEN` secret, to that "
+                "account's namespace unless you name a repo.")
     line = ("Run locally: pushes use `HF_TOKEN` or your `hf auth login`, to that account's namespace unless you name "
             "a repo.")
     if access.enforced():
         line += f" Owners here (RLHF_OWNERS): {', '.join(access.owners())}."
+        line += f" Signed in as owner **{code(caller)}**." if caller else " Owners sign in at the top to push."
     return line
 
 
 @user_errors
 def push_dataset(project: str, repo_id: str, private: bool, profile: gr.OAuthProfile | None = None,
-                 oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()):
-    access.require_owner("push", username(profile))
+                 request: gr.Request = None, progress=gr.Progress()):
+    access.require_owner("push", username(profile, request))
+    require_push_token()
     progress(0, desc="Exporting and uploading the preference dataset...")
-    pushed = hub.push_dataset(Store.open(project), (repo_id or "").strip() or None, private=bool(private),
-                              token=hub_token(oauth_token))
+    pushed = hub.push_dataset(Store.open(project), (repo_id or "").strip() or None, private=bool(private))
     rows = ", ".join(f"{n} {split}" for split, n in pushed["rows"].items() if n) or "no rows"
     return (f"Pushed the preference dataset ({rows}) to [{pushed['repo_id']}]({pushed['url']}) at revision "
             f"`{pushed['revision'][:7]}`.", pushed_table(project))
@@ -94,12 +97,12 @@ def push_dataset(project: str, repo_id: str, private: bool, profile: gr.OAuthPro
 
 @user_errors
 def push_checkpoint(project: str, checkpoint: str, repo_id: str, private: bool, merged: bool,
-                    profile: gr.OAuthProfile | None = None, oauth_token: gr.OAuthToken | None = None,
-                    progress=gr.Progress()):
-    access.require_owner("push", username(profile))
+                    profile: gr.OAuthProfile | None = None, request: gr.Request = None, progress=gr.Progress()):
+    access.require_owner("push", username(profile, request))
+    require_push_token()
     progress(0, desc="Staging the checkpoint and its card, uploading...")
     pushed = hub.push_checkpoint(Store.open(project), checkpoint or "latest", (repo_id or "").strip() or None,
-                                 private=bool(private), merged=bool(merged), token=hub_token(oauth_token))
+                                 private=bool(private), merged=bool(merged))
     lines = [f"Pushed checkpoint `{pushed['checkpoint']}` ({len(pushed['files'])} files) to "
              f"[{pushed['repo_id']}]({pushed['url']}) at revision `{pushed['revision'][:7]}`."]
     lines += [f"- Note: {warning}" for warning in pushed["warnings"]]
@@ -110,21 +113,21 @@ def push_checkpoint(project: str, checkpoint: str, repo_id: str, private: bool, 
 
 @user_errors
 def pull(project: str, kind: str, repo_id: str, revision: str, profile: gr.OAuthProfile | None = None,
-         oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()):
-    access.require_owner("pull", username(profile))
+         request: gr.Request = None, progress=gr.Progress()):
+    access.require_owner("pull", username(profile, request))
     repo_id = (repo_id or "").strip()
     if not repo_id:
         raise RLHFError("pull: name the repo, as owner/name.")
     store = Store.open(project)
     progress(0, desc=f"Downloading {repo_id}...")
-    token, revision = hub_token(oauth_token), (revision or "").strip() or None
+    revision = (revision or "").strip() or None
     if kind == "dataset":
-        pulled = hub.pull_dataset(store, repo_id, revision, token=token)
+        pulled = hub.pull_dataset(store, repo_id, revision)
         text = (f"Imported {pulled['rows']} rows from {repo_id} at `{pulled['revision'][:7]}`: {pulled['pairs']} "
                 f"pairs, {pulled['votes_added']} new votes"
                 + (f", {pulled['guidelines']} guideline versions" if pulled["guidelines"] else "") + ".")
     else:
-        path = hub.pull_model(store, repo_id, revision, token=token)
+        path = hub.pull_model(store, repo_id, revision)
         text = f"Downloaded {repo_id} to `{path}`: it is now in the model pickers of this project."
     return text, pushed_table(project)
 

@@ -7,6 +7,7 @@ same training. The run itself is a background job (rlhf.jobs): a timer polls it 
 from __future__ import annotations
 
 import dataclasses
+import html
 
 from functools import partial
 
@@ -21,7 +22,8 @@ from rlhf.jobs import command_line, runner, start_training
 from rlhf.models import zero_gpu
 from rlhf.pipeline import hardware_defaults
 from rlhf.store import Store
-from rlhf.ui.common import MODEL_QUEUE, checkpoint_picker, model_choices, refresh_models, user_errors, username
+from rlhf.ui.common import (MODEL_QUEUE, as_text, checkpoint_picker, model_choices, refresh_models, user_errors,
+                             username)
 
 PLOTS = {
     "ppo": [["objective/scores", "objective/rlhf_reward"], ["objective/kl"],
@@ -60,17 +62,17 @@ def cli_equivalent(project, kind, model_spec, reward_model, *settings) -> str:
 
 
 @user_errors
-def start(profile: gr.OAuthProfile | None, project, kind, model_spec, reward_model, *settings):
-    # (the profile comes first: Gradio fills it in, and it looks for such parameters only before *settings)
-    require_owner("train", username(profile))
+def start(profile: gr.OAuthProfile | None, request: gr.Request, project, kind, model_spec, reward_model, *settings):
+    # (profile and request come first: Gradio fills them in, and it looks for such parameters only before *settings)
+    require_owner("train", username(profile, request))
     job = start_training(kind, project, model_spec, make_config(kind, *settings), reward_model)
-    gr.Info(f"Started: {job.command}")
+    gr.Info(html.escape(f"Started: {job.command}", quote=False))
     return gr.update(active=True)
 
 
 @user_errors
-def stop(profile: gr.OAuthProfile | None = None):
-    require_owner("stop", username(profile))
+def stop(profile: gr.OAuthProfile | None = None, request: gr.Request = None):
+    require_owner("stop", username(profile, request))
     job = runner.stop()
     if job is not None:
         gr.Info("Stopping after this step; a checkpoint will be saved.")
@@ -90,8 +92,8 @@ def poll():
         return ("No run yet in this server.", empty, empty, empty, pd.DataFrame(columns=SAMPLE_COLUMNS),
                 pd.DataFrame(columns=COMPARE_COLUMNS))
     status = job.summary()
-    if job.error:
-        status += f"\n\n**Failed:** {job.error}"
+    if job.error:  # an error quotes what it failed on (a prompt, a path): shown as text, never as Markdown
+        status += f"\n\n**Failed:** {as_text(job.error)}"
     elif job.result:
         status += f"\n\nCheckpoint `{job.result['id']}` saved; it is in the Chat tab's model list."
     if job.evaluation:
@@ -149,15 +151,16 @@ def pick_run(project: str, run_id: str):
 
 
 @user_errors
-def remove_run(project: str, run_id: str, confirmed: bool, profile: gr.OAuthProfile | None = None):
+def remove_run(project: str, run_id: str, confirmed: bool, profile: gr.OAuthProfile | None = None,
+               request: gr.Request = None):
     from rlhf.checkpoints import delete_checkpoint
 
-    require_owner("delete", username(profile))
+    require_owner("delete", username(profile, request))
     if not confirmed:
         raise RLHFError("delete: tick \"Yes, delete it\" first; a deleted run cannot be restored.")
     store = Store.open(project)
     delete_checkpoint(store, (run_id or "").strip())
-    gr.Info(f"Deleted {run_id}.")
+    gr.Info(html.escape(f"Deleted {run_id}.", quote=False))
     return runs_table(project), False
 
 
@@ -173,8 +176,9 @@ def rounds_table(project: str) -> pd.DataFrame:
 
 @zero_gpu(duration=120)  # one generation batch per ZeroGPU call
 @user_errors
-def start_next_round(project: str, profile: gr.OAuthProfile | None = None, progress=gr.Progress()):
-    require_owner("generate", username(profile))
+def start_next_round(project: str, profile: gr.OAuthProfile | None = None, request: gr.Request = None,
+                     progress=gr.Progress()):
+    require_owner("generate", username(profile, request))
     from rlhf.jobs import Job
     from rlhf.pipeline import next_round
     from rlhf.rounds import newest_policy
