@@ -229,7 +229,8 @@ def generate_candidates(
         raise RLHFError("prompts: none given; write one prompt per line.")
     encoded = encode_prompts(loaded, prompts, sampling.max_new_tokens)
     seed = sampling.seed if sampling.seed is not None else random.randrange(2**32)
-    params = {**asdict(sampling), "seed": seed, "top_k": 0, "dtype": str(loaded.dtype).removeprefix("torch.")}
+    params = {**asdict(sampling), "seed": seed, "top_k": 0, "dtype": str(loaded.dtype).removeprefix("torch."),
+              "source": source}  # what the run was for: candidates to label, an audit, ... (Store.candidate_generation_runs)
     k = sampling.num_candidates
     prompts_per_batch = max(1, sampling.batch_size // k)
     run_id = store.start_generation_run(loaded.spec, loaded.checkpoint_id, params)

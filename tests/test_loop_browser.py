@@ -11,6 +11,7 @@ from browser_loop import (LoopSizes, RoundTimes, arena, create_project, generate
                           prefer_longer_or_shorter, train)
 from conftest import ARTIFACTS
 from rlhf.checkpoints import list_checkpoints
+from rlhf.pipeline import FLAGGED_VERDICTS
 from rlhf.store import Store
 
 pytestmark = pytest.mark.browser
@@ -38,6 +39,8 @@ def test_the_whole_loop_twice_in_the_browser(page, tiny_model_dir):
     policy_1_path = str(store.folder / "checkpoints" / policy_1)
     arena(page, policy_1_path, None, "Tell me about opossums.", first, sizes.timeout_ms)
     board = leaderboard(page, policy_1, sizes.timeout_ms)
+    # a run whose verdict is flagged (likely on a random tiny model) is audited by people first in the next round
+    audited_1 = list_checkpoints(store, ("ppo",))[0].get("verdict") in FLAGGED_VERDICTS
     next_round(page, policy_1, first, sizes.timeout_ms)
     assert first.votes == len(PROMPTS)  # one pair a prompt, each labelled once
     assert "plain order (no reward model" in first.queue_line and "Reward model" not in first.reveals[0]
@@ -57,11 +60,12 @@ def test_the_whole_loop_twice_in_the_browser(page, tiny_model_dir):
     assert policy_1 in board  # both rounds' policies are ranked
     next_round(page, policy_2, second, sizes.timeout_ms)
     page.screenshot(path=str(ARTIFACTS / "loop.png"), full_page=True)
-    # new candidates for every prompt; the arena's question and pair stay in the arena (visitors' text)
-    assert second.votes == len(PROMPTS)
+    # new candidates for every prompt (the arena's question and pair stay in the arena: visitors' text), plus one
+    # audit pair per prompt when round 1 was flagged
+    assert second.votes == len(PROMPTS) * (2 if audited_1 else 1)
 
     # Every step is in the store ...
-    runs = [r for r in store.generation_runs() if r["params"].get("source") != "arena"]
+    runs = store.candidate_generation_runs()
     assert [r["checkpoint_id"] for r in runs] == [None, policy_1, policy_2]  # base, then each round's policy
     votes = store.votes()
     assert sum(v["source"] == "arena" for v in votes) == 2
