@@ -362,12 +362,15 @@ class Store:
     def add_prompt(self, text: str, source: str, messages: list[dict] | None = None,
                    created_at: str | None = None) -> int:
         """The id of the prompt with this text, stored first if new. A prompt already stored keeps its own source,
-        time and messages. `messages`: the whole conversation, for a multi-turn (or system) prompt."""
+        time and messages, except that an arena prompt someone generates candidates for becomes a training prompt.
+        `messages`: the whole conversation, for a multi-turn (or system) prompt."""
         with self._connect() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO prompts (text, source, created_at, messages_json) VALUES (?, ?, ?, ?)",
                 (text, source, created_at or now(), json.dumps(messages, ensure_ascii=False) if messages else None),
             )
+            if source != ARENA:
+                conn.execute("UPDATE prompts SET source = ? WHERE text = ? AND source = ?", (source, text, ARENA))
             return conn.execute("SELECT id FROM prompts WHERE text = ?", (text,)).fetchone()[0]
 
     def prompts(self) -> list[Prompt]:

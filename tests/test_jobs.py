@@ -116,12 +116,13 @@ def test_delete_takes_only_this_projects_runs_and_keeps_the_policies_others_star
                                                                                          tmp_path):
     import torch
 
-    from rlhf.ppo import train_ppo
+    from rlhf.ppo import RewardSource, train_ppo
     from rlhf.store import Store
 
     def ppo(project, start):
         return train_ppo(project, PPOConfig(steps=1, batch_size=2, mini_batch_size=2, max_new_tokens=4), start,
-                         lambda p, r: torch.zeros(len(p)), "function:zero", prompts=["a", "b"], device="cpu")
+                         RewardSource(lambda p, r: torch.zeros(len(p)), "function:zero"), prompts=["a", "b"],
+                         device="cpu")
 
     first = ppo(store, str(tiny_model_dir))
     second = ppo(store, first["path"])  # round 2 starts from round 1

@@ -181,12 +181,13 @@ def test_concurrent_burst_keeps_every_acknowledged_vote(server):
     assert set(by_id) == set(acked_ids)
     for shown, receipt, annotator in acknowledged:
         row = by_id[receipt["vote_id"]]
-        assert row["annotator"] == annotator and row["pair_id"] == shown["pair_id"]
+        assert row["annotator"] == f"guest:{annotator}" and row["pair_id"] == shown["pair_id"]  # a typed name: a guest
         assert row["presentation_id"] == shown["presentation_id"] and row["choice"] == receipt["stored_choice"]
     per_annotator = {}
     for v in stored:
         per_annotator.setdefault(v["annotator"], set()).add(v["pair_id"])
-    assert {a: len(p) for a, p in per_annotator.items()} == {f"annotator-{i:02d}": VOTES_EACH for i in range(CLIENTS)}
+    assert {a: len(p) for a, p in per_annotator.items()} == {f"guest:annotator-{i:02d}": VOTES_EACH
+                                                             for i in range(CLIENTS)}
 
 
 # 2. double votes -----------------------------------------------------------------------------------------------------
@@ -209,10 +210,12 @@ ROUNDS = 12
 
 
 def test_same_presentation_voted_concurrently_is_one_vote(server):
-    """Two clients (two tabs, or a double click's two requests) vote on one presentation at the same instant."""
+    """A double click's two requests vote on one presentation at the same instant (one client: one session, so one
+    guest name; a second browser could not vote under it)."""
     project = "double-race"
     seed_project(server.home, project, prompts=ROUNDS, candidates=2)
-    clients = [client_for(server.url), client_for(server.url)]
+    client = client_for(server.url)
+    clients = [client, client]
     outcomes = []
     for round_ in range(ROUNDS):
         shown = next_pair(clients[0], project, "ann")
@@ -300,7 +303,8 @@ def test_sigkill_mid_burst_loses_no_acknowledged_vote(tiny_model_dir, tmp_path):
     with sqlite3.connect(home / project / "store.sqlite") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     stored = {v["id"]: v for v in live_votes(home, project)}
-    missing = [(vote_id, who) for vote_id, who in acked if vote_id not in stored or stored[vote_id]["annotator"] != who]
+    missing = [(vote_id, who) for vote_id, who in acked
+               if vote_id not in stored or stored[vote_id]["annotator"] != f"guest:{who}"]
     assert not missing, f"{len(missing)} acknowledged votes lost: {missing[:10]}"
 
     with serve(home, tiny_model_dir, log) as restarted:

@@ -152,7 +152,7 @@ def main() -> None:
         pieces = 0
         text = ""
         for _, history in chat_tab.chat("Tell me a long story about opossums.", [], model_dir, "", 200, 1.0, 1.0,
-                                        request):
+                                        None, request):
             pieces += 1
             text = history[-1]["content"]
             if pieces == 1:
@@ -166,7 +166,8 @@ def main() -> None:
     # 4. Prefer, least certain first: the reward model scores the queue inside a GPU call
     project = Store.open(reward_project)
     lent_before = len(LENT_TO)
-    value, error = in_thread(lambda: prefer_tab.show_next(reward_project, "alice", 0.0, 0.0, "uncertain"))
+    value, error = in_thread(lambda: prefer_tab.show_next(reward_project, "alice", None, 0.0, 0.0, "uncertain", None,
+                                                                   SimpleNamespace(session_hash="visitor-3")))
     checkpoint = newest_reward_model(project)["id"]
     seen["prefer"] = {"error": describe(error), "status": value[4] if value else None,
                       "scores_cached": len(project.reward_scores(checkpoint)), "worker_pids": LENT_TO[lent_before:]}
