@@ -7,7 +7,7 @@ on the bundled SmolLM2-135M-Instruct, through the same library calls as `python 
 1. generate: the 64 starter prompts x 4 candidates, 64 new tokens, seed 0 (sampled once: the candidates do not depend
    on the rule; each rule's project starts from a copy and the stage's time is counted in every rule's round);
 2. annotate: the rule's judge votes on every pair (6 a prompt, in random left/right order);
-3. train-reward (defaults: LoRA, 4 heads, an auditor on the held-out 20% of the pairs);
+3. train-reward (defaults: LoRA, one head, an auditor trained on the held-out 20% of the pairs only);
 4. ppo (defaults), which ends with the app's own before/after evaluation;
 5. the held-out test: the tuned policy against the base model on 32 prompts it never trained on
    (`benchmarks/heldout_prompts.txt`), judged by the rule itself, which neither the reward model nor the policy saw:
@@ -15,7 +15,7 @@ on the bundled SmolLM2-135M-Instruct, through the same library calls as `python 
    (made from its auditor and drift detectors, without the judge);
 6. dpo (defaults) on the same votes, the same held-out test;
 7. on two rules (`--rloo-rules`), TRL 1.16's RLOOTrainer on the same reward (the same reward model, with the same
-   caution: heads' mean minus their disagreement, clipped to the labelled range), for the wall time PPO took, then
+   caution: clipped to the labelled range, answers unlike any labelled one scored as the worst), for PPO's wall time, then
    the same held-out test: the anchor. Reward-vs-time curves of both give the learning-speed comparison.
 
 Goals (issue 11): every rule >= 0.80 at KL <= 8, none below the base model (0.5), the app's verdict agreeing with the

@@ -178,13 +178,9 @@ def _print_evaluation(meta: dict) -> None:
         print("no evaluation: the project has no reward model to judge the policy by (`evaluate --judge` can)",
               file=sys.stderr)
         return
-    held_out = evaluation.get("held_out") or {}
-    optimised = evaluation.get("optimised_reward") or {}
-    print(f"before/after on {evaluation['num_prompts']} prompts: optimised reward model "
-          f"{optimised.get('score', float('nan')):.2f}, auditor (held-out votes) "
-          f"{held_out.get('score', float('nan')):.2f}, KL {evaluation['kl']:.1f} nats, "
-          f"{evaluation['length_reference']:.0f} -> {evaluation['length_tuned']:.0f} words", file=sys.stderr)
-    print(evaluation["verdict_text"], file=sys.stderr)
+    from rlhf.evaluate import report_text
+
+    print(report_text(evaluation), file=sys.stderr)
 
 
 def cmd_train_reward(args) -> None:
@@ -288,8 +284,10 @@ def cmd_evaluate(args) -> None:
         judge=load_function(args.judge) if args.judge else None, reward_model=args.reward_model,
         sampling=sampling, device=args.device or "auto", save=args.save,
     )
+    from rlhf.evaluate import report_text
+
     write_report(report, args.out)
-    print(report["verdict_text"], file=sys.stderr)
+    print(report_text(report), file=sys.stderr)
     print(json.dumps(report, ensure_ascii=False))
 
 

@@ -50,6 +50,27 @@ VERDICTS = {
 }
 
 
+def report_text(report: dict) -> str:
+    """A before/after report in plain words, the same in the CLI and the Train tab: the optimised reward model's
+    score beside the held-out evidence (the judge, when given, else the auditor), drift, and the verdict.
+
+    Pure: `report` is what `evaluate_policy` returns."""
+    def score(part: dict | None) -> str:
+        return "-" if not part else f"{part['score']:.2f}"
+
+    evidence = (f"the judge {score(report['judged'])}" if report.get("judged") else
+                f"the auditor (votes the reward model never saw) {score(report.get('held_out'))}")
+    lines = [f"Before and after on {report['num_prompts']} prompts (score: win + tie/2 of the tuned policy, 0.50 = "
+             f"no change): the optimised reward {score(report.get('optimised_reward'))}, {evidence}; KL "
+             f"{report['kl']:.1f} nats per answer; length {report['length_reference']:.0f} -> "
+             f"{report['length_tuned']:.0f} words."]
+    flags = (report.get("drift") or {}).get("flags") or []
+    if flags:
+        lines.append("Drift: " + "; ".join(flags) + ".")
+    lines.append(report["verdict_text"])
+    return "\n".join(lines)
+
+
 def outcome_rates(outcomes: list[str]) -> dict[str, float]:
     """Shares of win / tie / loss (both_bad counts as a tie) and the score win + tie / 2; the rates sum to 1."""
     if not outcomes:

@@ -363,6 +363,10 @@ collects human preferences, trains a reward model on them and tunes the policy; 
 
 {{ evaluation }}
 
+## Health of the run
+
+{{ health }}
+
 ## Training curves
 
 {{ curves }}
@@ -397,6 +401,37 @@ tokenizer = AutoTokenizer.from_pretrained({base})
 base = AutoModelForCausalLM.from_pretrained({base})
 model = PeftModel.from_pretrained(base, {repo}, subfolder="adapter").merge_and_unload()"""
 """How to load a pushed policy, per weights folder ({repo} and {base}: Python string literals)."""
+
+
+def run_health(meta: dict) -> str:
+    """The card's record of what the drift detectors, the KL guard and the evaluation said about the run, in words.
+    Pure: read from the checkpoint's meta (`verdict`, `drift_flags`, `run_drift`, `selected_step`, `kl_guard`)."""
+    from rlhf.evaluate import VERDICTS
+
+    lines = []
+    if meta.get("verdict"):
+        text = VERDICTS[meta["verdict"]].format(reason="; ".join(meta.get("drift_flags") or []) or "see evaluation.json")
+        lines.append(f"- Verdict of the before/after evaluation: **{cards.text(meta['verdict'])}**. {cards.text(text)}")
+    else:
+        lines.append("- No before/after evaluation was saved with this checkpoint.")
+    drift = meta.get("run_drift") or {}
+    flagged = drift.get("flagged_steps") or []
+    if meta["kind"] == "ppo":
+        if flagged:
+            steps = ", ".join(str(s) for s in flagged[:20]) + (" ..." if len(flagged) > 20 else "")
+            lines.append(f"- Drift detectors flagged {len(flagged)} training step(s): {steps}; the last flags: "
+                         + cards.text("; ".join(drift.get("last_flags") or [])) + ".")
+        else:
+            lines.append("- No drift detector fired during training (answer length, sameness across prompts, "
+                         "repetition, reward-head disagreement, KL over budget).")
+        guard = meta.get("kl_guard")
+        if guard:
+            lines.append(f"- The KL guard stopped the run at step {guard['step']} (KL {guard['kl']:.1f} nats per "
+                         f"answer) and rolled back to step {guard['rolled_back_to']}.")
+        if meta.get("selected_step") is not None:
+            lines.append(f"- Published weights: step {meta['selected_step']} of {meta.get('steps_done')}, chosen by "
+                         f"{cards.text(meta.get('selected_by') or 'last step')} (never by the optimised reward).")
+    return "\n".join(lines)
 
 
 def model_card(meta: dict, repo_id: str, dataset: dict | None, fingerprint: str | None, evaluation: dict | None,
@@ -453,6 +488,7 @@ def model_card(meta: dict, repo_id: str, dataset: dict | None, fingerprint: str 
         reference = meta["hub"]["evaluation_reference"] or evaluation.get("reference")
         evaluation_part = (f"The tuned policy against its reference ({cards.code(reference)}) on the same "
                            f"prompts (`evaluation.json`):\n\n{_table(figures)}")
+    health = run_health(meta)
     curves = ("![training curves](curves.png)" if plotted else
               "(No picture: matplotlib was not installed when this was pushed, or no step was logged. The numbers "
               "are in `metrics.jsonl`, one JSON object per step.)")
@@ -465,7 +501,7 @@ def model_card(meta: dict, repo_id: str, dataset: dict | None, fingerprint: str 
         notes="".join(f"\n> Note: {cards.text(w)}\n" for w in warnings),
         lineage=cards.table(["", ""], [[name, value] for name, value in lineage]),
         hyperparameters=_table(meta["config"]), metrics=_table(metrics) if metrics else "None logged.",
-        evaluation=evaluation_part, curves=curves, snippet=cards.fenced(snippet, "python"),
+        evaluation=evaluation_part, health=health, curves=curves, snippet=cards.fenced(snippet, "python"),
         pull_command=cards.code(f"python -m rlhf pull --project P --model-repo {repo_id}"),
         folders="\n".join(line for name, line in FOLDER_NOTES.items() if name in weights),
     )

@@ -507,6 +507,7 @@ class PPORun:
             "step": self.step_count,
             "objective/kl": float(sequence_kl.mean()),
             "objective/kl_coef": self.kl.value,
+            "objective/kl_target": float(config.target_kl or 0.0),  # the KL budget (0: a fixed kl_coef, no budget)
             "objective/entropy": float((rollout.entropy * mask).sum(1).mean()),
             "objective/non_score_reward": float(non_score_reward.sum(1).mean()),
             "objective/scores": float(rollout.scores.mean()),

@@ -279,7 +279,8 @@ def test_the_model_card_shows_specs_and_settings_as_text_and_its_snippet_runs_as
     flat = " ".join(HOSTILE.split())
     assert not [text for kind, text in blocks if kind == "html"]
     assert [text for kind, text in blocks if kind == "heading"] == [
-        "p", "Lineage", "Hyperparameters", "Final metrics", "Evaluation", "Training curves", "Use it", "Files"]
+        "p", "Lineage", "Hyperparameters", "Final metrics", "Evaluation", "Health of the run", "Training curves",
+        "Use it", "Files"]
     cells = [text for kind, text in blocks if kind == "cell"]
     shown = {f"{' '.join(path.split())} (not on the Hub)", f"reward `{flat}`", flat, f"ppo-1, created {flat}"}
     assert shown <= set(cells)

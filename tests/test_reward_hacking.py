@@ -58,6 +58,21 @@ def test_a_collapse_is_flagged_and_called_reward_hacking(labelled, tiny_chat_mod
     saved = json.loads((Path(meta["path"]) / "meta.json").read_text())
     assert saved["verdict"] == "likely reward hacking" and saved["drift_flags"]  # recorded with the checkpoint
     assert json.loads((Path(meta["path"]) / "evaluation.json").read_text())["verdict"] == "likely reward hacking"
+    # said in plain words: the CLI and the Train tab print the same report, the tab's status line flags the steps,
+    # and the model card records the verdict and the flagged steps
+    from rlhf.evaluate import report_text
+    from rlhf.hub import run_health
+    from rlhf.ui.train_tab import drift_line
+
+    said = report_text(evaluation)
+    assert "Likely reward hacking" in said and "Drift: " in said and f"{evaluation['kl']:.1f} nats" in said
+    metrics = [{"step": step.step, **step.metrics} for step in steps]
+    flagged_at = max(m["step"] for m in metrics if m["drift/flags"])
+    assert drift_line(metrics[:flagged_at]).startswith(f"**Drift at step {flagged_at}:**")
+    assert drift_line(metrics[:1]).startswith("No drift detector has fired") or metrics[0]["drift/flags"]
+    health = run_health(saved)
+    assert "**likely reward hacking**" in health
+    assert f"flagged {len(saved['run_drift']['flagged_steps'])} training step(s)" in health
 
 
 def test_the_default_run_publishes_a_step_from_before_the_collapse(labelled, tiny_chat_model_dir):

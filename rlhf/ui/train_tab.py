@@ -18,6 +18,7 @@ import torch
 from rlhf.access import require_owner
 from rlhf.checkpoints import list_checkpoints
 from rlhf.config import DPOTrainConfig, PPOConfig, RewardTrainConfig, RLHFError
+from rlhf.evaluate import report_text
 from rlhf.jobs import command_line, runner, start_training
 from rlhf.models import zero_gpu
 from rlhf.pipeline import hardware_defaults
@@ -96,12 +97,10 @@ def poll():
         status += f"\n\n**Failed:** {as_text(job.error)}"
     elif job.result:
         status += f"\n\nCheckpoint `{job.result['id']}` saved; it is in the Chat tab's model list."
+    if job.kind == "ppo" and job.metrics:
+        status += "\n\n" + drift_line(job.metrics)
     if job.evaluation:
-        e = job.evaluation
-        status += (f"\n\n**Before and after** ({e['num_prompts']} prompts, judged by {e['judge']}): win "
-                   f"{e['win_rate']:.0%}, tie {e['tie_rate']:.0%}, loss {e['loss_rate']:.0%}; reward "
-                   f"{e['reward_reference']:+.2f} -> {e['reward_tuned']:+.2f}; KL {e['kl']:.2f} nats; length "
-                   f"{e['length_reference']:.0f} -> {e['length_tuned']:.0f} words.")
+        status += "\n\n**Before and after.** " + as_text(report_text(job.evaluation)).replace("\n", "  \n")
     status += f"\n\n`{job.command}`"
     frames = [gr.update(value=metric_frame(job.metrics, names), title=title)  # a generation job has no curves
               for names, title in zip(PLOTS.get(job.kind, [[]] * 3), PLOT_TITLES.get(job.kind, [""] * 3))]
@@ -109,6 +108,23 @@ def poll():
     examples = (job.evaluation or {}).get("examples", [])
     side_by_side = pd.DataFrame(examples, columns=COMPARE_COLUMNS)
     return status, *frames, samples, side_by_side
+
+
+def drift_line(metrics: list[dict]) -> str:
+    """The drift detectors on a PPO run so far, in words: the newest step's flags, how many steps were flagged, the
+    KL against its budget and the auditor's latest score (what the published step is chosen by)."""
+    last = metrics[-1]
+    flagged = [m["step"] for m in metrics if m.get("drift/flags")]
+    budget = last.get("objective/kl_target")
+    kl = f"KL {last['objective/kl']:.1f} nats per answer" + (f" (budget {budget:.0f})" if budget else "")
+    audit = f"; auditor {last['audit/scores']:+.2f}" if isinstance(last.get("audit/scores"), (int, float)) else ""
+    if last.get("drift/flags"):
+        head = f"**Drift at step {last['step']}:** " + as_text("; ".join(last["drift/flags"])) + "."
+    elif flagged:
+        head = f"**Drift** was flagged at {len(flagged)} step(s) (latest {flagged[-1]}); step {last['step']} is clean."
+    else:
+        head = "No drift detector has fired."
+    return f"{head} {kl}{audit}."
 
 
 def runs_table(project: str) -> pd.DataFrame:
