@@ -14,9 +14,9 @@ on the bundled SmolLM2-135M-Instruct, through the same library calls as `python 
    score = win + tie / 2 (0.5: no change), KL per answer, length, and the app's own verdict on the same answers
    (made from its auditor and drift detectors, without the judge);
 6. dpo (defaults) on the same votes, the same held-out test;
-7. on two rules (`--rloo-rules`), TRL 1.16's RLOOTrainer on the same reward (the same reward model, with the same
-   caution: clipped to the labelled range, answers unlike any labelled one scored as the worst), for PPO's wall time, then
-   the same held-out test: the anchor. Reward-vs-time curves of both give the learning-speed comparison.
+7. on two rules (`--rloo-rules`), TRL 1.16's RLOOTrainer on the same reward (the same reward model with the same
+   caution: clipped to the labelled range, answers unlike any labelled one scored as the worst) for PPO's wall time,
+   then the same held-out test: the anchor. Reward-vs-time curves of both give the learning-speed comparison.
 
 Goals (issue 11): every rule >= 0.80 at KL <= 8, none below the base model (0.5), the app's verdict agreeing with the
 judge on every rule ("improved" exactly when the judge's score is >= 0.6), a round <= 20 minutes; DPO >= 0.70 at
