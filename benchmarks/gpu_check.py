@@ -87,7 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def load_tokenizer(folder: Path | None):
     from transformers import AutoTokenizer
 
-    from rlhf.models import _set_pad_token, bundled_gguf_path
+    from rlhf.config import bundled_gguf_path
+    from rlhf.models import _set_pad_token
 
     if folder is not None:
         tokenizer = AutoTokenizer.from_pretrained(folder)

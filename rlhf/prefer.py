@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from rlhf.access import validate_annotator
 from rlhf.checkpoints import list_checkpoints
 from rlhf.config import RLHFError
 from rlhf.store import Store
@@ -54,25 +55,7 @@ def to_canonical(shown_choice: str, swapped: bool) -> str:
     return shown_choice
 
 
-GUEST_PREFIX = "guest:"
-"""A name typed into the app is stored as `guest:NAME`, a namespace apart from Hugging Face logins (which have no
-colon), so a typed name can never vote as a login."""
-MAX_NAME = 64
 MAX_COMMENT_CHARS = 2000
-
-
-def validate_annotator(name: str) -> str:
-    name = (name or "").strip()
-    if not name:
-        raise RLHFError("annotator: no name; log in, or type your name in the Annotator field.")
-    if len(name.removeprefix(GUEST_PREFIX)) > MAX_NAME:
-        raise RLHFError(f"annotator: the name is longer than {MAX_NAME} characters; shorten it.")
-    return name
-
-
-def guest_name(typed: str | None) -> str:
-    """The stored name of a name typed into the app (or sent to the API): `guest:NAME`."""
-    return GUEST_PREFIX + validate_annotator(typed)
 
 
 @dataclass

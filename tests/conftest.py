@@ -28,7 +28,8 @@ def build_tiny_model(target: Path, hidden_size: int = 32, intermediate_size: int
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from rlhf.models import _set_pad_token, bundled_gguf_path
+    from rlhf.config import bundled_gguf_path
+    from rlhf.models import _set_pad_token
 
     if os.environ.get("RLHF_TEST_TOKENIZER"):  # a saved copy, where the GGUF cannot go (scripts/gpu_check.sh)
         tokenizer = AutoTokenizer.from_pretrained(os.environ["RLHF_TEST_TOKENIZER"])

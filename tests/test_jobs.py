@@ -6,7 +6,7 @@ import pytest
 
 from rlhf.checkpoints import delete_checkpoint, list_checkpoints
 from rlhf.config import PPOConfig, RewardTrainConfig, RLHFError
-from rlhf.jobs import Busy, command_line, runner, start_training
+from rlhf.jobs import Busy, command_line, delete_run, runner, start_training
 from rlhf.judges import annotate
 from rlhf.reward import train_reward_model
 from test_prefer import add_candidates
@@ -27,6 +27,8 @@ def test_ppo_job_reports_progress_evaluates_and_refuses_a_second_start(store, ti
     job = start_training("ppo", store.name, str(tiny_model_dir), config)
     with pytest.raises(Busy, match="ppo on project 'test-project'"):
         start_training("ppo", store.name, str(tiny_model_dir), config)
+    with pytest.raises(RLHFError, match="a run is going in project 'test-project'; stop it first"):
+        delete_run(store, "anything")  # nothing is deleted under a running job
     wait(job)
     assert job.status == "done", job.error
     assert [m["step"] for m in job.metrics] == [1, 2, 3] and job.samples
@@ -41,7 +43,7 @@ def test_ppo_job_reports_progress_evaluates_and_refuses_a_second_start(store, ti
 
     with pytest.raises(RLHFError, match="by its id"):
         delete_checkpoint(store, "latest")
-    delete_checkpoint(store, policy["id"])
+    delete_run(store, policy["id"])
     assert list_checkpoints(store, ("ppo",)) == []
     assert runner.busy() is None
 

@@ -169,13 +169,13 @@ def pick_run(project: str, run_id: str):
 @user_errors
 def remove_run(project: str, run_id: str, confirmed: bool, profile: gr.OAuthProfile | None = None,
                request: gr.Request = None):
-    from rlhf.checkpoints import delete_checkpoint
+    from rlhf.jobs import delete_run
 
     require_owner("delete", username(profile, request))
     if not confirmed:
         raise RLHFError("delete: tick \"Yes, delete it\" first; a deleted run cannot be restored.")
     store = Store.open(project)
-    delete_checkpoint(store, (run_id or "").strip())
+    delete_run(store, (run_id or "").strip())
     gr.Info(html.escape(f"Deleted {run_id}.", quote=False))
     return runs_table(project), False
 
