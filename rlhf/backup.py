@@ -52,7 +52,7 @@ from pathlib import Path
 from huggingface_hub import CommitScheduler
 
 from rlhf.config import ConfigError, RLHFError, cli, data_dir
-from rlhf.hub import _api, _first_line
+from rlhf.hub import hub_api, first_line
 from rlhf.store import STORE_FILE, Completion, Store, list_projects, validate_project_name
 
 FORMAT = 1
@@ -226,7 +226,7 @@ class BackupScheduler(CommitScheduler):
         """The last error appending a project's rows (the others are still pushed)."""
         super().__init__(
             repo_id=repo_id, folder_path=staging_dir(repo_id, root), every=every_minutes, repo_type="dataset",
-            private=True, token=token, hf_api=_api(token), ignore_patterns=[f"{STATE}/*"],
+            private=True, token=token, hf_api=hub_api(token), ignore_patterns=[f"{STATE}/*"],
             allow_patterns=[f"{name}/*.jsonl" for name in projects] if projects is not None else ["*/*.jsonl"],
         )
 
@@ -263,7 +263,7 @@ class BackupScheduler(CommitScheduler):
             return self.trigger().result()
         except Exception as error:  # HTTP, connection: the staged files are pushed by the next push
             raise RLHFError(
-                f"backup: committing to dataset repo {self.repo_id} failed: {_first_line(error, self.token)}. "
+                f"backup: committing to dataset repo {self.repo_id} failed: {first_line(error, self.token)}. "
                 f"Nothing is lost: the rows are kept in {self.folder_path} and go with the next push."
             ) from error
 
@@ -287,7 +287,7 @@ def start_backup(project: Store | str | None, repo_id: str, token: str | None = 
     except RLHFError:
         raise
     except Exception as error:  # no token, no connection, a repo id that is not ours
-        raise RLHFError(f"backup: could not create or reach dataset repo {repo_id}: {_first_line(error, token)}. "
+        raise RLHFError(f"backup: could not create or reach dataset repo {repo_id}: {first_line(error, token)}. "
                         "Check the id and that HF_TOKEN (or `hf auth login`) can write to it.") from error
     try:
         if scheduler.api.repo_info(scheduler.repo_id, repo_type="dataset").private is False:
@@ -309,13 +309,13 @@ def _repo_files(api, repo_id: str, token: str | None) -> tuple[str, list[str]] |
     except RepositoryNotFoundError:
         return None
     except Exception as error:
-        raise RLHFError(f"restore: could not read dataset repo {repo_id}: {_first_line(error, token)}") from error
+        raise RLHFError(f"restore: could not read dataset repo {repo_id}: {first_line(error, token)}") from error
     return sha, sorted(f for f in files if f.endswith(".jsonl") and f.count("/") == 1)
 
 
 def backed_up_projects(repo_id: str, token: str | None = None) -> list[str]:
     """The projects the backup repo holds rows of."""
-    found = _repo_files(_api(token), repo_id, token)
+    found = _repo_files(hub_api(token), repo_id, token)
     return sorted({f.split("/")[0] for f in found[1]}) if found else []
 
 
@@ -327,7 +327,7 @@ def _read_rows(api, repo_id: str, sha: str, files: list[str], token: str | None)
                 path = api.hf_hub_download(repo_id, name, repo_type="dataset", revision=sha, local_dir=tmp)
             except Exception as error:
                 raise RLHFError(f"restore: could not download {name} from {repo_id}: "
-                                f"{_first_line(error, token)}") from error
+                                f"{first_line(error, token)}") from error
             for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
                 if not line.strip():
                     continue
@@ -358,7 +358,7 @@ def restore_project(project: Store | str, repo_id: str, token: str | None = None
         if held:
             return {**result, "reason": f"project {name!r} already has {held} votes; restore only fills an empty "
                                         "project (restore into a new project name to compare)"}
-    api = _api(token)
+    api = hub_api(token)
     found = _repo_files(api, repo_id, token)
     files = [f for f in found[1] if f.split("/")[0] == name] if found else []
     if not files:

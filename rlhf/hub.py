@@ -64,7 +64,7 @@ def _write_record(store: Store, record: dict) -> None:
 
 
 # talking to the Hub ------------------------------------------------------------------------------------------------
-def _api(token: str | None):
+def hub_api(token: str | None):
     from huggingface_hub import HfApi, constants
 
     if constants.HF_HUB_OFFLINE:
@@ -81,7 +81,8 @@ def _scrub(text: str, token: str | None) -> str:
     return text
 
 
-def _first_line(error: Exception, token: str | None) -> str:
+def first_line(error: Exception, token: str | None) -> str:
+    """The first line of a Hub error, with the token scrubbed out: what a one-line error message quotes."""
     text = str(error).strip().splitlines()
     return _scrub(text[0] if text else type(error).__name__, token)
 
@@ -91,7 +92,7 @@ def _username(api, token: str | None) -> str:
         return api.whoami()["name"]
     except Exception as error:  # no token, a bad token, no connection: all mean "we do not know who you are"
         raise RLHFError(
-            f"hub: could not tell who you are on {api.endpoint} ({_first_line(error, token)}). Log in with "
+            f"hub: could not tell who you are on {api.endpoint} ({first_line(error, token)}). Log in with "
             "`hf auth login` or set HF_TOKEN, or name the repo in full (owner/name)."
         ) from error
 
@@ -122,14 +123,14 @@ def _upload(api, token: str | None, repo_id: str, repo_type: str, folder: Path, 
 
 
 def _failure_report(api, token: str | None, repo_id: str, repo_type: str, error: Exception) -> str:
-    report = f"push: uploading to {repo_type} repo {repo_id} failed: {_first_line(error, token)}."
+    report = f"push: uploading to {repo_type} repo {repo_id} failed: {first_line(error, token)}."
     try:
         info = api.repo_info(repo_id, repo_type=repo_type)
         files = sorted(s.rfilename for s in info.siblings or [])
         shown = ", ".join(files[:20]) + (", ..." if len(files) > 20 else "")
         report += f" The repo is at revision {info.sha[:7]} with {len(files)} file(s): {shown}."
     except Exception as second:  # the Hub is unreachable or the repo was never created
-        report += f" The repo could not be read back either ({_first_line(second, token)})."
+        report += f" The repo could not be read back either ({first_line(second, token)})."
     return report + (" Nothing was recorded in the project. Run the same push again: files and LFS objects the Hub "
                      "already holds are not sent twice.")
 
@@ -145,7 +146,7 @@ def push_dataset(store: Store, repo_id: str | None = None, private: bool = False
 
     from rlhf.dataset import export_preferences
 
-    api = _api(token)
+    api = hub_api(token)
     repo_id = repo_id or f"{_username(api, token)}/{_slug(store.name)}-preferences"
     record = read_record(store)
     with tempfile.TemporaryDirectory(prefix="rlhf-push-") as tmp:
@@ -194,7 +195,7 @@ def push_checkpoint(store: Store, checkpoint_ref: str = "latest", repo_id: str |
     record: repo_id, revision, url, files, and warnings (what a reader of the repo could not do with it).
     """
     meta = find_checkpoint(store, checkpoint_ref, POLICY_KINDS)
-    api = _api(token)
+    api = hub_api(token)
     repo_id = repo_id or f"{_username(api, token)}/{_slug(store.name)}-{meta['id']}"
     record = read_record(store)
     with tempfile.TemporaryDirectory(prefix="rlhf-push-") as tmp:
@@ -525,7 +526,7 @@ def _snapshot(api, token, repo_id: str, repo_type: str, revision: str | None, fo
         raise RLHFError(f"pull: {repo_type} repo {repo_id} has no revision {revision!r}; pass a branch, tag or "
                         "commit it has with --revision, or leave it out for main.") from error
     except Exception as error:  # no connection, a server error
-        raise RLHFError(f"pull: could not download {where}: {_first_line(error, token)}") from error
+        raise RLHFError(f"pull: could not download {where}: {first_line(error, token)}") from error
     for path in folder.rglob("*"):
         relative = path.relative_to(folder).as_posix()
         if path.is_file() and not relative.startswith(".cache/") and relative not in wanted:
@@ -543,7 +544,7 @@ def pull_dataset(store: Store, repo_id: str, revision: str | None = None, token:
     """
     from rlhf.dataset import import_preferences
 
-    api = _api(token)
+    api = hub_api(token)
     fresh = len(store.guideline_versions()) == 1 and not store.votes(include_undone=True)
     folder = store.folder / "imports" / repo_id.replace("/", "--")
     staging = folder / ".download"
@@ -584,7 +585,7 @@ def pull_model(store: Store, repo_id: str, revision: str | None = None, token: s
     A plain transformers model loads as a base model; a policy pushed by RLHF Space is a checkpoint folder again.
     The pull is recorded, so a checkpoint trained from this folder names the repo as its base model when pushed.
     """
-    api = _api(token)
+    api = hub_api(token)
     folder = store.folder / "models" / repo_id.replace("/", "--")
     sha = _snapshot(api, token, repo_id, "model", revision, folder)
     if not (folder / "config.json").is_file() and not is_checkpoint(folder):

