@@ -6,6 +6,7 @@ Errors the user can fix print one line (`error: ...`) and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -326,11 +327,14 @@ def cmd_rounds(args) -> None:
 
 def cmd_next_round(args) -> None:
     from rlhf.pipeline import next_round
-    from rlhf.rounds import newest_policy
+    from rlhf.rounds import last_sampling, newest_policy
     from rlhf.store import Store
 
     store = Store.open(args.project)
-    sampling = from_arguments(SamplingConfig, args).validate()
+    # As the Train tab's button: the last generation's settings, with only the flags given changed.
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(SamplingConfig)
+             if getattr(args, f.name, None) is not None}
+    sampling = dataclasses.replace(last_sampling(store), **given).validate() if given else None
     print(f"sampling candidates from {newest_policy(store)}", file=sys.stderr)
     result = next_round(store, sampling)
     print(f"stored {len(result.completion_ids)} candidates for {result.prompts_done} prompts (run {result.run_id}); "
@@ -432,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the rounds as JSON")
     p.set_defaults(func=cmd_rounds)
 
-    p = commands.add_parser("next-round", help="start the next round: candidates from the newest policy to label")
+    p = commands.add_parser("next-round", help="start the next round: candidates from the newest policy to label, "
+                            "sampled like the last generation (flags change that)")
     _add_project(p)
     add_arguments(p, SamplingConfig)
     p.set_defaults(func=cmd_next_round)
