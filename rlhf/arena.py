@@ -144,11 +144,11 @@ def _evaluations(store: Store) -> dict[str, dict]:
     import json
     from pathlib import Path
 
-    from rlhf.checkpoints import POLICY_KINDS, list_checkpoints
+    from rlhf.checkpoints import EVALUATION_FILE, POLICY_KINDS, list_checkpoints
 
     found = {}
     for meta in list_checkpoints(store, POLICY_KINDS):
-        path = Path(meta["path"]) / "evaluation.json"
+        path = Path(meta["path"]) / EVALUATION_FILE
         if path.is_file():
             found[meta["id"]] = json.loads(path.read_text())
     return found

@@ -5,6 +5,7 @@
         adapter/        PEFT LoRA adapter (adapter_config.json, adapter_model.safetensors) when trained with LoRA
         model/          the full weights instead, when trained without LoRA
         metrics.jsonl   one JSON object per logged step (namespaced keys), for curves
+        evaluation.json a policy's before/after report;  trainer_state.pt  what a PPO run resumes from
 
 A checkpoint folder is a model spec: `rlhf.models.load_model` loads the base model and applies the adapter.
 A folder is written under a temporary name and renamed when complete: a crash never leaves a half checkpoint.
@@ -24,6 +25,12 @@ from rlhf.store import Store, now
 KINDS = ("reward", "ppo", "dpo")
 POLICY_KINDS = ("ppo", "dpo")
 META_FILE = "meta.json"
+METRICS_FILE = "metrics.jsonl"
+"""One JSON object per logged step, namespaced keys (`objective/kl`, ...): a run's curves."""
+EVALUATION_FILE = "evaluation.json"
+"""A policy's before/after report (`rlhf.evaluate`), written by `rlhf.pipeline.evaluate`."""
+TRAINER_STATE_FILE = "trainer_state.pt"
+"""What a PPO run resumes from (optimizer, scheduler, KL controller, RNG, selection); never pushed."""
 
 
 def checkpoints_dir(store: Store) -> Path:
@@ -52,7 +59,7 @@ def publish(staged: Path, meta: dict) -> Path:
     """
     meta.setdefault("created_at", now())
     if meta.get("kind") in POLICY_KINDS and "round" not in meta:
-        start = meta.get("policy_start") or meta.get("parent_path")
+        start = meta.get("policy_start")
         parent_round = read_meta(start).get("round", 0) if start and is_checkpoint(start) else 0
         meta["round"] = parent_round + 1
     (staged / META_FILE).write_text(json.dumps(meta, indent=2, default=str))

@@ -23,7 +23,7 @@ from dataclasses import asdict
 
 import torch
 
-from rlhf.checkpoints import is_checkpoint, new_checkpoint_id, publish, read_meta, staging_dir
+from rlhf.checkpoints import METRICS_FILE, is_checkpoint, new_checkpoint_id, publish, read_meta, staging_dir
 from rlhf.config import DPOTrainConfig, ModelConfig, RLHFError
 from rlhf.dataset import training_pairs
 from rlhf.distributed import one_gpu_per_process
@@ -32,7 +32,6 @@ from rlhf.monitor import Progress, TrainingMonitor
 from rlhf.store import Store
 
 
-METRICS_FILE = "metrics.jsonl"
 
 
 def train_dpo(

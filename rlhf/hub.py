@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rlhf import cards
-from rlhf.checkpoints import POLICY_KINDS, find_checkpoint, fingerprint_files, is_checkpoint
+from rlhf.checkpoints import (EVALUATION_FILE, META_FILE, METRICS_FILE, POLICY_KINDS, TRAINER_STATE_FILE, find_checkpoint,
+                              fingerprint_files, is_checkpoint)
 from rlhf.config import BUNDLED_SPEC, HUB_DEFAULT_SPEC, RLHFError
 from rlhf.store import Store, now
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 RECORD_FILE = "hub.json"
 CURVES = {"ppo": ("objective/scores", "objective/kl"), "dpo": ("dpo/loss", "dpo/rewards/margins")}
 """Metrics plotted on a model card, per algorithm."""
-NOT_PUSHED = ("trainer_state.pt",)
+NOT_PUSHED = (TRAINER_STATE_FILE,)
 """Checkpoint files that stay local: optimizer and RNG state, only for resuming here."""
 FOLDER_NOTES = {"adapter": "- `adapter/`: the LoRA adapter (PEFT), to apply on the base model",
                 "model": "- `model/`: full weights (the adapter merged in, when there is one) and the tokenizer"}
@@ -201,8 +202,8 @@ def push_checkpoint(store: Store, checkpoint_ref: str = "latest", repo_id: str |
     with tempfile.TemporaryDirectory(prefix="rlhf-push-") as tmp:
         folder = Path(tmp) / "model"
         pushed_meta, warnings = stage_checkpoint(meta, folder, record, merged)
-        plotted = plot_curves(folder / "metrics.jsonl", folder / "curves.png", meta["kind"])
-        evaluation = json.loads((folder / "evaluation.json").read_text()) if (folder / "evaluation.json").is_file() \
+        plotted = plot_curves(folder / METRICS_FILE, folder / "curves.png", meta["kind"])
+        evaluation = json.loads((folder / EVALUATION_FILE).read_text()) if (folder / EVALUATION_FILE).is_file() \
             else None
         weights = {name for name in ("adapter", "model") if (folder / name).is_dir()}
         card = model_card(pushed_meta, repo_id, record.get("dataset"), training_fingerprint(store, meta),
@@ -252,7 +253,7 @@ def stage_checkpoint(meta: dict, folder: Path, record: dict, merged: bool) -> tu
         pushed["policy_start"] = start_repo or meta["policy_start"]
     if isinstance(pushed.get("dataset"), dict):
         pushed["dataset"] = {k: v for k, v in pushed["dataset"].items() if k != "export_dir"}  # a local path
-    evaluation_file = folder / "evaluation.json"
+    evaluation_file = folder / EVALUATION_FILE
     evaluation_reference = None
     if evaluation_file.is_file():  # its reference is the policy's start: a local spec, named by Hub id where known
         evaluation = json.loads(evaluation_file.read_text())
@@ -284,7 +285,7 @@ def stage_checkpoint(meta: dict, folder: Path, record: dict, merged: bool) -> tu
         elif base_repo is None:
             warnings.append(f"the base model {meta['base_model']!r} is not on the Hub: the adapter cannot be loaded "
                             "from this repo alone; push with --merged for weights that load on their own.")
-    (folder / "meta.json").write_text(json.dumps(pushed, indent=2, default=str))
+    (folder / META_FILE).write_text(json.dumps(pushed, indent=2, default=str))
     return pushed, warnings
 
 

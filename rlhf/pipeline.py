@@ -19,12 +19,11 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from rlhf.checkpoints import find_checkpoint, list_checkpoints
+from rlhf.checkpoints import EVALUATION_FILE, find_checkpoint, list_checkpoints
 from rlhf.config import DPOTrainConfig, PPOConfig, RewardTrainConfig, RLHFError, SamplingConfig
 from rlhf.monitor import Progress
 from rlhf.store import Store
 
-EVALUATION_FILE = "evaluation.json"
 EVALUATION_PROMPTS = 32
 """Prompts the before/after evaluation samples (evenly spread over the project's prompts)."""
 FLAGGED_VERDICTS = ("likely reward hacking", "drifted", "unconfirmed")

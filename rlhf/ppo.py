@@ -679,8 +679,8 @@ def train_ppo(
     from safetensors.torch import load_file
 
     from rlhf.checkpoints import (
-        checkpoints_dir, find_checkpoint, is_checkpoint, list_checkpoints, new_checkpoint_id, publish, read_meta,
-        staging_dir,
+        METRICS_FILE, TRAINER_STATE_FILE, checkpoints_dir, find_checkpoint, is_checkpoint, list_checkpoints,
+        new_checkpoint_id, publish, read_meta, staging_dir,
     )
 
     previous = None
@@ -707,12 +707,12 @@ def train_ppo(
         set_peft_model_state_dict(run.model, load_file(str(adapter)))
         # Onto the CPU first: a run saved on a GPU resumes on a CPU, and no rank lands on cuda:0; the optimizer moves
         # its state to its parameters' device, and RNG states must be CPU tensors anyway.
-        state = torch.load(Path(previous["path"]) / "trainer_state.pt", map_location="cpu", weights_only=True)
+        state = torch.load(Path(previous["path"]) / TRAINER_STATE_FILE, map_location="cpu", weights_only=True)
         run.load_state_dict(state)
         if "last_trainable" in state:  # the published adapter is the best step; training continues from the last
             run.load_trainable(state["last_trainable"])
         resumed_selection = state.get("selection", {})
-        log_path.write_text((Path(previous["path"]) / "metrics.jsonl").read_text())  # the log up to that step
+        log_path.write_text((Path(previous["path"]) / METRICS_FILE).read_text())  # the log up to that step
     elif log_path.exists() and run.rank == 0:
         log_path.unlink()
     last_metrics: dict = {}
@@ -747,8 +747,8 @@ def train_ppo(
         if best is not None:
             state["selection"]["best"] = {"evidence": best[0], "step": best[1],
                                           "weights": {name: tensor.cpu() for name, tensor in best[2].items()}}
-        torch.save(state, staged / "trainer_state.pt")
-        (staged / "metrics.jsonl").write_text(log_path.read_text() if log_path.exists() else "")
+        torch.save(state, staged / TRAINER_STATE_FILE)
+        (staged / METRICS_FILE).write_text(log_path.read_text() if log_path.exists() else "")
         meta = {
             "id": checkpoint_id, "kind": "ppo", "algorithm": "ppo",
             "base_model": parent["base_model"] if parent else model_spec,
@@ -768,7 +768,6 @@ def train_ppo(
         barrier(run.world)
         return published
 
-    meta = None
     selection = resumed_selection if previous else {}
     kls: list[float] = list(selection.get("kls", []))
     audit_scores: list[float] = list(selection.get("audit_scores", []))
@@ -807,8 +806,8 @@ def train_ppo(
             if run.guard_stop:
                 break
             if run.step_count % config.save_every == 0 and run.step_count < config.steps:
-                meta = save()
+                save()
     except KeyboardInterrupt:
-        meta = save(final=True)  # Ctrl-C: keep what was learned
+        save(final=True)  # Ctrl-C: keep what was learned
         raise
     return save(final=True)

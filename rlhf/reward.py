@@ -35,8 +35,8 @@ from typing import Iterator, Sequence
 
 import torch
 
-from rlhf.checkpoints import (POLICY_KINDS, find_checkpoint, is_checkpoint, new_checkpoint_id, publish, read_meta,
-                              staging_dir)
+from rlhf.checkpoints import (META_FILE, METRICS_FILE, POLICY_KINDS, is_checkpoint, new_checkpoint_id, publish,
+                              read_meta, staging_dir)
 from rlhf.config import RewardTrainConfig, RLHFError
 from rlhf.dataset import training_pairs
 from rlhf.distributed import one_gpu_per_process
@@ -46,7 +46,6 @@ from rlhf.monitor import Progress, TrainingMonitor
 from rlhf.store import Store
 
 
-METRICS_FILE = "metrics.jsonl"
 Prompt = str | list[dict]
 """A user message, or the chat messages before the answer (a system prompt, earlier turns)."""
 
@@ -506,7 +505,7 @@ class RewardModel:
         from peft import PeftModel
 
         path = Path(checkpoint_path)
-        if not (path / "meta.json").is_file():
+        if not (path / META_FILE).is_file():
             raise RLHFError(f"reward: {str(path)!r} is not a checkpoint folder (no meta.json); name a reward "
                             "checkpoint by its id, `latest`, or its folder under the project's checkpoints/.")
         meta = read_meta(path)

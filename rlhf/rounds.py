@@ -7,7 +7,7 @@ more than the policy they started from); a round's votes are those cast between 
 
 from __future__ import annotations
 
-from rlhf.checkpoints import POLICY_KINDS, list_checkpoints
+from rlhf.checkpoints import EVALUATION_FILE, POLICY_KINDS, list_checkpoints
 from rlhf.config import ModelConfig, SamplingConfig, default_model_spec
 from rlhf.store import Store
 
@@ -21,7 +21,7 @@ def rounds(store: Store) -> list[dict]:
     votes = sorted(v["created_at"] for v in store.votes() if v["choice"] != "skip")
     rows, previous_time = [], ""
     for meta in list_checkpoints(store, POLICY_KINDS):
-        evaluation_file = Path(meta["path"]) / "evaluation.json"
+        evaluation_file = Path(meta["path"]) / EVALUATION_FILE
         evaluation = json.loads(evaluation_file.read_text()) if evaluation_file.is_file() else {}
         reward = rewards.get(meta.get("reward", ""), {})
         rows.append({

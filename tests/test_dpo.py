@@ -4,7 +4,6 @@ checkpoint, stopping early, a NaN loss, too few pairs, and the `dpo` subcommand.
 Each training run is one or two optimizer steps on eight pairs, fp32 or bf16 autocast as the CPU allows.
 """
 
-import argparse
 import json
 import threading
 from dataclasses import asdict

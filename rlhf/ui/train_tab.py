@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import html
-
 from functools import partial
 
 import gradio as gr
 import pandas as pd
-import torch
 
 from rlhf.access import require_owner
 from rlhf.checkpoints import list_checkpoints
-from rlhf.config import DPOTrainConfig, PPOConfig, RewardTrainConfig, RLHFError
+from rlhf.config import DPOTrainConfig, RewardTrainConfig, RLHFError
 from rlhf.evaluate import report_text
 from rlhf.jobs import command_line, runner, start_training
 from rlhf.models import zero_gpu
@@ -148,10 +146,10 @@ def run_curves(project: str, run_id: str):
     import json
     from pathlib import Path
 
-    from rlhf.checkpoints import find_checkpoint
+    from rlhf.checkpoints import METRICS_FILE, find_checkpoint
 
     meta = find_checkpoint(Store.open(project), (run_id or "").strip())
-    rows = [json.loads(line) for line in (Path(meta["path"]) / "metrics.jsonl").read_text().splitlines() if line]
+    rows = [json.loads(line) for line in (Path(meta["path"]) / METRICS_FILE).read_text().splitlines() if line]
     names = [name for group in PLOTS[meta["kind"]][:2] for name in group]
     return gr.update(value=metric_frame(rows, names), title=f"{meta['id']}: {', '.join(names)}")
 
