@@ -97,21 +97,24 @@ def main() -> int:
     args = parse_args()
     home = Path(tempfile.mkdtemp(prefix="rlhf-bench-rules-"))
     os.environ["RLHF_HOME"] = str(home)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(report: dict) -> None:  # after every rule: a long run stopped early keeps the rules it finished
+        args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+
     try:
-        report = run(args, home)
+        report = run(args, home, write)
     finally:
         if args.keep:
             print(f"data directory kept: {home}", file=sys.stderr)
         else:
             shutil.rmtree(home, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print_table(report)
     print(f"wrote {args.out}")
     return 0
 
 
-def run(args, home: Path) -> dict:
+def run(args, home: Path, write) -> dict:
     import torch
 
     from rlhf.config import ModelConfig, PPOConfig, SamplingConfig
@@ -134,6 +137,24 @@ def run(args, home: Path) -> dict:
     base = Store.open("candidates", create=True)
     shared.time("generate", lambda: generate_candidates(base, load_model(ModelConfig(spec="bundled")), train_prompts,
                                                           sampling, source="benchmark"))
+
+    def report(results: dict) -> dict:
+        """The whole report so far."""
+        return {
+            "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
+                        "torch_threads": torch.get_num_threads()},
+            "settings": {
+                "train_prompts": len(train_prompts), "held_out_prompts": len(held_out), "candidates": candidates,
+                "max_new_tokens": tokens, "quick": args.quick, "ppo_overrides": ppo_overrides,
+                "ppo_config": dataclasses.asdict(PPOConfig(**ppo_overrides)),
+                "tuning_rules": list(TUNING_RULES), "held_out_rules": list(HELD_OUT_RULES),
+                "score": "win + tie / 2 of the tuned policy against the base model under the rule's judge, held-out "
+                         "prompts; the judge's verdict is 'improved' at >= 0.6",
+            },
+            "rules": results,
+            "goals": goals(results),
+        }
+
     results = {}
     for name in args.rules:
         rule = RULES[name]
@@ -142,19 +163,8 @@ def run(args, home: Path) -> dict:
         results[name] = run_rule(rule, base, home, shared.stages["generate"], held_out, evaluation_sampling,
                                  ppo_overrides, not args.no_dpo, name in args.rloo_rules)
         print(json.dumps({k: v for k, v in results[name].items() if not isinstance(v, (dict, list))}), flush=True)
-    return {
-        "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
-        "settings": {
-            "train_prompts": len(train_prompts), "held_out_prompts": len(held_out), "candidates": candidates,
-            "max_new_tokens": tokens, "quick": args.quick, "ppo_overrides": ppo_overrides,
-            "ppo_config": dataclasses.asdict(PPOConfig(**ppo_overrides)),
-            "tuning_rules": list(TUNING_RULES), "held_out_rules": list(HELD_OUT_RULES),
-            "score": "win + tie / 2 of the tuned policy against the base model under the rule's judge, held-out "
-                     "prompts; the judge's verdict is 'improved' at >= 0.6",
-        },
-        "rules": results,
-        "goals": goals(results),
-    }
+        write(report(results))
+    return report(results)
 
 
 def run_rule(rule, base, home: Path, generate_s: float, held_out: list[str], evaluation_sampling, ppo_overrides: dict,

@@ -131,6 +131,11 @@ def train(page, kind: str, sizes: LoopSizes, times: RoundTimes, start_from: str 
     times.step("train reward model" if kind == "reward" else "PPO + evaluation", started)
     status = page.inner_text("#train-status")
     assert "Failed" not in status, status
+    if kind == "ppo":  # the drift line and the verdict in words, as the CLI prints them
+        from rlhf.evaluate import VERDICTS
+
+        assert "drift detector" in status or "Drift" in status, status
+        assert any(text.split(":")[0] in status for text in VERDICTS.values()), status
     return status.split("Checkpoint ")[1].split(" saved")[0].strip("`")
 
 

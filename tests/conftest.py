@@ -166,6 +166,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def serve(env: dict, model: str):
+    """`python -m rlhf serve` in a subprocess with this environment, as on a Space or a team server; returns
+    (process, url) once the page answers. The caller terminates the process."""
+    import subprocess
+    import time
+    import urllib.request
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "rlhf", "serve", "--port", str(port), "--model", model],
+                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
+    for _ in range(240):
+        try:
+            opener.open(url, timeout=2)
+            return server, url
+        except Exception:
+            assert server.poll() is None, server.stderr.read()[-3000:]
+            time.sleep(0.5)
+    server.terminate()
+    raise AssertionError(f"the server did not answer at {url} in 2 minutes")
+
+
 @pytest.fixture(scope="module")
 def app_url(tiny_model_dir, tmp_path_factory):
     """A real Gradio server, in this process, serving the app on the tiny model.

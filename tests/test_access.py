@@ -2,14 +2,12 @@
 visitor's API call while it takes their vote."""
 
 import os
-import subprocess
-import sys
 import time
 
 import gradio as gr
 import pytest
 
-from conftest import REPO, free_port
+from conftest import REPO, serve
 from rlhf import access
 from rlhf.config import RLHFError
 from rlhf.store import Store
@@ -109,21 +107,9 @@ def test_a_real_server_refuses_a_visitors_generate_but_takes_their_vote(tiny_mod
     project = Store.open("shared", create=True, root=home)
     loaded = load_model(ModelConfig(spec=str(tiny_model_dir), device="cpu", dtype="fp32"))
     generate_candidates(project, loaded, ["What is an opossum?"], SamplingConfig(num_candidates=2, max_new_tokens=8))
-    port = free_port()
-    env = {**os.environ, "RLHF_HOME": str(home), "RLHF_OWNERS": "owner"}
-    server = subprocess.Popen([sys.executable, "-m", "rlhf", "serve", "--port", str(port), "--model",
-                               str(tiny_model_dir)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+    server, url = serve({**os.environ, "RLHF_HOME": str(home), "RLHF_OWNERS": "owner"}, str(tiny_model_dir))
     try:
-        client = None
-        for _ in range(240):
-            try:
-                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-                break
-            except Exception:
-                assert server.poll() is None, server.stderr.read()[-3000:]
-                time.sleep(0.5)
-        assert client is not None
+        client = Client(url, verbose=False)
         with pytest.raises(Exception, match="(?i)only the owner of this Space may generate"):
             client.predict("shared", "Tell me a joke.", str(tiny_model_dir), 2, 8, 0.8, 0.95, None,
                            api_name="/generate")
@@ -438,23 +424,10 @@ def on_a_space(tiny_model_dir, tmp_path_factory):
     home = tmp_path_factory.mktemp("space-home")
     store = Store.open("shared", create=True, root=home)
     add_candidates(store, prompts=["p1", "p2", "p3"])
-    port = free_port()
     env = {**os.environ, "RLHF_HOME": str(home), "SYSTEM": "spaces", "SPACE_ID": "owner/rlhf-space",
            "SPACE_AUTHOR_NAME": "owner", "OAUTH_CLIENT_ID": "test-client", "OAUTH_CLIENT_SECRET": OAUTH_SECRET,
            "OAUTH_SCOPES": "openid profile", "OPENID_PROVIDER_URL": "http://127.0.0.1:9"}  # never asked here
-    server = subprocess.Popen([sys.executable, "-m", "rlhf", "serve", "--port", str(port), "--model",
-                               str(tiny_model_dir)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    import httpx
-
-    for _ in range(240):
-        try:
-            httpx.get(url, timeout=2, trust_env=False)
-            break
-        except Exception:
-            assert server.poll() is None, server.stderr.read()[-3000:]
-            time.sleep(0.5)
+    server, url = serve(env, str(tiny_model_dir))
     yield url, store
     server.terminate()
     server.wait(timeout=30)

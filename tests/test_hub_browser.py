@@ -11,12 +11,10 @@ refuses to serve files from.
 import json
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
-from conftest import ARTIFACTS, REPO, free_port
+from conftest import ARTIFACTS, REPO, serve
 from hub_server import FakeHub
 from rlhf.store import Store
 from test_dataset import labelled_project
@@ -37,20 +35,9 @@ def served(hub, tiny_model_dir, tmp_path_factory):
     """(url, data dir) of the app, serving the tiny model, owned by the Hub's user."""
     home = tmp_path_factory.mktemp("hub-app-home")
     (home / "server-tmp").mkdir()  # the server's temp dir; its data dir is a sibling, like /data on a Space
-    port = free_port()
     env = client_env(hub, home, HF_HUB_OFFLINE="0", RLHF_HOME=str(home / "data"), RLHF_OWNERS=hub.user,
                      TMPDIR=str(home / "server-tmp"))
-    server = subprocess.Popen([sys.executable, "-m", "rlhf", "serve", "--port", str(port), "--model",
-                               str(tiny_model_dir)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except Exception:
-            assert server.poll() is None, server.stderr.read()[-3000:]
-            time.sleep(0.5)
+    server, url = serve(env, str(tiny_model_dir))
     yield url, home / "data"
     server.terminate()
     server.wait(timeout=30)
