@@ -407,13 +407,11 @@ model = PeftModel.from_pretrained(base, {repo}, subfolder="adapter").merge_and_u
 
 def run_health(meta: dict) -> str:
     """The card's record of what the drift detectors, the KL guard and the evaluation said about the run, in words.
-    Pure: read from the checkpoint's meta (`verdict`, `drift_flags`, `run_drift`, `selected_step`, `kl_guard`)."""
-    from rlhf.evaluate import VERDICTS
-
+    Pure: read from the checkpoint's meta (`verdict`, `verdict_text`, `run_drift`, `selected_step`, `kl_guard`)."""
     lines = []
-    if meta.get("verdict"):
-        text = VERDICTS[meta["verdict"]].format(reason="; ".join(meta.get("drift_flags") or []) or "see evaluation.json")
-        lines.append(f"- Verdict of the before/after evaluation: **{cards.text(meta['verdict'])}**. {cards.text(text)}")
+    if meta.get("verdict"):  # its words as the evaluation wrote them (they name the reason: flags, or the auditor)
+        lines.append(f"- Verdict of the before/after evaluation: **{cards.text(meta['verdict'])}**. "
+                     f"{cards.text(meta.get('verdict_text', ''))}")
     else:
         lines.append("- No before/after evaluation was saved with this checkpoint.")
     drift = meta.get("run_drift") or {}

@@ -137,7 +137,8 @@ def evaluate(store: Store, policy: str = "latest", prompts: list[str] | None = N
     if save:
         meta = find_checkpoint(store, policy, POLICY_KINDS)
         (Path(meta["path"]) / EVALUATION_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False))
-        update_meta(meta["path"], {"verdict": report["verdict"], "drift_flags": report["drift"]["flags"]})
+        update_meta(meta["path"], {"verdict": report["verdict"], "verdict_text": report["verdict_text"],
+                                   "drift_flags": report["drift"]["flags"]})
     return report
 
 

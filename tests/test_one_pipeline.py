@@ -3,10 +3,10 @@ rounds timeline, the leaderboard's evaluation figures, the checkpoint's record a
 call the same rlhf.pipeline functions."""
 
 import json
-import time
 from pathlib import Path
 
 from conftest import run_cli
+from test_jobs import wait
 
 from rlhf.checkpoints import list_checkpoints
 from rlhf.store import Store
@@ -42,10 +42,7 @@ def ui_round(model: str, judge: str) -> Store:
     generate_tab.generate("ui", "\n".join(PROMPTS), model, 3, 8, 0.7, 1.0, 0, progress=lambda *args, **kwargs: None)
     annotate(store, load_function(judge), "judge:shorter", seed=0)  # the name the CLI gives it
     for kind, config in (("reward", RewardTrainConfig(epochs=1)), ("ppo", PPOConfig(**PPO))):
-        job = start_training(kind, "ui", model, config)
-        deadline = time.time() + 300
-        while job.status == "running" and time.time() < deadline:
-            time.sleep(0.2)
+        job = wait(start_training(kind, "ui", model, config), timeout=300)
         assert job.status == "done", job.error
     train_tab.start_next_round("ui", progress=lambda *args, **kwargs: None)
     return store

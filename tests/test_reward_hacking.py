@@ -71,7 +71,7 @@ def test_a_collapse_is_flagged_and_called_reward_hacking(labelled, tiny_chat_mod
     assert drift_line(metrics[:flagged_at]).startswith(f"**Drift at step {flagged_at}:**")
     assert drift_line(metrics[:1]).startswith("No drift detector has fired") or metrics[0]["drift/flags"]
     health = run_health(saved)
-    assert "**likely reward hacking**" in health
+    assert "**likely reward hacking**" in health and "Likely reward hacking" in health  # the verdict's own words
     assert f"flagged {len(saved['run_drift']['flagged_steps'])} training step(s)" in health
 
 
