@@ -62,7 +62,11 @@ def parse_args() -> argparse.Namespace:
                         help="comma-separated rule names (default: all six)")
     parser.add_argument("--rloo-rules", default="concise,names_subject",
                         help="rules that also get the RLOO anchor (default: concise,names_subject)")
-    parser.add_argument("--no-dpo", action="store_true", help="skip DPO")
+    parser.add_argument("--dpo-rules", default=None,
+                        help="rules that also get DPO (default: every rule run; an empty string: none)")
+    parser.add_argument("--update", action="store_true",
+                        help="merge into the existing report: the rules run replace what they measured, the rest "
+                             "stays, and each row says which run measured each part")
     parser.add_argument("--quick", action="store_true",
                         help="check the script: 16 prompts, 3 candidates, 16 tokens, 2 PPO steps, 8 held-out prompts")
     parser.add_argument("--ppo", default="{}", help='PPOConfig overrides as JSON (default: none: the defaults)')
@@ -72,7 +76,8 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     args.rules = [r for r in args.rules.split(",") if r]
     args.rloo_rules = [r for r in args.rloo_rules.split(",") if r]
-    for name in args.rules + args.rloo_rules:
+    args.dpo_rules = args.rules if args.dpo_rules is None else [r for r in args.dpo_rules.split(",") if r]
+    for name in args.rules + args.rloo_rules + args.dpo_rules:
         if name not in RULES:
             parser.error(f"unknown rule {name!r}; known: {', '.join(RULES)}")
     if args.out is None:
@@ -99,7 +104,11 @@ def main() -> int:
     os.environ["RLHF_HOME"] = str(home)
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
+    earlier = json.loads(args.out.read_text()) if args.update and args.out.is_file() else None
+
     def write(report: dict) -> None:  # after every rule: a long run stopped early keeps the rules it finished
+        if earlier is not None:
+            report = merged(earlier, report)
         args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
     try:
@@ -109,9 +118,40 @@ def main() -> int:
             print(f"data directory kept: {home}", file=sys.stderr)
         else:
             shutil.rmtree(home, ignore_errors=True)
-    print_table(report)
+    print_table(merged(earlier, report) if earlier is not None else report)
     print(f"wrote {args.out}")
     return 0
+
+
+def run_label() -> str:
+    """When and at which commit a run measured (a row may hold parts measured by different runs)."""
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, commit {commit.stdout.strip()}{'+edits' if dirty else ''}"
+
+
+PARTS = {"ppo": lambda key: not key.startswith(("dpo_", "rloo_", "speed")), "dpo": lambda key: key.startswith("dpo_"),
+         "rloo": lambda key: key.startswith(("rloo_", "speed"))}
+
+
+def merged(earlier: dict, report: dict) -> dict:
+    """`report`'s rules over `earlier`'s: each part (ppo, dpo, rloo) a rule's new row measured replaces that part of
+    its old row; parts it did not measure stay, with the label of the run that measured them (`measured_by`)."""
+    rules = {name: dict(row) for name, row in earlier.get("rules", {}).items()}
+    for name, row in rules.items():
+        row.setdefault("measured_by", {part: earlier["settings"].get("run", "an earlier run") for part in PARTS
+                                       if any(PARTS[part](key) for key in row if key != "measured_by")})
+    for name, row in report["rules"].items():
+        old = rules.get(name, {"measured_by": {}})
+        for part in row["measured_by"]:
+            old = {key: value for key, value in old.items() if key == "measured_by" or not PARTS[part](key)}
+        rules[name] = {**old, **{k: v for k, v in row.items() if k != "measured_by"},
+                       "measured_by": {**old["measured_by"], **row["measured_by"]}}
+    runs = [*earlier["settings"].get("runs", [earlier["settings"]]), report["settings"]]
+    return {**report, "settings": {**report["settings"], "runs": runs}, "rules": rules, "goals": goals(rules)}
 
 
 def run(args, home: Path, write) -> dict:
@@ -150,18 +190,23 @@ def run(args, home: Path, write) -> dict:
                 "tuning_rules": list(TUNING_RULES), "held_out_rules": list(HELD_OUT_RULES),
                 "score": "win + tie / 2 of the tuned policy against the base model under the rule's judge, held-out "
                          "prompts; the judge's verdict is 'improved' at >= 0.6",
+                "run": label, "rules_run": args.rules, "dpo_rules": args.dpo_rules, "rloo_rules": args.rloo_rules,
             },
             "rules": results,
             "goals": goals(results),
         }
 
+    label = run_label()
     results = {}
     for name in args.rules:
         rule = RULES[name]
         print(f"\n== {name} ({rule.kind}): {rule.guidelines}", flush=True)
         gc.collect()
         results[name] = run_rule(rule, base, home, shared.stages["generate"], held_out, evaluation_sampling,
-                                 ppo_overrides, not args.no_dpo, name in args.rloo_rules)
+                                 ppo_overrides, name in args.dpo_rules, name in args.rloo_rules)
+        results[name]["measured_by"] = {part: label for part, done in
+                                        (("ppo", True), ("dpo", name in args.dpo_rules), ("rloo", name in args.rloo_rules))
+                                        if done}
         print(json.dumps({k: v for k, v in results[name].items() if not isinstance(v, (dict, list))}), flush=True)
         write(report(results))
     return report(results)
@@ -201,7 +246,8 @@ def run_rule(rule, base, home: Path, generate_s: float, held_out: list[str], eva
                 "selected_by": ppo["selected_by"], "kl_guard": ppo.get("kl_guard"),
                 "app_evaluation_verdict": (ppo.get("evaluation") or {}).get("verdict")},
         "curve": [{"step": m["step"], "t": m["time/step_s"], "score": m["objective/scores"],
-                   "kl": m["objective/kl"], "audit": m.get("audit/scores")} for m in steps],
+                   "kl": m["objective/kl"], "audit": m.get("audit/scores"), "audit_gain": m.get("audit/gain"),
+                   "audit_evidence": m.get("audit/evidence")} for m in steps],
         "examples": test["examples"][:3],
     }
     if with_dpo:

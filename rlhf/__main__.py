@@ -232,7 +232,7 @@ def cmd_ppo(args) -> None:
 
     def report(result) -> None:
         m = result.metrics
-        audit = f"  auditor {m['audit/scores']:+.2f}" if "audit/scores" in m else ""
+        audit = f"  auditor {m['audit/evidence']:+.2f}" if "audit/evidence" in m else ""
         bar.write(f"step {result.step}/{config.steps}  score {m['objective/scores']:+.3f}{audit}  kl "
                   f"{m['objective/kl']:.2f} (coef {m['objective/kl_coef']:.3f})  eos {m['ppo/eos_rate']:.2f}  len "
                   f"{m['ppo/response_length']:.1f}  {m['time/step_s']:.1f}s", file=sys.stderr)

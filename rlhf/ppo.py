@@ -39,7 +39,7 @@ from rlhf.distributed import (average_gradients, average_metrics, barrier, broad
                               gather_objects, process_device)
 from rlhf.drift import drift_report
 from rlhf.models import LoadedModel, dtype_name, load_model, resolve_device, resolve_dtype
-from rlhf.reward import Rewards
+from rlhf.reward import RewardModel, Rewards, prompt_key, read_prompt_baselines
 
 INVALID_LOGPROB = 1.0  # any finite value: masked positions never count
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -209,11 +209,33 @@ class AdaptiveKLController:
         self.value = max(self.floor, self.value * (1 + proportional_error * n_steps / self.horizon))
 
 
-def step_evidence(audit_scores: list[float], window: int = 3) -> float:
-    """How good the policy is at the newest step by held-out evidence: the mean auditor score of the last `window`
-    steps (one step's 16 answers are too few to rank steps by)."""
-    recent = audit_scores[-window:]
-    return sum(recent) / len(recent)
+def audit_gains(scores: list[float], prompts: list[str], baselines: dict[str, float]) -> list[float]:
+    """Each answer's auditor score minus its prompt's baseline (the auditor's mean score of that prompt's labelled
+    answers; 0, their overall mean, for a prompt nobody labelled): how much better than the base policy's answers to
+    the same question. Pure."""
+    return [score - baselines.get(prompt_key(prompt), 0.0) for score, prompt in zip(scores, prompts, strict=True)]
+
+
+def step_evidence(gains_by_step: list[list[float]], window: int = 3) -> tuple[float, float]:
+    """How good the policy is by held-out evidence at the newest step: the mean auditor gain (`audit_gains`) of the
+    answers of the last `window` steps, and its standard error (one step's 16 answers are too few to rank steps by).
+    Pure."""
+    gains = [gain for step in gains_by_step[-window:] for gain in step]
+    mean = sum(gains) / len(gains)
+    variance = sum((gain - mean) ** 2 for gain in gains) / max(1, len(gains) - 1)
+    return mean, math.sqrt(variance / len(gains))
+
+
+def within_noise_of_peak(peak: tuple[float, float] | None, evidence: float, error: float) -> tuple[bool, tuple]:
+    """Whether a healthy step's weights become the ones to publish, and the peak (evidence, standard error) after it.
+
+    The rule: publish the newest step whose evidence is not distinguishably worse than the best seen, that is within
+    the combined standard error of the peak's (the one-standard-error rule). Taking the peak itself would let noise
+    choose an early step and throw away the learning after it; taking the last step would ignore the evidence. Pure.
+    """
+    if peak is None or evidence > peak[0]:
+        return True, (evidence, error)
+    return evidence >= peak[0] - math.hypot(peak[1], error), peak
 
 
 def kl_guard_tripped(kls: list[float], limit: float, steps: int) -> bool:
@@ -626,6 +648,8 @@ class RewardSource:
     labelled: dict | None = None
     audit: Callable[[list[str], list[str]], torch.Tensor] | None = None
     """The reward model's auditor (trained on held-out votes only): its scores choose the run's best step."""
+    audit_baselines: dict[str, float] = dataclasses.field(default_factory=dict)
+    """The auditor's mean score of each prompt's labelled answers (`audit_gains`)."""
 
 
 def resolve_reward(store, config: PPOConfig, reward_model: str | None = None,
@@ -634,8 +658,6 @@ def resolve_reward(store, config: PPOConfig, reward_model: str | None = None,
     function. Either way the reward checkpoint's labelled-answer profile feeds the drift detectors and its auditor
     chooses the best step: for a Python reward, those of the project's newest reward model, when there is one."""
     from rlhf.checkpoints import find_checkpoint, list_checkpoints
-    from rlhf.reward import RewardModel
-
     meta = None
     if reward_model or not reward_function:
         meta = find_checkpoint(store, reward_model or "latest", ("reward",))
@@ -646,17 +668,23 @@ def resolve_reward(store, config: PPOConfig, reward_model: str | None = None,
     auditor = (RewardModel.load(meta["path"], device=device, audit=True).score if meta and meta.get("audit")
                else None)
     labelled = meta.get("labelled_answers") if meta else None
+    baselines = read_prompt_baselines(meta["path"]) if auditor else {}
     if reward_function:
         from rlhf.judges import load_function
 
         return RewardSource(programmatic_reward(load_function(reward_function)), f"function:{reward_function}",
-                            labelled, auditor)
+                            labelled, auditor, baselines)
     model = RewardModel.load(meta["path"], device=device)
 
     def score(prompts: list[str], responses: list[str]) -> Rewards:
         return model.rewards(prompts, responses, config.uncertainty_penalty, config.cautious_reward)
 
-    return RewardSource(score, meta["id"], labelled, auditor)
+    return RewardSource(score, meta["id"], labelled, auditor, baselines)
+
+
+SELECTION_RULE = ("the newest step whose answers the auditor scores within one standard error of the best step's "
+                  "(mean over 3 steps' answers, each against its prompt's labelled answers), among the steps within "
+                  "the KL guard and free of drift flags")
 
 
 def train_ppo(
@@ -742,8 +770,8 @@ def train_ppo(
             run.load_trainable(last_weights)
             state["last_trainable"] = {name: tensor.cpu() for name, tensor in last_weights.items()}
         # What the selection and the KL guard have seen so far, so a resumed run chooses as an unbroken one would.
-        state["selection"] = {"kls": kls, "audit_scores": audit_scores, "flagged_steps": flagged_steps,
-                              "last_flags": last_flags}
+        state["selection"] = {"kls": kls, "audit_gains": audit_gains_by_step, "flagged_steps": flagged_steps,
+                              "last_flags": last_flags, "peak": peak}
         if best is not None:
             state["selection"]["best"] = {"evidence": best[0], "step": best[1],
                                           "weights": {name: tensor.cpu() for name, tensor in best[2].items()}}
@@ -761,6 +789,7 @@ def train_ppo(
             "selected_by": ("auditor" if final and best is not None and best[0] is not None else
                             "newest step within the KL guard and free of drift flags" if final and best is not None
                             else "last step"),
+            "selection_rule": SELECTION_RULE,
             "processes": run.world,
         }
         path = publish(staged, meta)
@@ -770,10 +799,11 @@ def train_ppo(
 
     selection = resumed_selection if previous else {}
     kls: list[float] = list(selection.get("kls", []))
-    audit_scores: list[float] = list(selection.get("audit_scores", []))
+    audit_gains_by_step: list[list[float]] = list(selection.get("audit_gains", []))
     flagged_steps: list[int] = list(selection.get("flagged_steps", []))  # steps whose answers a drift detector flagged
     last_flags: list[str] = list(selection.get("last_flags", []))
-    best = None  # (evidence, step, trainable weights) of the best step so far by held-out evidence
+    peak = tuple(selection["peak"]) if selection.get("peak") else None  # best (evidence, standard error) so far
+    best = None  # (evidence, step, trainable weights) of the step to publish, by held-out evidence
     if selection.get("best"):
         best = (selection["best"]["evidence"], selection["best"]["step"],
                 {name: tensor.to(run.device) for name, tensor in selection["best"]["weights"].items()})
@@ -782,20 +812,28 @@ def train_ppo(
         while run.step_count < config.steps:
             if stop is not None and stop.is_set():
                 break
+            # A step's answers are sampled before its update: what they show is true of the weights before it.
+            sampled_by = (run.step_count, run.trainable_state() if config.select_best else None)
             result = run.step()
             kls.append(result.metrics["objective/kl"])
+            evidence = None
             if reward.audit is not None:  # held-out evidence on this step's answers
-                audit_scores.append(float(reward.audit(run.last_prompts, run.last_texts).mean()))
-                result.metrics["audit/scores"] = audit_scores[-1]
+                scores = reward.audit(run.last_prompts, run.last_texts).tolist()
+                audit_gains_by_step.append(audit_gains(scores, run.last_prompts, reward.audit_baselines))
+                evidence, error = step_evidence(audit_gains_by_step)
+                result.metrics["audit/scores"] = _mean(scores)
+                result.metrics["audit/gain"] = _mean(audit_gains_by_step[-1])
+                result.metrics["audit/evidence"] = evidence
             last_metrics = result.metrics
             if result.metrics["drift/flags"]:
                 flagged_steps.append(run.step_count)
                 last_flags[:] = result.metrics["drift/flags"]
             healthy = (guard is None or kls[-1] <= guard) and not result.metrics["drift/flags"]
-            evidence = step_evidence(audit_scores) if audit_scores else None
-            # Without an auditor the newest healthy step is the one to keep; with one, the best by its scores.
-            if config.select_best and healthy and (evidence is None or best is None or evidence > best[0]):
-                best = (evidence, run.step_count, run.trainable_state())
+            if config.select_best and healthy:
+                # Without an auditor the newest healthy weights are the ones to keep; with one, SELECTION_RULE.
+                keep, peak = (True, peak) if evidence is None else within_noise_of_peak(peak, evidence, error)
+                if keep:
+                    best = (evidence, *sampled_by)
             if guard is not None and kl_guard_tripped(kls, guard, config.kl_guard_steps):
                 run.guard_stop = {"step": run.step_count, "kl": kls[-1], "rolled_back_to": best[1] if best else 0}
             if run.rank == 0:

@@ -267,6 +267,35 @@ AUDIT_DIR = "audit"
 """Sub-folder of a reward checkpoint holding its auditor: a reward model trained only on the held-out pairs."""
 MIN_AUDIT_PAIRS = 8
 """Fewer held-out pairs than this train no auditor (its verdicts would be noise)."""
+AUDIT_BASELINES_FILE = "prompt_baselines.json"
+"""In the auditor's folder: its mean score of each prompt's labelled answers, {prompt key: score} (`prompt_baselines`)."""
+
+
+def prompt_key(prompt: Prompt) -> str:
+    """One key per prompt, given as its user text or as chat messages (one user message is its text). Pure."""
+    if isinstance(prompt, str):
+        return prompt
+    if len(prompt) == 1 and prompt[0].get("role") == "user":
+        return prompt[0]["content"]
+    return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+
+def prompt_baselines(prompts: list[Prompt], scores: list[float]) -> dict[str, float]:
+    """The mean score of each prompt's answers. An answer's score minus its prompt's baseline says how much better it
+    is than what the base policy wrote for that prompt: most of the spread of raw scores is between prompts (some
+    questions get high scores whatever the answer), which would drown a policy's progress. Pure."""
+    sums: dict[str, list[float]] = {}
+    for prompt, score in zip(prompts, scores, strict=True):
+        entry = sums.setdefault(prompt_key(prompt), [0.0, 0])
+        entry[0] += score
+        entry[1] += 1
+    return {key: total / count for key, (total, count) in sums.items()}
+
+
+def read_prompt_baselines(checkpoint_path: str | Path) -> dict[str, float]:
+    """The auditor's prompt baselines of a reward checkpoint ({} for one trained before they were kept)."""
+    path = Path(checkpoint_path) / AUDIT_DIR / AUDIT_BASELINES_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def train_reward_model(
@@ -334,6 +363,7 @@ def train_reward_model(
                            TrainingMonitor("audit", None, None, stop))
             audit_scores = _normalise_on_samples(auditor, sample_ids, tokenizer.pad_token_id, config)
             audit_by_sample = dict(zip(samples, audit_scores.mean(dim=1).tolist()))
+            baselines = prompt_baselines([prompt for prompt, _ in samples.values()], list(audit_by_sample.values()))
             audit = {"normalisation": auditor.normalisation, "n_train": len(eval_rows),
                      "accuracy_on_reward_model_pairs": _accuracy(rows, train_rows, audit_by_sample),
                      "steps": auditor.steps}
@@ -344,6 +374,8 @@ def train_reward_model(
             weights_dir = folder / ("adapter" if config.lora else "model")
             fitted.model.save_pretrained(weights_dir)
             tokenizer.save_pretrained(weights_dir)
+        if audit:  # a file, not meta: one entry per prompt
+            (staged / AUDIT_DIR / AUDIT_BASELINES_FILE).write_text(json.dumps(baselines, ensure_ascii=False))
         (staged / METRICS_FILE).write_text("".join(json.dumps(row) + "\n" for row in [*monitor.rows, final]))
         if log_path is not None:
             with Path(log_path).open("a") as handle:

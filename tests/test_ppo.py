@@ -1,6 +1,7 @@
 """PPO: every math helper against a hand-computed or naive-loop reference, then real steps on the tiny model."""
 
 import dataclasses
+import math
 import threading
 
 import numpy as np
@@ -11,7 +12,7 @@ from rlhf.config import ModelConfig, PPOConfig, RLHFError
 from rlhf.models import load_model
 from rlhf.ppo import (
     RewardSource,
-    AdaptiveKLController, FixedKLController, PPORun, compute_gae, kl_guard_tripped, resolve_lengths, step_evidence, compute_rewards, first_true_indices,
+    AdaptiveKLController, FixedKLController, PPORun, compute_gae, kl_guard_tripped, resolve_lengths, step_evidence, audit_gains, within_noise_of_peak, compute_rewards, first_true_indices,
     logprobs_from_logits, masked_mean, masked_var, masked_whiten, policy_loss, programmatic_reward,
     response_mask_and_last_index, train_ppo, truncate_response, value_loss,
 )
@@ -143,8 +144,32 @@ def test_kl_guard_needs_consecutive_steps_over_the_limit():
     assert not kl_guard_tripped([20.0, 20.0], limit=15.0, steps=3)  # not enough steps yet
     assert not kl_guard_tripped([20.0, 10.0, 20.0, 20.0], limit=15.0, steps=3)  # a dip below resets it
     assert kl_guard_tripped([1.0, 16.0, 17.0, 18.0], limit=15.0, steps=3)
-    assert step_evidence([0.0, 1.0, 2.0, 3.0]) == pytest.approx(2.0)  # mean of the last three
-    assert step_evidence([5.0]) == 5.0
+
+
+def test_step_evidence_is_the_mean_gain_of_the_last_three_steps_with_its_standard_error():
+    mean, error = step_evidence([[9.0, 9.0], [0.0, 2.0], [1.0, 3.0], [2.0, 4.0]])  # the first step is out of the window
+    assert mean == pytest.approx(2.0)
+    # gains 0,2,1,3,2,4: sample variance 2.0, standard error sqrt(2 / 6)
+    assert error == pytest.approx(math.sqrt(2.0 / 6))
+    assert step_evidence([[5.0]]) == (5.0, 0.0)
+
+
+def test_audit_gains_subtract_each_prompts_baseline():
+    baselines = {"Why is the sky blue?": 1.5, "Name a prime.": -0.5}
+    gains = audit_gains([2.0, 0.0, 0.25], ["Why is the sky blue?", "Name a prime.", "Unlabelled prompt"], baselines)
+    assert gains == [0.5, 0.5, 0.25]  # an unlabelled prompt's baseline is the labelled answers' mean, 0
+
+
+def test_the_published_step_is_the_newest_within_noise_of_the_peak():
+    keep, peak = within_noise_of_peak(None, 0.2, 0.1)
+    assert keep and peak == (0.2, 0.1)  # the first healthy step
+    keep, peak = within_noise_of_peak(peak, 0.5, 0.1)
+    assert keep and peak == (0.5, 0.1)  # a new best
+    # 0.4 is within hypot(0.1, 0.1) = 0.141 of 0.5: not distinguishably worse, and newer, so it is kept
+    keep, peak = within_noise_of_peak(peak, 0.4, 0.1)
+    assert keep and peak == (0.5, 0.1)
+    keep, peak = within_noise_of_peak(peak, 0.3, 0.1)  # 0.2 below the peak: worse, the newer step is not kept
+    assert not keep and peak == (0.5, 0.1)
 
 
 def test_config_rules():

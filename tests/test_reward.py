@@ -29,6 +29,8 @@ from rlhf.reward import (
     pad_right,
     ensemble_reward,
     pairwise_accuracy,
+    prompt_baselines,
+    prompt_key,
     split_by_pair,
     train_reward_model,
     weighted_pair_loss,
@@ -45,6 +47,14 @@ def test_pairwise_accuracy_by_hand():
         pairwise_accuracy([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="no pairs"):
         pairwise_accuracy([], [])
+
+
+def test_prompt_baselines_average_each_prompts_answers():
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
+    assert prompt_key([{"role": "user", "content": "Hi?"}]) == prompt_key("Hi?") == "Hi?"  # one user message: its text
+    assert prompt_key(chat) != "Hi?"  # a system prompt makes it another prompt
+    baselines = prompt_baselines(["Hi?", [{"role": "user", "content": "Hi?"}], chat, "Bye?"], [1.0, 2.0, -1.0, 0.5])
+    assert baselines == {"Hi?": 1.5, prompt_key(chat): -1.0, "Bye?": 0.5}
 
 
 def test_normalise_by_hand():

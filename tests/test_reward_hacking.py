@@ -13,6 +13,7 @@ from rlhf.config import ModelConfig, PPOConfig, RewardTrainConfig, SamplingConfi
 from rlhf.generate import generate_candidates
 from rlhf.judges import annotate
 from rlhf.models import load_model
+from rlhf.reward import RewardModel, read_prompt_baselines
 from rlhf.store import Store
 
 PROMPTS = [f"Tell me about {topic}." for topic in ("opossums", "the sky", "bees", "rain", "cats", "the moon",
@@ -34,6 +35,16 @@ def labelled(tiny_chat_model_dir, tmp_path):
     reward = pipeline.train_reward(store, RewardTrainConfig(epochs=1, heads=2, eval_fraction=0.3),
                                    str(tiny_chat_model_dir))
     assert reward["audit"] is not None  # enough held-out pairs for an auditor
+    # its prompt baselines are its mean scores of each prompt's labelled answers, as the loaded auditor scores them
+    baselines = read_prompt_baselines(reward["path"])
+    auditor = RewardModel.load(reward["path"], device="cpu", dtype="fp32", audit=True)
+    assert set(baselines) == set(PROMPTS)
+    for completions in store.completions_by_prompt().values():
+        prompt = completions[0].prompt
+        texts = sorted({c.text for c in completions})
+        expected = auditor.score([prompt] * len(texts), texts).mean().item()
+        assert baselines[prompt] == pytest.approx(expected, abs=1e-4)
+    del auditor
     rewards_file = tmp_path / "rewards.py"
     rewards_file.write_text(textwrap.dedent('''
         def brevity(prompt, response):
@@ -82,7 +93,8 @@ def test_the_default_run_publishes_a_step_from_before_the_collapse(labelled, tin
                                  on_step=steps.append, device="cpu")
     flagged = [step.step for step in steps if step.metrics["drift/flags"]]
     assert flagged, "the reward should have driven the tiny model to collapse"
-    assert meta["selected_step"] not in flagged  # published: a step free of drift flags, chosen by the auditor
+    # published: weights whose answers (sampled at the next step, before its update) were free of drift flags
+    assert meta["selected_step"] + 1 not in flagged
     assert meta["selected_step"] < steps[-1].step and meta["selected_by"] == "auditor"
     assert meta["steps_done"] == steps[-1].step  # and the run can still resume from where it stopped
 

@@ -110,12 +110,13 @@ def poll():
 
 def drift_line(metrics: list[dict]) -> str:
     """The drift detectors on a PPO run so far, in words: the newest step's flags, how many steps were flagged, the
-    KL against its budget and the auditor's latest score (what the published step is chosen by)."""
+    KL against its budget and the auditor's latest evidence (what the published step is chosen by)."""
     last = metrics[-1]
     flagged = [m["step"] for m in metrics if m.get("drift/flags")]
     budget = last.get("objective/kl_target")
     kl = f"KL {last['objective/kl']:.1f} nats per answer" + (f" (budget {budget:.0f})" if budget else "")
-    audit = f"; auditor {last['audit/scores']:+.2f}" if isinstance(last.get("audit/scores"), (int, float)) else ""
+    gain = last.get("audit/evidence")
+    audit = f"; auditor {gain:+.2f} over the labelled answers" if isinstance(gain, (int, float)) else ""
     if last.get("drift/flags"):
         head = f"**Drift at step {last['step']}:** " + as_text("; ".join(last["drift/flags"])) + "."
     elif flagged:
