@@ -8,19 +8,19 @@ Data (made once, then cached in .cache/active-labelling/; `--fresh` makes it aga
 - the bundled SmolLM2-135M-Instruct samples 6 answers to each of the 64 starter prompts through `rlhf.generate`
   (at most 64 new tokens, temperature 0.8, top-p 0.95, seed 0, 4 prompts a batch, into a throwaway project); every
   two answers of a prompt are a pair: 15 a prompt, 960 pairs;
-- the scripted judge of benchmarks/round.py labels every pair: the answer whose word count is closer to 25 wins,
-  equal distance is a tie. A tie costs a vote and teaches nothing (rlhf.reward trains on decided pairs only).
+- a scripted judge (the one of the former benchmarks/round.py) labels every pair: the answer whose word count is
+  closer to 25 wins, equal distance is a tie. A tie costs a vote and teaches nothing (rlhf.reward trains on decided pairs only).
 
 The reward model is a documented cheaper VARIANT. Retraining rlhf.reward's model (LoRA on the 135M model through
 TRL) after every batch does not fit: one training on ~300 pairs took 708 s on this 2-core CPU
-(benchmarks/results/round.json), and this protocol trains ~45 models per ordering and seed. Here the 135M body is
+(benchmarks/results/round.json, from the former round benchmark), and this protocol trains ~45 models per ordering and seed. Here the 135M body is
 FROZEN: each answer is embedded once, as rlhf.reward's model reads it (the chat of `conversation_ids`, right padding,
 the hidden state at the last real token), taking that token's state after every one of the 30 layers (30 x 576
 features, fp32, standardised over all answers); only a linear head on them is retrained, from scratch after each
 batch, on the decided pairs labelled so far: Bradley-Terry loss `-log sigmoid(score(chosen) - score(rejected))` plus
 `l2/2 |w|^2`, full-batch L-BFGS. The final layer alone (rlhf.reward's read-out) reaches only ~0.69 held-out accuracy
 on this judge even with every pool pair; all layers reach ~0.79 (word counts are only partly linear in frozen
-features: a fine-tuned model learns to count, as rlhf.reward's LoRA model did, 0.89 in round.py). So the default
+features: a fine-tuned model learns to count, as rlhf.reward's LoRA model did, 0.89 in round.json). So the default
 target is 0.75, about 95% of what this variant reaches with the whole pool; 0.8 is out of its reach. A LoRA-tuned
 body learns more per vote, and how much the ordering helps it may differ.
 
@@ -64,7 +64,7 @@ BUDGETS = (32, 64, 128, 256, 384)
 
 
 def closer_to_target(prompt: str, a: str, b: str) -> str:
-    """The scripted judge of benchmarks/round.py: the answer whose word count is closer to 25 wins."""
+    """The answer whose word count is closer to 25 wins (the judge of the former benchmarks/round.py)."""
     distance_a, distance_b = abs(len(a.split()) - TARGET_WORDS), abs(len(b.split()) - TARGET_WORDS)
     if distance_a == distance_b:
         return "tie"

@@ -156,6 +156,10 @@ def busy_intervals_us(events, start_us: float, end_us: float) -> float:
     return busy
 
 
+ROLLOUT_END = "ppo/rollout_forwards"
+"""The profiler range around the rollout's last part (step 3); the update is what follows it."""
+
+
 def ppo_section(model_dir: Path, reward_dir: Path, device: torch.device, config: PPOConfig, steps: int,
                 warmup: int, profile: bool = True) -> dict:
     """PPO steps with rlhf's own loop; rollout and update timed apart, the update profiled once."""
@@ -178,19 +182,26 @@ def ppo_section(model_dir: Path, reward_dir: Path, device: torch.device, config:
     run = PPORun(config, policy, lambda prompts, responses: reward.rewards(prompts, responses, config.uncertainty_penalty,
                                                                             config.cautious_reward),
                  PROMPTS, labelled)
+    # Instrumented without changing the loop (instance attributes shadow the methods step() calls): the rollout is
+    # steps 1-3 of PPORun.step, and its step 3 (the logprob and value forwards) ends it; GPU work is waited for, so
+    # the split between rollout and update is where the kernels ran, not where they were queued.
     rollout_seconds: list[float] = []
-    real_rollout = run.rollout
+    real_step, real_forwards = run.step, run._logprobs_and_values
+    step_started: list[float] = []
 
-    def timed_rollout(prompts):
+    def timed_step():
         synchronize(device)
-        started = time.perf_counter()
-        with torch.profiler.record_function("ppo/rollout"):
-            result = real_rollout(prompts)
-        synchronize(device)
-        rollout_seconds.append(time.perf_counter() - started)
-        return result
+        step_started.append(time.perf_counter())
+        return real_step()
 
-    run.rollout = timed_rollout
+    def rollout_forwards(*args):
+        with torch.profiler.record_function(ROLLOUT_END):
+            out = real_forwards(*args)
+            synchronize(device)
+        rollout_seconds.append(time.perf_counter() - step_started[-1])
+        return out
+
+    run.step, run._logprobs_and_values = timed_step, rollout_forwards
     for _ in range(warmup):
         run.step()
     reset_peak(device)
@@ -236,8 +247,8 @@ def update_busy_share(run, device: torch.device, unprofiled_update_s: float) -> 
     events = prof.events()
     # The CPU-side ranges of the markers (record_function also leaves a GPU-side copy of each on the CUDA timeline).
     ranges = {e.name: e.time_range for e in events
-              if e.name in ("ppo/step", "ppo/rollout") and e.device_type == DeviceType.CPU}
-    start, end = ranges["ppo/rollout"].end, ranges["ppo/step"].end
+              if e.name in ("ppo/step", ROLLOUT_END) and e.device_type == DeviceType.CPU}
+    start, end = ranges[ROLLOUT_END].end, ranges["ppo/step"].end
     if device.type == "cuda":
         work = [e for e in events
                 if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]

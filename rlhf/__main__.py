@@ -292,37 +292,40 @@ def cmd_evaluate(args) -> None:
     print(json.dumps(report, ensure_ascii=False))
 
 
+def _print_rows(rows: list[dict], as_json: bool, empty: str, line) -> None:
+    """A listing command's rows: as JSON, or one `line(rank, row)` each, or what to do when there are none."""
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print(empty)
+    for rank, row in enumerate([] if as_json else rows, start=1):
+        print(line(rank, row))
+
+
 def cmd_leaderboard(args) -> None:
     from rlhf.arena import leaderboard
     from rlhf.store import Store
 
-    rows = leaderboard(Store.open(args.project))
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        print("no head-to-head votes yet: compare two models in the Chat tab's arena")
-    for rank, row in enumerate(rows, start=1):
+    def line(rank: int, row: dict) -> str:
         extra = "" if row["reward"] is None else f"  reward {row['reward']:+.2f}  kl {row['kl']:.2f}"
-        print(f"{rank:>2}. {row['model']:<40} {row['rating']:>5} [{row['ci_low']}, {row['ci_high']}]  "
-              f"{row['votes']} votes{extra}")
+        return (f"{rank:>2}. {row['model']:<40} {row['rating']:>5} [{row['ci_low']}, {row['ci_high']}]  "
+                f"{row['votes']} votes{extra}")
+
+    _print_rows(leaderboard(Store.open(args.project)), args.json,
+                "no head-to-head votes yet: compare two models in the Chat tab's arena", line)
 
 
 def cmd_rounds(args) -> None:
     from rlhf.rounds import rounds
     from rlhf.store import Store
 
-    rows = rounds(Store.open(args.project))
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        print("round 0: the base model; no policy trained yet")
-    for r in rows:
+    def line(_: int, r: dict) -> str:
         win = "-" if r["win_rate_vs_previous"] is None else f"{r['win_rate_vs_previous']:.0%}"
         accuracy = "-" if r["reward_model_accuracy"] is None else f"{r['reward_model_accuracy']:.2f}"
-        print(f"round {r['round']}: {r['policy']} ({r['algorithm']}) +{r['votes_added']} votes, "
-              f"reward model accuracy {accuracy}, win rate vs the previous policy {win}")
+        return (f"round {r['round']}: {r['policy']} ({r['algorithm']}) +{r['votes_added']} votes, "
+                f"reward model accuracy {accuracy}, win rate vs the previous policy {win}")
+
+    _print_rows(rounds(Store.open(args.project)), args.json, "round 0: the base model; no policy trained yet", line)
 
 
 def cmd_next_round(args) -> None:

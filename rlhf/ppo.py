@@ -303,10 +303,13 @@ class StepResult:
     metrics: dict
     samples: list[dict]
     """A few rows of (prompt, response, score, kl): what the policy is learning, reward hacking included."""
+    rollout: Rollout | None = None
+    """The step's batch of experience, as sampled and scored before its update."""
 
 
 class PPORun:
-    """State of one PPO run (policy, value head, optimizer, KL controller); `step()` does one PPO iteration."""
+    """State of one PPO run (policy, value head, optimizer, KL controller); `step()` does one PPO iteration, steps
+    1 to 7 in order."""
 
     def __init__(self, config: PPOConfig, policy: LoadedModel, reward_fn: RewardFn, prompts: list[str],
                  labelled: dict | None = None):
@@ -433,24 +436,75 @@ class PPORun:
         return chosen
 
     # -- one PPO iteration --------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def rollout(self, prompts: list[str]) -> Rollout:
-        tokenizer, config = self.tokenizer, self.config
-        # 1. generate
-        queries, query_mask, raw_responses = self._sample(prompts)
-        responses = truncate_response(raw_responses, tokenizer.eos_token_id, tokenizer.pad_token_id)
-        mask, last_index = response_mask_and_last_index(responses, tokenizer.eos_token_id)
-        ended = (responses == tokenizer.eos_token_id).any(dim=1)
-        texts = [tokenizer.decode(r[m], skip_special_tokens=True).strip() for r, m in zip(responses, mask)]
-        # 2. score (the reward model reads the truncated answer; an answer that never ended is penalised)
-        rewards = self.reward_fn(prompts, texts)
-        if isinstance(rewards, torch.Tensor):  # a plain function of (prompts, responses) -> (B,) scores
-            rewards = Rewards(scores=rewards)
-        scores = rewards.scores.float().to(self.device) - config.missing_eos_penalty * (~ended).float()
-        # 3. logprobs and values (same temperature as sampling, same forward as training)
-        logprobs, ref_logprobs, values, entropy = self._logprobs_and_values(queries, query_mask, responses, mask)
-        return Rollout(queries, query_mask, responses, mask, last_index, logprobs, ref_logprobs, values * mask,
-                       scores, prompts, texts, ended, entropy, rewards)
+    def step(self) -> StepResult:
+        """One PPO iteration on the next batch of prompts, the whole algorithm in order: sample answers, score them,
+        compute logprobs and values, turn scores into per-token rewards with the KL penalty, estimate advantages,
+        update the policy and value head over minibatches, then adapt kl_coef. Returns metrics, samples and the
+        batch of experience (`StepResult.rollout`)."""
+        config, tokenizer = self.config, self.tokenizer
+        started = time.perf_counter()
+        prompts = self.prompts_for_step(self.step_count)
+        with torch.no_grad():
+            # 1. generate: the policy's answers, cut after their first EOS
+            queries, query_mask, raw_responses = self._sample(prompts)
+            responses = truncate_response(raw_responses, tokenizer.eos_token_id, tokenizer.pad_token_id)
+            mask, last_index = response_mask_and_last_index(responses, tokenizer.eos_token_id)
+            ended = (responses == tokenizer.eos_token_id).any(dim=1)
+            texts = [tokenizer.decode(r[m], skip_special_tokens=True).strip() for r, m in zip(responses, mask)]
+            # 2. score: the reward reads the answer as cut; one that never ended pays missing_eos_penalty
+            said = self.reward_fn(prompts, texts)
+            if isinstance(said, torch.Tensor):  # a plain function of (prompts, responses) -> (B,) scores
+                said = Rewards(scores=said)
+            scores = said.scores.float().to(self.device) - config.missing_eos_penalty * (~ended).float()
+            # 3. logprobs of policy and reference, and values (same temperature as sampling, same forward as
+            # training)
+            logprobs, ref_logprobs, values, entropy = self._logprobs_and_values(queries, query_mask, responses, mask)
+            values = values * mask
+            rollout_s = time.perf_counter() - started
+            # 4. per-token rewards: -kl_coef * KL at every token, the score added at the answer's last token
+            rewards, non_score_reward, kl = compute_rewards(scores, logprobs, ref_logprobs, mask, last_index,
+                                                            self.kl.value)
+            if config.whiten_rewards:
+                rewards = masked_whiten(rewards, mask, shift_mean=False) * mask
+            # 5. advantages (GAE over the value head's estimates) and the returns the value head learns
+            advantages, returns = compute_gae(rewards, values, mask, config.gamma, config.lam)
+            advantages = masked_whiten(advantages, mask) * mask
+        # 6. PPO epochs: clipped policy loss and clipped value loss over freshly shuffled minibatches
+        stats = {key: [] for key in ("pg_loss", "vf_loss", "pg_clipfrac", "vf_clipfrac", "approxkl")}
+        for _ in range(config.ppo_epochs):
+            order = torch.randperm(config.batch_size)
+            for start in range(0, config.batch_size, config.mini_batch_size):
+                mb = order[start : start + config.mini_batch_size]
+                logits, vpred = self.forward(queries[mb], query_mask[mb], responses[mb], mask[mb])
+                pg_loss, pg_clipfrac, approxkl = policy_loss(logprobs_from_logits(logits, responses[mb]),
+                                                             logprobs[mb], advantages[mb], mask[mb], config.cliprange)
+                vf_loss, vf_clipfrac = value_loss(vpred, values[mb], returns[mb], mask[mb], config.cliprange_value)
+                loss = pg_loss + config.vf_coef * vf_loss
+                if not torch.isfinite(loss):
+                    raise RLHFError(f"ppo: the loss became {loss.item()} at step {self.step_count + 1}; lower --lr or "
+                                    "--max-new-tokens. The last good checkpoint is kept.")
+                self.optimizer.zero_grad()
+                loss.backward()
+                trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+                average_gradients(trainable, self.world)  # several processes: one update from all their batches
+                torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                for key, value in zip(stats, (pg_loss, vf_loss, pg_clipfrac, vf_clipfrac, approxkl)):
+                    stats[key].append(float(value.detach()))
+        # 7. the KL controller, on the KL averaged across processes so every rank moves kl_coef alike
+        sequence_kl = kl.sum(1)  # (B,) nats per answer
+        self.kl.update(average_metrics({"kl": float(sequence_kl.mean())}, self.world)["kl"],
+                       config.batch_size * self.world)
+        self.step_count += 1
+        rollout = Rollout(queries, query_mask, responses, mask, last_index, logprobs, ref_logprobs, values, scores,
+                          prompts, texts, ended, entropy, said)
+        self.last_prompts, self.last_texts = prompts, texts
+        timing = {"time/rollout_s": round(rollout_s, 3), "time/step_s": round(time.perf_counter() - started, 3)}
+        metrics = self._step_metrics(rollout, non_score_reward, sequence_kl, returns, stats, timing)
+        samples = [{"prompt": p, "response": t, "score": round(float(s), 3), "kl": round(float(k), 3)}
+                   for p, t, s, k in list(zip(prompts, texts, scores, sequence_kl))[:4]]
+        return StepResult(self.step_count, metrics, samples, rollout)
 
     def _logprobs_and_values(self, queries, query_mask, responses, mask):
         """Policy logprobs, reference logprobs, values and entropy, (B, T) each, computed minibatch by minibatch.
@@ -473,58 +527,10 @@ class PPORun:
             chunks.append((logprobs, ref_logprobs, values, entropy))
         return tuple(torch.cat(parts) for parts in zip(*chunks))
 
-    def step(self) -> StepResult:
-        """One PPO iteration on the next batch of prompts: generate, score, update. Returns metrics and samples."""
-        config = self.config
-        started = time.perf_counter()
-        rollout = self.rollout(self.prompts_for_step(self.step_count))
-        self.last_prompts, self.last_texts = rollout.prompts, rollout.texts
-        mask = rollout.mask
-        # 4. rewards with KL penalty
-        rewards, non_score_reward, kl = compute_rewards(
-            rollout.scores, rollout.logprobs, rollout.ref_logprobs, mask, rollout.last_index, self.kl.value
-        )
-        if config.whiten_rewards:
-            rewards = masked_whiten(rewards, mask, shift_mean=False) * mask
-        # 5. advantages and returns
-        advantages, returns = compute_gae(rewards, rollout.values, mask, config.gamma, config.lam)
-        advantages = masked_whiten(advantages, mask) * mask
-        # 6. PPO epochs over shuffled minibatches
-        stats = {key: [] for key in ("pg_loss", "vf_loss", "pg_clipfrac", "vf_clipfrac", "approxkl")}
-        batch = config.batch_size
-        for _ in range(config.ppo_epochs):
-            order = torch.randperm(batch)  # a fresh shuffle every epoch
-            for start in range(0, batch, config.mini_batch_size):
-                mb = order[start : start + config.mini_batch_size]
-                mb_mask = mask[mb]
-                logits, vpred = self.forward(rollout.queries[mb], rollout.query_mask[mb], rollout.responses[mb],
-                                             mb_mask)
-                mb_logprobs = logprobs_from_logits(logits, rollout.responses[mb])
-                pg_loss, pg_clipfrac, approxkl = policy_loss(
-                    mb_logprobs, rollout.logprobs[mb], advantages[mb], mb_mask, config.cliprange
-                )
-                vf_loss, vf_clipfrac = value_loss(vpred, rollout.values[mb], returns[mb], mb_mask,
-                                                  config.cliprange_value)
-                loss = pg_loss + config.vf_coef * vf_loss
-                if not torch.isfinite(loss):
-                    raise RLHFError(
-                        f"ppo: the loss became {loss.item()} at step {self.step_count + 1}; lower --lr or "
-                        "--max-new-tokens. The last good checkpoint is kept."
-                    )
-                self.optimizer.zero_grad()
-                loss.backward()
-                trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
-                average_gradients(trainable, self.world)
-                torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-                self.optimizer.step()
-                self.scheduler.step()
-                for key, value in zip(stats, (pg_loss, vf_loss, pg_clipfrac, vf_clipfrac, approxkl)):
-                    stats[key].append(float(value.detach()))
-        # 7. KL controller and metrics (averaged across processes, so every rank moves kl_coef alike)
-        sequence_kl = kl.sum(1)  # (B,) nats per answer
-        mean_kl = average_metrics({"kl": float(sequence_kl.mean())}, self.world)["kl"]
-        self.kl.update(mean_kl, config.batch_size * self.world)
-        self.step_count += 1
+    def _step_metrics(self, rollout: Rollout, non_score_reward, sequence_kl, returns, stats: dict,
+                      timing: dict) -> dict:
+        """A step's metrics (averaged across processes) with the drift detectors' readings on its answers."""
+        config, mask = self.config, rollout.mask
         metrics = {
             "step": self.step_count,
             "objective/kl": float(sequence_kl.mean()),
@@ -543,28 +549,24 @@ class PPORun:
             "ppo/eos_rate": float(rollout.ended.float().mean()),
             "ppo/response_length": float(mask.sum(1).float().mean()),
             "ppo/lr": self.scheduler.get_last_lr()[0],
-            "time/step_s": round(time.perf_counter() - started, 3),
+            **timing,
         }
         answer_tokens = (mask.sum(1) - rollout.ended.long()).tolist()  # without the EOS, as the labelled profile
+        said = rollout.rewards
         drift = drift_report(rollout.prompts, rollout.texts, answer_tokens, self.labelled,
-                             kl=metrics["objective/kl"], kl_budget=config.target_kl,
-                             disagreement=rollout.rewards.disagreement)
+                             kl=metrics["objective/kl"], kl_budget=config.target_kl, disagreement=said.disagreement)
         metrics.update({f"drift/{key}": value for key, value in drift.items() if key != "flags"})
-        if rollout.rewards.disagreement is not None:
-            metrics["objective/disagreement"] = float(rollout.rewards.disagreement.mean())
-        if rollout.rewards.clipped is not None:
-            metrics["objective/clipped_share"] = float(rollout.rewards.clipped.float().mean())
-        if rollout.rewards.outside_support is not None:
-            metrics["objective/outside_support_share"] = float(rollout.rewards.outside_support.float().mean())
-        if rollout.rewards.mean is not None:
-            metrics["objective/scores_unpenalised"] = float(rollout.rewards.mean.mean())
+        if said.disagreement is not None:
+            metrics["objective/disagreement"] = float(said.disagreement.mean())
+        if said.clipped is not None:
+            metrics["objective/clipped_share"] = float(said.clipped.float().mean())
+        if said.outside_support is not None:
+            metrics["objective/outside_support_share"] = float(said.outside_support.float().mean())
+        if said.mean is not None:
+            metrics["objective/scores_unpenalised"] = float(said.mean.mean())
         metrics = average_metrics(metrics, self.world)
         metrics["drift/flags"] = drift["flags"]
-        samples = [
-            {"prompt": p, "response": t, "score": round(float(s), 3), "kl": round(float(k), 3)}
-            for p, t, s, k in list(zip(rollout.prompts, rollout.texts, rollout.scores, sequence_kl))[:4]
-        ]
-        return StepResult(self.step_count, metrics, samples)
+        return metrics
 
     # -- state for checkpoints ----------------------------------------------------------------------------------------
     def trainable_state(self) -> dict:

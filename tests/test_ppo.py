@@ -197,15 +197,12 @@ def length_reward(prompts, responses):
 def test_one_step_changes_only_the_trainable_parameters_and_not_the_reference(tiny_model_dir):
     policy = load_model(ModelConfig(spec=str(tiny_model_dir), device="cpu", dtype="fp32"))
     run = PPORun(SMALL, policy, length_reward, PROMPTS)
-    rollout = run.rollout(run.prompts_for_step(0))
     base = load_model(ModelConfig(spec=str(tiny_model_dir), device="cpu", dtype="fp32")).model
-    with torch.no_grad():
-        ref_before, _ = run.forward(rollout.queries, rollout.query_mask, rollout.responses, rollout.mask,
-                                    reference=True)
     trainable = {n: p.detach().clone() for n, p in run.model.named_parameters() if p.requires_grad}
     frozen = {n: p.detach().clone() for n, p in run.model.named_parameters() if not p.requires_grad}
     head = run.value_head.weight.detach().clone()
     result = run.step()
+    rollout = result.rollout  # the batch as sampled and scored before the update
     lora_b = [n for n, p in run.model.named_parameters() if p.requires_grad and "lora_B" in n]
     assert len(lora_b) == 7 * 2  # q, k, v, o, gate, up, down in each of the 2 layers: the check below sees them all
     moved = [n for n, p in run.model.named_parameters() if p.requires_grad and not torch.equal(p, trainable[n])]
@@ -220,11 +217,15 @@ def test_one_step_changes_only_the_trainable_parameters_and_not_the_reference(ti
         attention = torch.cat([rollout.query_mask, rollout.mask.long()], 1)
         positions = (attention.cumsum(1) - 1).clamp(min=0)
         base_logits = base(input_ids=inputs, attention_mask=attention, position_ids=positions).logits
+        # recomputed in the step's own minibatch chunks: the same shapes, so the same rounding as the rollout's
+        _, ref_logprobs_after, _, _ = run._logprobs_and_values(rollout.queries, rollout.query_mask, rollout.responses,
+                                                               rollout.mask)
     context = rollout.queries.size(1)
-    assert torch.equal(ref_after, ref_before)  # the reference is frozen
+    assert torch.equal(ref_logprobs_after, rollout.ref_logprobs)  # the reference is frozen
     base_response_logits = base_logits[:, context - 1:-1] / SMALL.temperature
     assert torch.allclose(ref_after, base_response_logits, atol=1e-5)  # and equal to the untouched base model
     assert not torch.allclose(policy_after, ref_after)  # while the policy moved
+    assert result.metrics["time/rollout_s"] < result.metrics["time/step_s"]  # steps 1-3 are part of the step
     for key in ["objective/kl", "objective/entropy", "objective/scores", "objective/non_score_reward",
                 "ppo/policy/approxkl_avg", "ppo/policy/clipfrac_avg", "ppo/val/var_explained", "ppo/eos_rate"]:
         assert key in result.metrics

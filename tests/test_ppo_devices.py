@@ -92,10 +92,14 @@ def test_first_minibatch_ratio_is_exactly_one_under_bf16_autocast(wide_model_dir
     on a GPU cuBLAS picks its kernels by shape), so the rollout computes them in minibatch-sized chunks; the value
     head runs in fp32 outside autocast."""
     policy = load_model(ModelConfig(spec=str(wide_model_dir), device=device, dtype="bf16"))
-    config = PPOConfig(steps=1, batch_size=64, mini_batch_size=16, max_new_tokens=12, seed=1)
+    # lr 0: the step's updates leave every weight as it was (Adam's update is lr times a finite number), so after it
+    # the policy is the one that sampled the batch, and each minibatch's ratio must come out exactly 1
+    config = PPOConfig(steps=1, batch_size=64, mini_batch_size=16, max_new_tokens=12, seed=1, lr=0.0)
     run = PPORun(config, policy, length_reward, PROMPTS)
     torch.nn.init.normal_(run.value_head.weight, std=0.1)  # a critic that says something, so values are compared
-    rollout = run.rollout(run.prompts_for_step(0))
+    result = run.step()
+    assert result.metrics["ppo/policy/approxkl_avg"] == 0.0 and result.metrics["ppo/policy/clipfrac_avg"] == 0.0
+    rollout = result.rollout
     minibatch = torch.randperm(64)[:16]  # as the PPO epochs draw one, and with gradients on, as they run
     logits, values = run.forward(rollout.queries[minibatch], rollout.query_mask[minibatch],
                                  rollout.responses[minibatch], rollout.mask[minibatch])
