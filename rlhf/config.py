@@ -225,8 +225,9 @@ class PPOConfig(LoraSettings):
     kl_guard_steps: int = 3
     """Consecutive steps over the guard before the run is stopped."""
     select_best: bool = True
-    """Publish the run's best step by held-out evidence (the reward model's auditor) among the steps within the KL
-    guard and free of drift flags; False publishes the last step, whatever it learned."""
+    """Publish the step held-out evidence chooses (the reward model's auditor: the newest step within one standard
+    error of the best, `rlhf.ppo.SELECTION_RULE`) among the steps within the KL guard and free of drift flags; False
+    publishes the last step, whatever it learned."""
     uncertainty_penalty: float = 1.0
     """With a reward model of several heads, the reward is their mean minus this times their standard deviation."""
     cautious_reward: bool = True
