@@ -63,11 +63,17 @@ def cmd_generate(args) -> None:
     store = Store.open(args.project)  # the project must exist before any slow model loading
     loaded = load_model(model_config)
 
-    def progress(done: int, total: int) -> None:
-        print(f"\r{done}/{total} prompts", end="", file=sys.stderr, flush=True)
+    bar = _bar(len(prompts), "prompt")
 
-    result = generate_candidates(store, loaded, prompts, sampling, source=f"cli:{args.prompts}", progress=progress)
-    print(file=sys.stderr)
+    def progress(done: int, total: int) -> None:
+        bar.total = total  # prompts already answered by this model may be skipped
+        bar.update(done - bar.n)
+
+    try:
+        result = generate_candidates(store, loaded, prompts, sampling, source=f"cli:{args.prompts}",
+                                     progress=progress)
+    finally:
+        bar.close()
     completions = {c.id: c for c in store.completions(result.run_id)}
     for completion_id in result.completion_ids:
         c = completions[completion_id]
