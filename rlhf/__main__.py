@@ -63,17 +63,19 @@ def cmd_generate(args) -> None:
     store = Store.open(args.project)  # the project must exist before any slow model loading
     loaded = load_model(model_config)
 
-    bar = _bar(len(prompts), "prompt")
+    bars = []  # made at the first batch: bad input is refused first, with its one-line error alone on stderr
 
     def progress(done: int, total: int) -> None:
-        bar.total = total  # prompts already answered by this model may be skipped
-        bar.update(done - bar.n)
+        if not bars:
+            bars.append(_bar(total, "prompt"))
+        bars[0].update(done - bars[0].n)
 
     try:
         result = generate_candidates(store, loaded, prompts, sampling, source=f"cli:{args.prompts}",
                                      progress=progress)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     completions = {c.id: c for c in store.completions(result.run_id)}
     for completion_id in result.completion_ids:
         c = completions[completion_id]
