@@ -109,6 +109,7 @@ class CheckpointRecord:
         if missing:
             raise RLHFError(f"checkpoint: its meta.json has no {' or '.join(missing)}; it was not written by a "
                             "trainer of this app. Move the folder out of the project's checkpoints folder.")
+        # A meta written before a field existed (e.g. a policy's round) reads with that field None.
         names = {f.name for f in dataclasses.fields(cls)} - {"extras"}
         known = {name: meta[name] for name in names if name in meta}
         known = {"base_model": None, "config": {}, "metrics": {}, "dataset": None, **known}
@@ -191,7 +192,12 @@ class StagedCheckpoint:
         if final.exists():
             shutil.rmtree(retired, ignore_errors=True)
             final.rename(retired)
-        self.folder.rename(final)
+        try:
+            self.folder.rename(final)
+        except BaseException:
+            if retired.exists() and not final.exists():
+                retired.rename(final)  # the earlier save stays published
+            raise
         shutil.rmtree(retired, ignore_errors=True)
         self.published = final
         return {**meta, "path": str(final)}
