@@ -136,8 +136,30 @@ class LoraSettings:
     """LoRA scaling numerator (the update is scaled by alpha / r)."""
 
 
+REPORT_TO = ("none", "tensorboard")
+"""Where a run's metrics go besides its own metrics.jsonl."""
+TENSORBOARD_MISSING = ("report_to: tensorboard needs the tensorboard package, which is not installed: "
+                       "pip install tensorboard (or use --report-to none).")
+
+
 @dataclass
-class RewardTrainConfig(LoraSettings):
+class TrainingSettings(LoraSettings):
+    """What the reward model, PPO and DPO trainers share."""
+
+    report_to: str = field(default="none", metadata={"choices": REPORT_TO})
+    """Also write every logged number as a TensorBoard scalar (`tensorboard`, needs `pip install tensorboard`) under
+    <project>/runs/tensorboard/<checkpoint id>/; `none`: the run's metrics.jsonl only."""
+
+    def validate(self):
+        if self.report_to not in REPORT_TO:
+            raise ConfigError(f"report_to: {self.report_to!r} is not one of {', '.join(REPORT_TO)}.")
+        if self.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError(TENSORBOARD_MISSING)
+        return self
+
+
+@dataclass
+class RewardTrainConfig(TrainingSettings):
     epochs: float = 2.0
     """Passes over the training pairs."""
     lr: float = 5e-4
@@ -160,6 +182,7 @@ class RewardTrainConfig(LoraSettings):
     `RewardModel.rewards` does that."""
 
     def validate(self) -> "RewardTrainConfig":
+        super().validate()
         if not 0 <= self.eval_fraction < 1:
             raise ConfigError(f"eval_fraction: {self.eval_fraction} must be at least 0 and below 1.")
         if not 1 <= self.heads <= 16:
@@ -170,7 +193,7 @@ class RewardTrainConfig(LoraSettings):
 
 
 @dataclass
-class DPOTrainConfig(LoraSettings):
+class DPOTrainConfig(TrainingSettings):
     epochs: float = 2.0
     """Passes over the training pairs."""
     lr: float = 2e-4
@@ -188,13 +211,14 @@ class DPOTrainConfig(LoraSettings):
     """Refuse to train on fewer decided pairs than this."""
 
     def validate(self) -> "DPOTrainConfig":
+        super().validate()
         if self.beta <= 0 or self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1:
             raise ConfigError("beta, epochs, lr and batch_size must be positive.")
         return self
 
 
 @dataclass
-class PPOConfig(LoraSettings):
+class PPOConfig(TrainingSettings):
     steps: int = 40
     """PPO steps; each samples `batch_size` answers, scores them and updates the policy."""
     batch_size: int = 16
@@ -257,6 +281,7 @@ class PPOConfig(LoraSettings):
     """Seed for prompt order, sampling and initialisation."""
 
     def validate(self) -> "PPOConfig":
+        super().validate()
         if self.batch_size < 2 or self.mini_batch_size < 1:
             raise ConfigError("batch_size must be at least 2 (advantages are whitened over the batch).")
         if self.batch_size % self.mini_batch_size:
@@ -303,6 +328,7 @@ def add_arguments(parser, cls: type, only: list[str] | None = None) -> None:
         f = hints[name]
         default = f.default if f.default is not dataclasses.MISSING else None  # factories resolve at run time
         kind = _flag_type(f.type)
+        choices = f.metadata.get("choices")
         if kind is bool:
             parser.add_argument(
                 "--" + name.replace("_", "-"), dest=name, action=argparse.BooleanOptionalAction, default=None,
@@ -313,6 +339,7 @@ def add_arguments(parser, cls: type, only: list[str] | None = None) -> None:
             "--" + name.replace("_", "-"),
             dest=name,
             type=kind,
+            choices=choices,
             default=None,
             help=f"{docs.get(name, '')} (default: {default if default is not None else 'auto'})",
         )

@@ -16,14 +16,13 @@ the work; this module picks the settings, logs namespaced metrics and writes a c
 from __future__ import annotations
 
 import copy
-import shutil
 import tempfile
 import threading
 from dataclasses import asdict
 
 import torch
 
-from rlhf.checkpoints import METRICS_FILE, is_checkpoint, new_checkpoint_id, publish, read_meta, staging_dir
+from rlhf.checkpoints import CheckpointRecord, is_checkpoint, read_meta, staged_checkpoint
 from rlhf.config import DPOTrainConfig, ModelConfig, RLHFError
 from rlhf.dataset import training_pairs
 from rlhf.distributed import one_gpu_per_process
@@ -87,10 +86,8 @@ def train_dpo(
         # its base, not the weights we start from: hand it a frozen copy instead.
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
 
-    checkpoint_id = new_checkpoint_id("dpo")
-    staged = staging_dir(store, checkpoint_id)
-    monitor = TrainingMonitor("dpo", staged / METRICS_FILE, progress, stop)
-    try:
+    with staged_checkpoint(store, "dpo", report_to=config.report_to) as staged:
+        monitor = TrainingMonitor("dpo", staged.log, progress, stop)
         with tempfile.TemporaryDirectory(prefix="rlhf-dpo-") as scratch:
             args = one_gpu_per_process(DPOConfig(  # one GPU, as PPO; several: accelerate launch
                 output_dir=scratch, save_strategy="no", report_to=[], seed=config.seed,
@@ -121,40 +118,34 @@ def train_dpo(
         # 4. save: the adapter alone where the base it applies to is a model spec; otherwise the full weights
         policy = trainer.model
         if config.lora and parent is None:
-            weights_dir = staged / "adapter"
+            weights_dir = staged.folder / "adapter"
         else:
             # A LoRA trained on a parent checkpoint's merged weights would need the whole chain to load: merge it.
             policy = policy.merge_and_unload() if config.lora else policy
-            weights_dir = staged / "model"
+            weights_dir = staged.folder / "model"
         policy.save_pretrained(weights_dir)
         tokenizer.save_pretrained(weights_dir)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)  # no half-written checkpoint, even on Ctrl-C
-        raise
 
-    last = monitor.last
-    meta = {
-        "id": checkpoint_id,
-        "kind": "dpo",
-        "algorithm": "dpo",
-        "base_model": base_model,
-        "parent": parent["id"] if parent else None,
-        "policy_start": model_spec,
-        "config": asdict(config),
-        "metrics": {
-            "dpo/loss": last.get("dpo/loss"),
-            "dpo/rewards/margins": last.get("dpo/rewards/margins"),
-            "dpo/rewards/accuracies": last.get("dpo/rewards/accuracies"),
-            "n_pairs": n_pairs,
-            "steps": trainer.state.global_step,
-            "stopped_early": trainer.state.global_step < trainer.state.max_steps,
-            "seconds": seconds,
-        },
-        # Which mode the figures above came from: speed and results differ between bf16 autocast and fp32.
-        "device": device.type,
-        "precision": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(compute_dtype, "fp32"),
-        "dataset": {"fingerprint": data.fingerprint, "export_dir": str(data.export_dir), "rows": len(data.dataset),
-                    "held_out_for": held_out["reward_model"] if held_out else None},
-    }
-    path = publish(staged, meta)
-    return {**meta, "path": str(path)}
+        last = monitor.last
+        return staged.publish(CheckpointRecord(
+            id=staged.id,
+            kind="dpo",
+            base_model=base_model,
+            parent=parent["id"] if parent else None,
+            policy_start=model_spec,
+            config=asdict(config),
+            metrics={
+                "dpo/loss": last.get("dpo/loss"),
+                "dpo/rewards/margins": last.get("dpo/rewards/margins"),
+                "dpo/rewards/accuracies": last.get("dpo/rewards/accuracies"),
+                "n_pairs": n_pairs,
+                "steps": trainer.state.global_step,
+                "stopped_early": trainer.state.global_step < trainer.state.max_steps,
+                "seconds": seconds,
+            },
+            dataset={"fingerprint": data.fingerprint, "export_dir": str(data.export_dir), "rows": len(data.dataset),
+                     "held_out_for": held_out["reward_model"] if held_out else None},
+            # Which mode the figures came from: speed and results differ between bf16 autocast and fp32.
+            extras={"algorithm": "dpo", "device": device.type,
+                    "precision": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(compute_dtype, "fp32")},
+        ))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import random
 import threading
@@ -709,14 +708,14 @@ def train_ppo(
     from safetensors.torch import load_file
 
     from rlhf.checkpoints import (
-        METRICS_FILE, TRAINER_STATE_FILE, checkpoints_dir, find_checkpoint, is_checkpoint, list_checkpoints,
-        new_checkpoint_id, publish, read_meta, staging_dir,
+        TRAINER_STATE_FILE, CheckpointRecord, checkpoints_dir, find_checkpoint, is_checkpoint, list_checkpoints,
+        new_checkpoint_id, open_run_log, read_meta, staged_checkpoint,
     )
 
     previous = None
     if resume:
         previous = find_checkpoint(store, resume, ("ppo",))
-        config = dataclasses.replace(PPOConfig(**previous["config"]), steps=config.steps)
+        config = dataclasses.replace(PPOConfig(**previous["config"]), steps=config.steps, report_to=config.report_to)
         model_spec = previous["policy_start"]
     config = resolve_lengths(config, store.candidate_max_new_tokens())
     config.validate()
@@ -730,8 +729,8 @@ def train_ppo(
     run = PPORun(config, policy, reward.fn, prompts, reward.labelled)
     reward_source = reward.source
     checkpoint_id = broadcast_object(previous["id"] if previous else new_checkpoint_id("ppo"), world)
-    log_path = store.folder / "runs" / f"{checkpoint_id}.jsonl"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    # The run's metrics, one writer (rank 0); a resumed run's log starts from its checkpoint's metrics.jsonl.
+    log = open_run_log(store, checkpoint_id, config.report_to, previous and previous["path"]) if rank == 0 else None
     if previous:
         adapter = Path(previous["path"]) / "adapter" / "adapter_model.safetensors"
         set_peft_model_state_dict(run.model, load_file(str(adapter)))
@@ -742,9 +741,6 @@ def train_ppo(
         if "last_trainable" in state:  # the published adapter is the best step; training continues from the last
             run.load_trainable(state["last_trainable"])
         resumed_selection = state.get("selection", {})
-        log_path.write_text((Path(previous["path"]) / METRICS_FILE).read_text())  # the log up to that step
-    elif log_path.exists() and run.rank == 0:
-        log_path.unlink()
     last_metrics: dict = {}
     # Lineage: the data behind the reward model is the data behind this policy.
     reward_meta = next((m for m in list_checkpoints(store, ("reward",)) if m["id"] == reward_source), None)
@@ -758,44 +754,44 @@ def train_ppo(
             barrier(run.world)
             return {"id": checkpoint_id, "steps_done": run.step_count, "rank": run.rank,
                     "path": str(checkpoints_dir(store) / checkpoint_id)}
-        staged = staging_dir(store, checkpoint_id)
-        chosen = best if final and best is not None and best[1] != run.step_count else None
-        last_weights = run.trainable_state() if chosen else None
-        if chosen:
-            run.load_trainable(chosen[2])
-        if config.lora:
-            run.model.save_pretrained(staged / "adapter")
-        else:
-            run.model.save_pretrained(staged / "model")
-            run.tokenizer.save_pretrained(staged / "model")
-        if chosen:
-            run.load_trainable(last_weights)
-            state["last_trainable"] = {name: tensor.cpu() for name, tensor in last_weights.items()}
-        # What the selection and the KL guard have seen so far, so a resumed run chooses as an unbroken one would.
-        state["selection"] = {"kls": kls, "audit_gains": audit_gains_by_step, "flagged_steps": flagged_steps,
-                              "last_flags": last_flags, "peak": peak}
-        if best is not None:
-            state["selection"]["best"] = {"evidence": best[0], "step": best[1],
-                                          "weights": {name: tensor.cpu() for name, tensor in best[2].items()}}
-        torch.save(state, staged / TRAINER_STATE_FILE)
-        (staged / METRICS_FILE).write_text(log_path.read_text() if log_path.exists() else "")
-        meta = {
-            "id": checkpoint_id, "kind": "ppo", "algorithm": "ppo",
-            "base_model": parent["base_model"] if parent else model_spec,
-            "policy_start": model_spec, "parent": parent["id"] if parent else None,
-            "reward": reward_source, "dataset": reward_dataset, "config": dataclasses.asdict(config),
-            "steps_done": run.step_count, "metrics": last_metrics, "num_prompts": len(prompts),
-            "kl_guard": run.guard_stop,
-            "run_drift": {"flagged_steps": flagged_steps, "last_flags": last_flags},
-            "selected_step": (best[1] if final and best is not None else run.step_count),
-            "selected_by": ("auditor" if final and best is not None and best[0] is not None else
-                            "newest step within the KL guard and free of drift flags" if final and best is not None
-                            else "last step"),
-            "selection_rule": SELECTION_RULE,
-            "processes": run.world,
-        }
-        path = publish(staged, meta)
-        published = {**meta, "path": str(path)}
+        with staged_checkpoint(store, "ppo", checkpoint_id, log=log) as staged:
+            chosen = best if final and best is not None and best[1] != run.step_count else None
+            last_weights = run.trainable_state() if chosen else None
+            if chosen:
+                run.load_trainable(chosen[2])
+            if config.lora:
+                run.model.save_pretrained(staged.folder / "adapter")
+            else:
+                run.model.save_pretrained(staged.folder / "model")
+                run.tokenizer.save_pretrained(staged.folder / "model")
+            if chosen:
+                run.load_trainable(last_weights)
+                state["last_trainable"] = {name: tensor.cpu() for name, tensor in last_weights.items()}
+            # What the selection and the KL guard have seen so far, so a resumed run chooses as an unbroken one would.
+            state["selection"] = {"kls": kls, "audit_gains": audit_gains_by_step, "flagged_steps": flagged_steps,
+                                  "last_flags": last_flags, "peak": peak}
+            if best is not None:
+                state["selection"]["best"] = {"evidence": best[0], "step": best[1],
+                                              "weights": {name: tensor.cpu() for name, tensor in best[2].items()}}
+            torch.save(state, staged.folder / TRAINER_STATE_FILE)
+            published = staged.publish(CheckpointRecord(
+                id=checkpoint_id, kind="ppo", base_model=parent["base_model"] if parent else model_spec,
+                policy_start=model_spec, parent=parent["id"] if parent else None, reward=reward_source,
+                dataset=reward_dataset, config=dataclasses.asdict(config), metrics=last_metrics,
+                extras={
+                    "algorithm": "ppo", "steps_done": run.step_count, "num_prompts": len(prompts),
+                    "kl_guard": run.guard_stop,
+                    "run_drift": {"flagged_steps": flagged_steps, "last_flags": last_flags},
+                    "selected_step": (best[1] if final and best is not None else run.step_count),
+                    "selected_by": ("auditor" if final and best is not None and best[0] is not None else
+                                    "newest step within the KL guard and free of drift flags"
+                                    if final and best is not None else "last step"),
+                    "selection_rule": SELECTION_RULE,
+                    "processes": run.world,
+                },
+            ))
+        if final:
+            log.close()  # the TensorBoard mirror's file; a resumed run opens its own
         barrier(run.world)
         return published
 
@@ -839,8 +835,7 @@ def train_ppo(
             if guard is not None and kl_guard_tripped(kls, guard, config.kl_guard_steps):
                 run.guard_stop = {"step": run.step_count, "kl": kls[-1], "rolled_back_to": best[1] if best else 0}
             if run.rank == 0:
-                with log_path.open("a") as log:
-                    log.write(json.dumps({**result.metrics, "samples": result.samples}) + "\n")
+                log.append({**result.metrics, "samples": result.samples})
             if on_step is not None:
                 on_step(result)
             if run.guard_stop:

@@ -26,7 +26,6 @@ import dataclasses
 import json
 import math
 import random
-import shutil
 import tempfile
 import threading
 from dataclasses import asdict, dataclass
@@ -35,8 +34,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from rlhf.checkpoints import (META_FILE, METRICS_FILE, POLICY_KINDS, is_checkpoint, new_checkpoint_id, publish,
-                              read_meta, staging_dir)
+from rlhf.checkpoints import META_FILE, POLICY_KINDS, CheckpointRecord, is_checkpoint, read_meta, staged_checkpoint
 from rlhf.config import RewardTrainConfig, RLHFError
 from rlhf.dataset import training_pairs
 from rlhf.distributed import one_gpu_per_process
@@ -303,7 +301,6 @@ def train_reward_model(
     config: RewardTrainConfig,
     model_spec: str,
     progress: Progress | None = None,
-    log_path: str | Path | None = None,
     stop: threading.Event | None = None,
 ) -> dict:
     """Train a reward model on the project's decided pairs and save it as a checkpoint; returns its meta with `path`.
@@ -312,8 +309,9 @@ def train_reward_model(
     from the first part; an **auditor** (one head, same recipe) learns from the held-out part only, so it has never seen
     a vote the reward model saw: its verdict on a tuned policy is evidence the policy never optimised against
     (`rlhf.evaluate`). Each model's accuracy is measured on the other's pairs. Scores are normalised on the reference
-    samples (the answers people labelled). `log_path` receives each step's metrics as they are logged; `stop` ends
-    training after the current step and still saves. A non-finite loss raises RLHFError and leaves nothing behind.
+    samples (the answers people labelled). Each step's metrics go to the run's log as they are logged
+    (`rlhf.checkpoints.run_log_path`); `stop` ends training after the current step and still saves. A non-finite loss
+    raises RLHFError and leaves nothing behind.
     """
     config.validate()
     # 1. data: decided pairs as chats, split by pair
@@ -333,10 +331,8 @@ def train_reward_model(
 
     samples = _reference_samples(rows)
     sample_ids = [ids(prompt, text) for prompt, text in samples.values()]
-    checkpoint_id = new_checkpoint_id("reward")
-    staged = staging_dir(store, checkpoint_id)
-    monitor = TrainingMonitor("reward", Path(log_path) if log_path else None, progress, stop)
-    try:
+    with staged_checkpoint(store, "reward", report_to=config.report_to) as staged:
+        monitor = TrainingMonitor("reward", staged.log, progress, stop)
         # 3. train the reward model, then score every reference sample once: normalisation, then both accuracies
         main = _fit(source, tokenizer, rows, train_rows, config, config.heads, ids, monitor)
         head_scores = _normalise_on_samples(main, sample_ids, tokenizer.pad_token_id, config)  # (N, K)
@@ -370,22 +366,19 @@ def train_reward_model(
             final["reward/audit_accuracy"] = audit["accuracy_on_reward_model_pairs"]
 
         # 5. save: the adapter (with the heads) or the full weights, the tokenizer beside them, the curves, the meta
-        for fitted, folder in ((main, staged), *(((auditor, staged / AUDIT_DIR),) if audit else ())):
+        for fitted, folder in ((main, staged.folder), *(((auditor, staged.folder / AUDIT_DIR),) if audit else ())):
             weights_dir = folder / ("adapter" if config.lora else "model")
             fitted.model.save_pretrained(weights_dir)
             tokenizer.save_pretrained(weights_dir)
         if audit:  # a file, not meta: one entry per prompt
-            (staged / AUDIT_DIR / AUDIT_BASELINES_FILE).write_text(json.dumps(baselines, ensure_ascii=False))
-        (staged / METRICS_FILE).write_text("".join(json.dumps(row) + "\n" for row in [*monitor.rows, final]))
-        if log_path is not None:
-            with Path(log_path).open("a") as handle:
-                handle.write(json.dumps(final) + "\n")
-        meta = {
-            "id": checkpoint_id,
-            "kind": "reward",
-            "base_model": model_spec,
-            "config": asdict(config),
-            "metrics": {
+            (staged.folder / AUDIT_DIR / AUDIT_BASELINES_FILE).write_text(json.dumps(baselines, ensure_ascii=False))
+        staged.log.append(final)  # the curve's last row: what the finished model measures
+        return staged.publish(CheckpointRecord(
+            id=staged.id,
+            kind="reward",
+            base_model=model_spec,
+            config=asdict(config),
+            metrics={
                 "train_loss": main.training_loss,
                 "final_loss": monitor.rows[-1].get("reward/loss") if monitor.rows else None,
                 "eval_accuracy": eval_accuracy,
@@ -397,18 +390,11 @@ def train_reward_model(
                 "stopped_early": bool(stop is not None and stop.is_set()),
                 "mode": main.mode,
             },
-            "normalisation": main.normalisation,
-            "heads": config.heads,
-            "labelled_answers": labelled,
-            "audit": audit,
-            "dataset": {"fingerprint": data.fingerprint, "export_dir": str(data.export_dir), "rows": len(rows),
-                        "eval_pair_ids": sorted({rows[i]["pair_id"] for i in eval_rows})},
-        }
-        path = publish(staged, meta)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)  # no half-written checkpoint, even on Ctrl-C
-        raise
-    return {**meta, "path": str(path)}
+            dataset={"fingerprint": data.fingerprint, "export_dir": str(data.export_dir), "rows": len(rows),
+                     "eval_pair_ids": sorted({rows[i]["pair_id"] for i in eval_rows})},
+            extras={"normalisation": main.normalisation, "heads": config.heads, "labelled_answers": labelled,
+                    "audit": audit},
+        ))
 
 
 @dataclass

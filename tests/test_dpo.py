@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rlhf.checkpoints import checkpoints_dir, list_checkpoints
+from rlhf.checkpoints import checkpoints_dir, list_checkpoints, run_log_path
 from rlhf.config import DPOTrainConfig, ModelConfig, RLHFError, SamplingConfig
 from rlhf.__main__ import build_parser
 from rlhf.dpo import train_dpo
@@ -73,6 +73,7 @@ def test_train_dpo_writes_a_checkpoint_with_meta_and_curves(trained, tiny_model_
 
     curves = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in curves] == [1, 2]
+    assert (path / "metrics.jsonl").read_text() == run_log_path(store, meta["id"]).read_text()  # the run's own log
     assert {"dpo/loss", "dpo/rewards/margins", "dpo/rewards/accuracies", "dpo/rewards/chosen"} <= set(curves[0])
     # Before the first update the policy is its reference (the base with the adapter disabled): no reward yet.
     assert curves[0]["dpo/rewards/chosen"] == curves[0]["dpo/rewards/margins"] == 0.0
@@ -133,6 +134,7 @@ def test_a_nan_loss_raises_and_writes_no_checkpoint(store, tiny_model_dir, monke
     with pytest.raises(RLHFError, match=r"loss became nan at step 1; nothing was saved"):
         train_dpo(store, DPOTrainConfig(**FAST), str(tiny_model_dir))
     assert list(checkpoints_dir(store).iterdir()) == []
+    assert list((store.folder / "runs").iterdir()) == []  # nor a log of a run that left no checkpoint
 
 
 def test_too_few_pairs_says_how_many_are_needed(store, tiny_model_dir):

@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import REPO
 
+from rlhf.checkpoints import run_log_path
 from rlhf.config import RewardTrainConfig, RLHFError
 from rlhf.judges import annotate
 from rlhf.reward import (
@@ -173,12 +174,16 @@ TOY_CONFIG = RewardTrainConfig(epochs=4, lr=2e-2, batch_size=4, lora_r=4, lora_a
 def trained(tiny_model_dir, tmp_path_factory):
     """One LoRA reward model trained on the opossum project: (store, meta, lines of the live log)."""
     store = opossum_project(Store.open("toy", create=True, root=tmp_path_factory.mktemp("home")))
-    log_path = store.folder / "live.jsonl"
     steps = []
-    meta = train_reward_model(store, TOY_CONFIG, str(tiny_model_dir), progress=lambda s, n, m: steps.append((s, n)),
-                              log_path=log_path)
+
+    def progress(step, total, metrics):  # what the run's log holds when each step is reported
+        [log] = (store.folder / "runs").glob("reward-*.jsonl")
+        steps.append((step, total, [json.loads(line) for line in log.read_text().splitlines()]))
+
+    meta = train_reward_model(store, TOY_CONFIG, str(tiny_model_dir), progress=progress)
     assert steps and steps[-1][0] == steps[-1][1] == meta["metrics"]["steps"]
-    return store, meta, [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert all([row["step"] for row in rows] == list(range(1, step + 1)) for step, _, rows in steps)  # live
+    return store, meta, [json.loads(line) for line in run_log_path(store, meta["id"]).read_text().splitlines()]
 
 
 def test_training_writes_a_complete_checkpoint(trained, tiny_model_dir):
@@ -281,6 +286,7 @@ def test_a_diverging_loss_raises_and_keeps_nothing(store, tiny_model_dir):
     with pytest.raises(RLHFError, match=r"the loss became nan at step \d+; nothing was saved. Lower the learning rate"):
         train_reward_model(store, config, str(tiny_model_dir))
     assert list((store.folder / "checkpoints").iterdir()) == []
+    assert list((store.folder / "runs").iterdir()) == []  # nor a log of a run that left no checkpoint
 
 
 def test_load_refuses_what_is_not_a_reward_checkpoint(tmp_path):
