@@ -790,8 +790,6 @@ def train_ppo(
                     "processes": run.world,
                 },
             ))
-        if final:
-            log.close()  # the TensorBoard mirror's file; a resumed run opens its own
         barrier(run.world)
         return published
 
@@ -842,7 +840,10 @@ def train_ppo(
                 break
             if run.step_count % config.save_every == 0 and run.step_count < config.steps:
                 save()
+        return save(final=True)
     except KeyboardInterrupt:
         save(final=True)  # Ctrl-C: keep what was learned
         raise
-    return save(final=True)
+    finally:
+        if log is not None:
+            log.close()  # the TensorBoard mirror's file, whatever ended the run; a resumed run opens its own

@@ -7,6 +7,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from rlhf import pipeline
 from rlhf.config import ModelConfig, PPOConfig, RewardTrainConfig, SamplingConfig
@@ -95,7 +97,14 @@ def test_the_default_run_publishes_a_step_from_before_the_collapse(labelled, tin
     assert flagged, "the reward should have driven the tiny model to collapse"
     # published: weights whose answers (sampled at the next step, before its update) were free of drift flags
     assert meta["selected_step"] + 1 not in flagged
-    assert meta["selected_step"] < steps[-1].step and meta["selected_by"] == "auditor"
+    assert meta["selected_by"] == "auditor"
+    # the published adapter is an earlier step's, not the last weights (those are kept apart, for --resume)
+    state = torch.load(Path(meta["path"]) / "trainer_state.pt", map_location="cpu", weights_only=True)
+    published = load_file(str(Path(meta["path"]) / "adapter" / "adapter_model.safetensors"))
+    last = {name.removeprefix("model.").replace(".default", ""): tensor
+            for name, tensor in state["last_trainable"].items() if "lora_B" in name}
+    assert last and set(last) == {key for key in published if "lora_B" in key}  # every B matrix, by name
+    assert any(not torch.equal(published[key], tensor) for key, tensor in last.items())
     assert meta["steps_done"] == steps[-1].step  # and the run can still resume from where it stopped
 
 
