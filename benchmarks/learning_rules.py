@@ -64,6 +64,9 @@ def parse_args() -> argparse.Namespace:
                         help="rules that also get the RLOO anchor (default: concise,names_subject)")
     parser.add_argument("--dpo-rules", default=None,
                         help="rules that also get DPO (default: every rule run; an empty string: none)")
+    parser.add_argument("--ppo-rules", default=None,
+                        help="rules that get the PPO round (default: every rule run; an empty string: none, e.g. to "
+                             "measure DPO alone with --update)")
     parser.add_argument("--update", action="store_true",
                         help="merge into the existing report: the rules run replace what they measured, the rest "
                              "stays, and each row says which run measured each part")
@@ -77,7 +80,10 @@ def parse_args() -> argparse.Namespace:
     args.rules = [r for r in args.rules.split(",") if r]
     args.rloo_rules = [r for r in args.rloo_rules.split(",") if r]
     args.dpo_rules = args.rules if args.dpo_rules is None else [r for r in args.dpo_rules.split(",") if r]
-    for name in args.rules + args.rloo_rules + args.dpo_rules:
+    args.ppo_rules = args.rules if args.ppo_rules is None else [r for r in args.ppo_rules.split(",") if r]
+    if set(args.rloo_rules) - set(args.ppo_rules):
+        parser.error("--rloo-rules: the RLOO anchor runs for PPO's wall time; give those rules the PPO round too")
+    for name in args.rules + args.rloo_rules + args.dpo_rules + args.ppo_rules:
         if name not in RULES:
             parser.error(f"unknown rule {name!r}; known: {', '.join(RULES)}")
     if args.out is None:
@@ -190,7 +196,8 @@ def run(args, home: Path, write) -> dict:
                 "tuning_rules": list(TUNING_RULES), "held_out_rules": list(HELD_OUT_RULES),
                 "score": "win + tie / 2 of the tuned policy against the base model under the rule's judge, held-out "
                          "prompts; the judge's verdict is 'improved' at >= 0.6",
-                "run": label, "rules_run": args.rules, "dpo_rules": args.dpo_rules, "rloo_rules": args.rloo_rules,
+                "run": label, "rules_run": args.rules, "ppo_rules": args.ppo_rules, "dpo_rules": args.dpo_rules,
+                "rloo_rules": args.rloo_rules,
             },
             "rules": results,
             "goals": goals(results),
@@ -202,20 +209,19 @@ def run(args, home: Path, write) -> dict:
         rule = RULES[name]
         print(f"\n== {name} ({rule.kind}): {rule.guidelines}", flush=True)
         gc.collect()
+        parts = {"ppo": name in args.ppo_rules, "dpo": name in args.dpo_rules, "rloo": name in args.rloo_rules}
         results[name] = run_rule(rule, base, home, shared.stages["generate"], held_out, evaluation_sampling,
-                                 ppo_overrides, name in args.dpo_rules, name in args.rloo_rules)
-        results[name]["measured_by"] = {part: label for part, done in
-                                        (("ppo", True), ("dpo", name in args.dpo_rules), ("rloo", name in args.rloo_rules))
-                                        if done}
+                                 ppo_overrides, parts)
+        results[name]["measured_by"] = {part: label for part, done in parts.items() if done}
         print(json.dumps({k: v for k, v in results[name].items() if not isinstance(v, (dict, list))}), flush=True)
         write(report(results))
     return report(results)
 
 
 def run_rule(rule, base, home: Path, generate_s: float, held_out: list[str], evaluation_sampling, ppo_overrides: dict,
-             with_dpo: bool, with_rloo: bool) -> dict:
+             parts: dict[str, bool]) -> dict:
     from rlhf import pipeline
-    from rlhf.config import DPOTrainConfig, PPOConfig, RewardTrainConfig
+    from rlhf.config import DPOTrainConfig, RewardTrainConfig
     from rlhf.judges import annotate
     from rlhf.store import Store
 
@@ -225,13 +231,46 @@ def run_rule(rule, base, home: Path, generate_s: float, held_out: list[str], eva
     clock = Clock()
     clock.time("annotate", annotate, store, rule.judge, f"judge:{rule.name}", seed=0)
     reward = clock.time("train_reward", pipeline.train_reward, store, RewardTrainConfig(), "bundled")
+    reward_figures = {"eval_accuracy": reward["metrics"]["eval_accuracy"],
+                      "auditor_accuracy": (reward.get("audit") or {}).get("accuracy_on_reward_model_pairs")}
+    row: dict = {"kind": rule.kind, "held_out_rule": rule.name in HELD_OUT_RULES}
+    if parts["ppo"]:
+        row.update(ppo_round(store, rule, clock, generate_s, held_out, evaluation_sampling, ppo_overrides))
+        row["reward_model"] = reward_figures
+    if parts["dpo"]:
+        dpo = clock.time("dpo", pipeline.train_policy, store, "dpo", DPOTrainConfig(), "bundled")
+        dpo_test = held_out_test(store, dpo["path"], held_out, rule, evaluation_sampling)
+        row.update({"dpo_score": dpo_test["judged"]["score"], "dpo_kl": dpo_test["kl"],
+                    "dpo_verdict": dpo_test["verdict"], "dpo_length": dpo_test["length_tuned"],
+                    "dpo_s": clock.stages["dpo"], "dpo_steps": dpo["metrics"]["steps"],
+                    "dpo_pairs": dpo["metrics"]["n_pairs"], "dpo_selected_step": dpo["selected_step"],
+                    "dpo_selected_by": dpo["selected_by"], "dpo_kl_budget_stop": dpo.get("kl_budget_stop"),
+                    "dpo_checks": dpo.get("checks"), "dpo_reward_model": reward_figures,
+                    "dpo_examples": dpo_test["examples"][:3]})
+    if parts["rloo"]:
+        budget = clock.stages["ppo"]
+        rloo = run_rloo(store, reward["id"], budget, row["ppo_config"])
+        rloo_test = compare_rloo(rloo["model"], held_out, rule, evaluation_sampling, reward)
+        row.update({"rloo_score": rloo_test["judged"]["score"], "rloo_kl": rloo_test["kl"],
+                    "rloo_verdict": rloo_test["verdict"], "rloo_length": rloo_test["length_tuned"],
+                    "rloo_s": rloo["seconds"], "rloo_curve": rloo["curve"]})
+        row["speed"] = speed_comparison(row["curve"], rloo["curve"])
+    row.pop("ppo_config", None)
+    return row
+
+
+def ppo_round(store, rule, clock, generate_s: float, held_out: list[str], evaluation_sampling,
+              ppo_overrides: dict) -> dict:
+    """PPO at the defaults and the held-out test of what it published: the round's PPO part of the row."""
+    from rlhf import pipeline
+    from rlhf.config import PPOConfig
+
     steps: list[dict] = []
     ppo = clock.time("ppo", pipeline.train_policy, store, "ppo", PPOConfig(**ppo_overrides), "bundled",
                      on_step=lambda result: steps.append(result.metrics))
-    round_s = generate_s + sum(clock.stages.values())
+    round_s = generate_s + sum(seconds for stage, seconds in clock.stages.items() if stage != "dpo")
     test = held_out_test(store, ppo["path"], held_out, rule, evaluation_sampling)
-    row = {
-        "kind": rule.kind, "held_out_rule": rule.name in HELD_OUT_RULES,
+    return {
         "score": test["judged"]["score"], "kl": test["kl"], "verdict": test["verdict"],
         "judge_verdict": judge_verdict(test["judged"]["score"]),
         "verdict_agrees": (test["verdict"] == "improved") == (test["judged"]["score"] >= IMPROVED_AT),
@@ -240,8 +279,6 @@ def run_rule(rule, base, home: Path, generate_s: float, held_out: list[str], eva
         "optimised_reward_score": (test["optimised_reward"] or {}).get("score"),
         "drift_flags": test["drift"]["flags"],
         "round_s": round(round_s, 1), "stages_s": {"generate": generate_s, **clock.stages},
-        "reward_model": {"eval_accuracy": reward["metrics"]["eval_accuracy"],
-                         "auditor_accuracy": (reward.get("audit") or {}).get("accuracy_on_reward_model_pairs")},
         "ppo": {"steps_done": ppo["steps_done"], "selected_step": ppo["selected_step"],
                 "selected_by": ppo["selected_by"], "kl_guard": ppo.get("kl_guard"),
                 "app_evaluation_verdict": (ppo.get("evaluation") or {}).get("verdict")},
@@ -249,22 +286,8 @@ def run_rule(rule, base, home: Path, generate_s: float, held_out: list[str], eva
                    "kl": m["objective/kl"], "audit": m.get("audit/scores"), "audit_gain": m.get("audit/gain"),
                    "audit_evidence": m.get("audit/evidence")} for m in steps],
         "examples": test["examples"][:3],
+        "ppo_config": ppo["config"],
     }
-    if with_dpo:
-        dpo = clock.time("dpo", pipeline.train_policy, store, "dpo", DPOTrainConfig(), "bundled")
-        dpo_test = held_out_test(store, dpo["path"], held_out, rule, evaluation_sampling)
-        row.update({"dpo_score": dpo_test["judged"]["score"], "dpo_kl": dpo_test["kl"],
-                    "dpo_verdict": dpo_test["verdict"], "dpo_length": dpo_test["length_tuned"],
-                    "dpo_s": clock.stages["dpo"]})
-    if with_rloo:
-        budget = clock.stages["ppo"]
-        rloo = run_rloo(store, reward["id"], budget, ppo["config"])
-        rloo_test = compare_rloo(rloo["model"], held_out, rule, evaluation_sampling, reward)
-        row.update({"rloo_score": rloo_test["judged"]["score"], "rloo_kl": rloo_test["kl"],
-                    "rloo_verdict": rloo_test["verdict"], "rloo_length": rloo_test["length_tuned"],
-                    "rloo_s": rloo["seconds"], "rloo_curve": rloo["curve"]})
-        row["speed"] = speed_comparison(row["curve"], rloo["curve"])
-    return row
 
 
 def held_out_test(store, policy_path: str, prompts: list[str], rule, sampling) -> dict:
@@ -374,15 +397,17 @@ def speed_comparison(ppo_curve: list[dict], rloo_curve: list[dict], window: int 
 
 
 def goals(results: dict) -> dict:
-    rows = results.values()
+    """Each goal over the rules measured for it (a run that measured one part leaves the others out)."""
+    ppo = [r for r in results.values() if "score" in r]
+    dpo = [r for r in results.values() if "dpo_score" in r]
     return {
-        "every_rule_score_at_least_0.80_at_kl_8": all(r["score"] >= SCORE_GOAL and r["kl"] <= KL_GOAL for r in rows),
-        "none_below_base": all(r["score"] >= 0.5 for r in rows),
-        "verdict_agrees_with_judge": all(r["verdict_agrees"] for r in rows),
-        "round_at_most_20_min": all(r["round_s"] <= ROUND_GOAL_S for r in rows),
-        "dpo_at_least_0.70_at_kl_8": all(r.get("dpo_score", 0) >= DPO_SCORE_GOAL and r.get("dpo_kl", 99) <= KL_GOAL
-                                         for r in rows) if all("dpo_score" in r for r in rows) else None,
-        "ppo_twice_as_fast_as_rloo": [r["speed"].get("met") for r in rows if "speed" in r],
+        "every_rule_score_at_least_0.80_at_kl_8": all(r["score"] >= SCORE_GOAL and r["kl"] <= KL_GOAL for r in ppo),
+        "none_below_base": all(r["score"] >= 0.5 for r in ppo),
+        "verdict_agrees_with_judge": all(r["verdict_agrees"] for r in ppo),
+        "round_at_most_20_min": all(r["round_s"] <= ROUND_GOAL_S for r in ppo),
+        "dpo_at_least_0.70_at_kl_8": all(r["dpo_score"] >= DPO_SCORE_GOAL and r["dpo_kl"] <= KL_GOAL for r in dpo)
+                                     if len(dpo) == len(results) else None,
+        "ppo_twice_as_fast_as_rloo": [r["speed"].get("met") for r in results.values() if "speed" in r],
     }
 
 
@@ -392,6 +417,9 @@ def print_table(report: dict) -> None:
     for name, r in report["rules"].items():
         dpo = f"{r['dpo_score']:.2f}/{r['dpo_kl']:.1f}" if "dpo_score" in r else "-"
         rloo = f"{r['rloo_score']:.2f}/{r['rloo_kl']:.1f}" if "rloo_score" in r else "-"
+        if "score" not in r:  # DPO alone
+            print(f"{name:<16} {r['kind']:<24} {'-':>5} {'-':>5} {'':>11} {'':<22} {'':>6} {'':>6} {dpo:>11} {rloo:>11}")
+            continue
         print(f"{name:<16} {r['kind']:<24} {r['score']:>5.2f} {r['kl']:>5.1f} "
               f"{r['length_reference']:>4.0f}->{r['length_tuned']:<4.0f} {r['verdict']:<22} "
               f"{str(r['verdict_agrees']):>6} {r['round_s'] / 60:>5.1f}m {dpo:>11} {rloo:>11}")

@@ -194,8 +194,8 @@ class RewardTrainConfig(TrainingSettings):
 
 @dataclass
 class DPOTrainConfig(TrainingSettings):
-    epochs: float = 2.0
-    """Passes over the training pairs."""
+    epochs: float = 4.0
+    """Most passes over the training pairs; with a KL budget (`target_kl`) the run usually ends before."""
     lr: float = 2e-4
     """Learning rate (AdamW, linear decay). A LoRA adapter needs a larger one than full fine-tuning: at 5e-5 for one
     epoch DPO barely moved the 135M (KL 0.12 nats per answer on 384 votes; benchmarks/learning_rules.py)."""
@@ -205,6 +205,15 @@ class DPOTrainConfig(TrainingSettings):
     """Preference pairs per optimizer step."""
     max_length: int = 512
     """Longest prompt + answer in tokens."""
+    target_kl: float | None = 8.0
+    """The KL budget, nats per answer at the checks' sampling temperature (0.7), as PPO's: every `check_every` steps
+    the policy answers `check_prompts` of the project's prompts; training stops at the first check over the budget,
+    and the weights published are those of the check that held-out evidence chooses among the ones within it
+    (`rlhf.dpo.SELECTION_RULE`). None or 0: no checks, the last step's weights, however far they moved."""
+    check_every: int = 20
+    """Optimizer steps between two checks (and one before the first step, one after the last)."""
+    check_prompts: int = 32
+    """Prompts each check samples (evenly spread over the project's; one answer each)."""
     seed: int = 0
     """Random seed."""
     min_pairs: int = 8
@@ -214,6 +223,10 @@ class DPOTrainConfig(TrainingSettings):
         super().validate()
         if self.beta <= 0 or self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1:
             raise ConfigError("beta, epochs, lr and batch_size must be positive.")
+        if self.target_kl is not None and self.target_kl < 0:
+            raise ConfigError("target_kl must be >= 0 (0: no budget and no checks).")
+        if self.check_every < 1 or self.check_prompts < 2:
+            raise ConfigError("check_every must be at least 1 and check_prompts at least 2.")
         return self
 
 

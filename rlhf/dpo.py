@@ -10,27 +10,161 @@ the work; this module picks the settings, logs namespaced metrics and writes a c
 - Full fine-tune (`lora=False`): every weight trains against a frozen copy of the starting model.
 - Starting from a policy checkpoint continues from its merged weights; they are also the reference.
 
+DPO moves the policy as far as its data pushes it: on many decided pairs it overshoots any KL budget, on few it
+barely moves, and its loss says nothing about which. So it is held to PPO's budget by measurement (`BudgetChecks`):
+every `check_every` steps the policy answers some of the project's prompts, and those answers give its KL against
+the reference (as `evaluate` measures it), the reward model's auditor's verdict (trained on votes DPO never saw) and
+the drift detectors' flags. The first check over the budget ends the run; the weights published are the check's
+that `SELECTION_RULE` chooses among the healthy ones.
+
     train_dpo(store, config, model_spec) -> meta of the new checkpoint (kind "dpo"), with its `path`
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import tempfile
 import threading
 from dataclasses import asdict
 
 import torch
+from transformers import TrainerCallback
 
 from rlhf.checkpoints import CheckpointRecord, is_checkpoint, read_meta, staged_checkpoint
 from rlhf.config import DPOTrainConfig, ModelConfig, RLHFError
 from rlhf.dataset import training_pairs
 from rlhf.distributed import one_gpu_per_process
-from rlhf.models import load_model, resolve_device, resolve_dtype
+from rlhf.drift import drift_report
+from rlhf.generate import answer_logprobs, encode_prompts, evaluation_sampling, mean_kls, sample_batch, spread
+from rlhf.models import LoadedModel, load_model, resolve_device, resolve_dtype
 from rlhf.monitor import Progress, TrainingMonitor
+from rlhf.reward import RewardModel, audit_gains, read_prompt_baselines, step_evidence, within_noise_of_peak
 from rlhf.store import Store
 
+DEFAULT_MAX_NEW_TOKENS = 64
+"""Answer length of the checks for a project whose pairs came from elsewhere (no candidates sampled here)."""
+SELECTION_RULE = ("the newest check whose answers the auditor scores within one standard error of the best check's "
+                  "(each answer against its prompt's labelled answers), among the checks within the KL budget and "
+                  "free of drift flags")
 
+
+class BudgetChecks(TrainerCallback):
+    """A check before the first step, every `check_every` steps and after the last: the policy answers the check
+    prompts (one answer each, the same seed every time, so checks differ by the weights, not the draws); the answers'
+    KL against the reference, the auditor's gain and the drift flags are logged, a check over the KL budget stops the
+    run, and a healthy check the selection rule keeps has its weights copied (`best`) for publishing."""
+
+    def __init__(self, config: DPOTrainConfig, policy: LoadedModel, reference: LoadedModel | None,
+                 prompts: list[str], max_new_tokens: int, audit: dict | None,
+                 monitor: TrainingMonitor, autocast: torch.dtype | None):
+        self.config, self.policy, self.reference, self.autocast = config, policy, reference, autocast
+        self.monitor = monitor  # its log and progress take the checks' rows too; a NaN loss it saw ends the checks
+        self.prompts = prompts
+        self.sampling = evaluation_sampling(max_new_tokens, seed=config.seed)
+        self.encoded = encode_prompts(policy, prompts, max_new_tokens)
+        self.auditor = self.baselines = self.labelled = None
+        if audit is not None:  # the reward model whose auditor's votes DPO left out
+            self.auditor = RewardModel.load(audit["path"], device=policy.device, audit=True)
+            self.baselines = read_prompt_baselines(audit["path"])
+            self.labelled = read_meta(audit["path"]).get("labelled_answers")
+        self.checks: list[dict] = []
+        self.peak: tuple[float, float] | None = None
+        self.best: tuple[int, dict] | None = None  # (step, trainable weights) to publish
+        self.budget_stop: dict | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.check(0, state.max_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if (state.global_step % self.config.check_every == 0 and self.monitor.bad_loss_step is None
+                and self.check(state.global_step, state.max_steps)["over_budget"]):
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.checks[-1]["step"] != state.global_step and self.monitor.bad_loss_step is None:
+            self.check(state.global_step, state.max_steps)
+
+    def _trainable(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach().clone() for name, p in self.policy.model.named_parameters() if p.requires_grad}
+
+    def restore(self, weights: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, p in self.policy.model.named_parameters():
+                if name in weights:
+                    p.copy_(weights[name])
+
+    def _reference_scope(self):
+        """The reference: a frozen copy (full fine-tune) or the policy with its LoRA adapter switched off."""
+        return contextlib.nullcontext(self.reference) if self.reference is not None else _adapter_off(self.policy)
+
+    def check(self, step: int, total_steps: int) -> dict:
+        model = self.policy.model
+        training = model.training
+        model.eval()
+        devices = [self.policy.device] if self.policy.device.type == "cuda" else []
+        autocast = (torch.autocast(self.policy.device.type, dtype=self.autocast) if self.autocast
+                    else contextlib.nullcontext())
+        with torch.random.fork_rng(devices=devices), autocast:  # the trainer's own random draws stay as they were
+            torch.manual_seed(self.sampling.seed or 0)
+            samples = [sample for start in range(0, len(self.encoded), 16)
+                       for sample in sample_batch(self.policy, self.encoded[start : start + 16], self.sampling)]
+            temperatures = (1.0, self.sampling.temperature)
+            policy_logprobs = answer_logprobs(self.policy, self.encoded, samples, temperatures)
+            with self._reference_scope() as reference:
+                reference_logprobs = answer_logprobs(reference, self.encoded, samples, temperatures)
+        model.train(training)
+        kl, kl_sampled = mean_kls(policy_logprobs, reference_logprobs, len(temperatures))
+        texts = [sample.text for sample in samples]
+        tokens = [sample.num_tokens - (sample.finish_reason == "stop") for sample in samples]
+        budget = self.config.target_kl
+        drift = drift_report(self.prompts, texts, tokens, self.labelled, kl=kl_sampled, kl_budget=budget)
+        row = {"step": step, "check/kl": kl_sampled, "check/kl_temperature_1": kl, "check/length": _mean(tokens),
+               "drift/flags": drift["flags"], "over_budget": kl_sampled > budget}
+        evidence = error = None
+        if self.auditor is not None:
+            gains = audit_gains(self.auditor.score(self.prompts, texts).tolist(), self.prompts, self.baselines)
+            evidence, error = step_evidence([gains], window=1)
+            row.update({"audit/evidence": evidence, "audit/error": error})
+        if not row["over_budget"] and not drift["flags"]:
+            # Without an auditor the newest healthy weights are the ones to keep; with one, SELECTION_RULE.
+            keep, self.peak = (True, self.peak) if evidence is None else within_noise_of_peak(self.peak, evidence,
+                                                                                                error)
+            if keep:
+                self.best = (step, self._trainable())
+        elif row["over_budget"] and self.budget_stop is None:
+            self.budget_stop = {"step": step, "kl": kl_sampled,
+                                "published_step": self.best[0] if self.best else None}
+        row["kept"] = self.best is not None and self.best[0] == step
+        self.checks.append(row)
+        if self.monitor.log is not None:
+            self.monitor.log.append(row)
+        if self.monitor.progress is not None:
+            self.monitor.progress(step, total_steps, row)
+        return row
+
+
+def selection(checks: BudgetChecks | None, last_step: int) -> dict:
+    """What the checkpoint's meta says about the checks: which step's weights it holds, chosen how, and why it ended."""
+    if checks is None:
+        return {"selected_step": last_step, "selected_by": "last step (no KL budget)"}
+    chosen = checks.best[0] if checks.best is not None else last_step
+    by = ("auditor" if checks.auditor is not None else "newest check within the KL budget and free of drift flags"
+          ) if checks.best is not None else "last step (no check was within the KL budget and free of drift flags)"
+    return {"selected_step": chosen, "selected_by": by, "selection_rule": SELECTION_RULE,
+            "kl_budget_stop": checks.budget_stop,
+            "checks": [{key: row[key] for key in ("step", "check/kl", "audit/evidence", "drift/flags", "kept")
+                        if key in row} for row in checks.checks]}
+
+
+@contextlib.contextmanager
+def _adapter_off(policy: LoadedModel):
+    with policy.model.disable_adapter():
+        yield policy
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 def train_dpo(
@@ -108,14 +242,27 @@ def train_dpo(
             if n_pairs == 0:
                 raise RLHFError(f"dpo: every pair's prompt is at least max_length={config.max_length} tokens; "
                                 "raise --max-length.")
+            checks = None
+            if config.target_kl:  # 4. the KL budget, measured on the policy's own answers
+                policy = LoadedModel(model=trainer.model, tokenizer=tokenizer, spec=model_spec, device=device,
+                                     dtype=torch.float32)
+                reference = None if config.lora else LoadedModel(
+                    model=trainer.ref_model, tokenizer=tokenizer, spec=model_spec, device=device, dtype=torch.float32)
+                checks = BudgetChecks(
+                    config, policy, reference, spread([p.text for p in store.prompts()], config.check_prompts),
+                    store.candidate_max_new_tokens() or DEFAULT_MAX_NEW_TOKENS, held_out, monitor,
+                    compute_dtype if compute_dtype != torch.float32 else None)
+                trainer.add_callback(checks)
             seconds = trainer.train().metrics["train_runtime"]
+            if checks is not None and checks.best is not None and checks.best[0] != trainer.state.global_step:
+                checks.restore(checks.best[1])  # the weights of the check the evidence chose
         if monitor.bad_loss_step is not None:
             raise RLHFError(
                 f"dpo: the loss became {monitor.last.get('dpo/loss')} at step {monitor.bad_loss_step}; nothing was "
                 f"saved. Lower the learning rate (now {config.lr}) or beta (now {config.beta})."
             )
 
-        # 4. save: the adapter alone where the base it applies to is a model spec; otherwise the full weights
+        # 5. save: the adapter alone where the base it applies to is a model spec; otherwise the full weights
         policy = trainer.model
         if config.lora and parent is None:
             weights_dir = staged.folder / "adapter"
@@ -147,5 +294,6 @@ def train_dpo(
                      "held_out_for": held_out["reward_model"] if held_out else None},
             # Which mode the figures came from: speed and results differ between bf16 autocast and fp32.
             extras={"algorithm": "dpo", "device": device.type,
-                    "precision": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(compute_dtype, "fp32")},
+                    "precision": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(compute_dtype, "fp32"),
+                    **(selection(checks, trainer.state.global_step))},
         ))

@@ -30,7 +30,7 @@ import torch
 from rlhf.checkpoints import POLICY_KINDS, find_checkpoint, list_checkpoints
 from rlhf.config import ModelConfig, RLHFError, SamplingConfig
 from rlhf.drift import drift_report
-from rlhf.generate import encode_prompts, sample_batch
+from rlhf.generate import answer_logprobs, encode_prompts, evaluation_sampling, mean_kls, sample_batch
 from rlhf.models import LoadedModel, load_model
 
 WIN_THRESHOLD = 0.6
@@ -122,22 +122,6 @@ def verdict(optimised: dict | None, held_out: dict | None, drift: dict) -> dict:
     return {"label": label, "text": VERDICTS[label].format(reason=reason)}
 
 
-@torch.no_grad()
-def sequence_logprob(loaded: LoadedModel, prompt_ids: list[int], answer_ids: list[int],
-                     temperatures: tuple[float, ...] = (1.0,)) -> list[float]:
-    """Sum of log p(answer token) under the model at each of `temperatures` (the answer's EOS included), from one
-    forward pass."""
-    ids = torch.tensor([prompt_ids + answer_ids], device=loaded.device)
-    logits = loaded.model(input_ids=ids).logits.float()[0, len(prompt_ids) - 1 : -1]
-    tokens = ids[0, len(prompt_ids):].unsqueeze(1)
-    return [float((logits / t).log_softmax(-1).gather(1, tokens).sum()) for t in temperatures]
-
-
-def answer_ids(loaded: LoadedModel, text: str, ended: bool) -> list[int]:
-    ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
-    return ids + [loaded.tokenizer.eos_token_id] if ended else ids
-
-
 def evaluate_policy(
     store,
     policy: str = "latest",
@@ -178,7 +162,7 @@ def evaluate_policy(
     reference_spec = meta.get("policy_start") or meta["base_model"]
     # Answers as long as the ones annotators judged (and PPO trained on): the detectors compare with those.
     limit = (meta.get("config") or {}).get("max_new_tokens") or store.candidate_max_new_tokens() or 64
-    sampling = sampling or SamplingConfig(num_candidates=1, max_new_tokens=limit, temperature=0.7, top_p=1.0, seed=0)
+    sampling = sampling or evaluation_sampling(limit)
     report = compare_models(
         load_model(ModelConfig(spec=meta["path"], device=device)),
         load_model(ModelConfig(spec=reference_spec, device=device)),
@@ -202,7 +186,7 @@ def compare_models(
     `reward_meta` and its auditor score the answers, `judge` decides them, the drift detectors read them. The
     optimised reward is that reward model's, or `reward_function` when the policy was trained on a Python reward
     (the reward model then only audits). Both models are released before the reward models load."""
-    sampling = sampling or SamplingConfig(num_candidates=1, max_new_tokens=64, temperature=0.7, top_p=1.0, seed=0)
+    sampling = sampling or evaluation_sampling(64)
     sampling.validate(min_candidates=1)
     encoded = encode_prompts(tuned, prompts, sampling.max_new_tokens)
     answers = {}
@@ -215,17 +199,9 @@ def compare_models(
 
     # KL per answer of the models themselves (temperature 1), and at the sampling temperature: the policies PPO
     # trains and penalises (logits divided by it), so the one its KL budget is in.
-    kls, kls_sampled = [], []
-    for ids, answer in zip(encoded, answers["tuned"]):
-        continuation = answer_ids(tuned, answer.text, answer.finish_reason == "stop")
-        if continuation:
-            temperatures = (1.0, sampling.temperature)
-            (tuned_1, tuned_t), (reference_1, reference_t) = (
-                sequence_logprob(model, ids, continuation, temperatures) for model in (tuned, reference))
-            kls.append(tuned_1 - reference_1)
-            kls_sampled.append(tuned_t - reference_t)
-    kl = sum(kls) / len(kls) if kls else 0.0
-    kl_sampled = sum(kls_sampled) / len(kls_sampled) if kls_sampled else 0.0
+    temperatures = (1.0, sampling.temperature)
+    kl, kl_sampled = mean_kls(answer_logprobs(tuned, encoded, answers["tuned"], temperatures),
+                              answer_logprobs(reference, encoded, answers["tuned"], temperatures), len(temperatures))
     del tuned, reference  # the caller's references go too: the reward models need the memory
 
     # the optimised reward model, its auditor, the detectors

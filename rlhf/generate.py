@@ -54,6 +54,19 @@ def read_prompts_file(path: str | Path) -> list[str]:
         raise RLHFError(f"prompts: {str(path)!r} is not UTF-8 text ({error.reason}); save it as plain text.") from error
 
 
+def spread(prompts: list[str], limit: int) -> list[str]:
+    """Up to `limit` of the prompts, evenly spread over them (not just the first ones). Pure."""
+    if len(prompts) <= limit:
+        return list(prompts)
+    return [prompts[round(i * (len(prompts) - 1) / (limit - 1))] for i in range(limit)]
+
+
+def evaluation_sampling(max_new_tokens: int, seed: int = 0) -> SamplingConfig:
+    """How a trained policy is put to the test (before/after evaluation, DPO's checks): one answer per prompt at PPO's
+    default temperature, no nucleus cut, a fixed seed so two policies answer with the same random draws."""
+    return SamplingConfig(num_candidates=1, max_new_tokens=max_new_tokens, temperature=0.7, top_p=1.0, seed=seed)
+
+
 def chat_messages(prompt: str, system_prompt: str | None = None) -> list[dict]:
     messages = [{"role": "system", "content": system_prompt}] if system_prompt and system_prompt.strip() else []
     return messages + [{"role": "user", "content": prompt}]
@@ -196,6 +209,42 @@ def split_response(token_ids: list[int], eos_token_id: int) -> tuple[list[int], 
         end = token_ids.index(eos_token_id)
         return token_ids[:end], end + 1, "stop"
     return token_ids, len(token_ids), "length"
+
+
+# how likely a model finds sampled answers: the KL between a policy and its reference, per answer ---------------------
+@torch.no_grad()
+def sequence_logprob(loaded: LoadedModel, prompt_ids: list[int], answer_ids: list[int],
+                     temperatures: tuple[float, ...] = (1.0,)) -> list[float]:
+    """Sum of log p(answer token) under the model at each of `temperatures` (the answer's EOS included), from one
+    forward pass."""
+    ids = torch.tensor([prompt_ids + answer_ids], device=loaded.device)
+    logits = loaded.model(input_ids=ids).logits.float()[0, len(prompt_ids) - 1 : -1]
+    tokens = ids[0, len(prompt_ids):].unsqueeze(1)
+    return [float((logits / t).log_softmax(-1).gather(1, tokens).sum()) for t in temperatures]
+
+
+def answer_ids(loaded: LoadedModel, text: str, ended: bool) -> list[int]:
+    ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids + [loaded.tokenizer.eos_token_id] if ended else ids
+
+
+def answer_logprobs(loaded: LoadedModel, encoded: list[list[int]], samples: list[Sample],
+                    temperatures: tuple[float, ...]) -> list[list[float] | None]:
+    """Per sampled answer (its EOS included when it ended): its log-probability under `loaded` at each of
+    `temperatures`; None for an answer with no tokens."""
+    out: list[list[float] | None] = []
+    for ids, sample in zip(encoded, samples, strict=True):
+        continuation = answer_ids(loaded, sample.text, sample.finish_reason == "stop")
+        out.append(sequence_logprob(loaded, ids, continuation, temperatures) if continuation else None)
+    return out
+
+
+def mean_kls(policy: list[list[float] | None], reference: list[list[float] | None], width: int) -> list[float]:
+    """The KL per answer of the policy that sampled the answers against the reference, one figure for each of the
+    `width` temperatures of `answer_logprobs`: the mean over non-empty answers of log p_policy - log p_reference
+    (0 when there are none). Pure."""
+    pairs = [(p, r) for p, r in zip(policy, reference, strict=True) if p is not None]
+    return [sum(p[i] - r[i] for p, r in pairs) / len(pairs) if pairs else 0.0 for i in range(width)]
 
 
 @dataclass

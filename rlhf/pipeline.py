@@ -104,15 +104,14 @@ def _audit_pairs(store: Store, reward_model: str | None) -> dict | None:
     meta = find_checkpoint(store, reward_model or "latest", ("reward",))
     if not meta.get("audit"):
         return None
-    return {"reward_model": meta["id"], "pair_ids": meta["dataset"]["eval_pair_ids"]}
+    return {"reward_model": meta["id"], "path": meta["path"], "pair_ids": meta["dataset"]["eval_pair_ids"]}
 
 
 def evaluation_prompts(store: Store, limit: int = EVALUATION_PROMPTS) -> list[str]:
     """Up to `limit` of the project's prompts, evenly spread (not just the first ones)."""
-    prompts = [p.text for p in store.prompts()]
-    if len(prompts) <= limit:
-        return prompts
-    return [prompts[round(i * (len(prompts) - 1) / (limit - 1))] for i in range(limit)]
+    from rlhf.generate import spread
+
+    return spread([p.text for p in store.prompts()], limit)
 
 
 def evaluate_after_training(store: Store, meta: dict) -> dict | None:

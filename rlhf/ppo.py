@@ -38,7 +38,8 @@ from rlhf.distributed import (average_gradients, average_metrics, barrier, broad
                               gather_objects, process_device)
 from rlhf.drift import drift_report
 from rlhf.models import LoadedModel, dtype_name, load_model, resolve_device, resolve_dtype
-from rlhf.reward import RewardModel, Rewards, prompt_key, read_prompt_baselines
+from rlhf.reward import (RewardModel, Rewards, audit_gains, read_prompt_baselines, step_evidence,
+                         within_noise_of_peak)
 
 INVALID_LOGPROB = 1.0  # any finite value: masked positions never count
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -206,35 +207,6 @@ class AdaptiveKLController:
     def update(self, current_kl: float, n_steps: int) -> None:
         proportional_error = max(-0.2, min(0.2, current_kl / self.target - 1))
         self.value = max(self.floor, self.value * (1 + proportional_error * n_steps / self.horizon))
-
-
-def audit_gains(scores: list[float], prompts: list[str], baselines: dict[str, float]) -> list[float]:
-    """Each answer's auditor score minus its prompt's baseline (the auditor's mean score of that prompt's labelled
-    answers; 0, their overall mean, for a prompt nobody labelled): how much better than the base policy's answers to
-    the same question. Pure."""
-    return [score - baselines.get(prompt_key(prompt), 0.0) for score, prompt in zip(scores, prompts, strict=True)]
-
-
-def step_evidence(gains_by_step: list[list[float]], window: int = 3) -> tuple[float, float]:
-    """How good the policy is by held-out evidence at the newest step: the mean auditor gain (`audit_gains`) of the
-    answers of the last `window` steps, and its standard error (one step's 16 answers are too few to rank steps by).
-    Pure."""
-    gains = [gain for step in gains_by_step[-window:] for gain in step]
-    mean = sum(gains) / len(gains)
-    variance = sum((gain - mean) ** 2 for gain in gains) / max(1, len(gains) - 1)
-    return mean, math.sqrt(variance / len(gains))
-
-
-def within_noise_of_peak(peak: tuple[float, float] | None, evidence: float, error: float) -> tuple[bool, tuple]:
-    """Whether a healthy step's weights become the ones to publish, and the peak (evidence, standard error) after it.
-
-    The rule: publish the newest step whose evidence is not distinguishably worse than the best seen, that is within
-    the combined standard error of the peak's (the one-standard-error rule). Taking the peak itself would let noise
-    choose an early step and throw away the learning after it; taking the last step would ignore the evidence. Pure.
-    """
-    if peak is None or evidence > peak[0]:
-        return True, (evidence, error)
-    return evidence >= peak[0] - math.hypot(peak[1], error), peak
 
 
 def kl_guard_tripped(kls: list[float], limit: float, steps: int) -> bool:

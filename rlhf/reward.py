@@ -296,6 +296,36 @@ def read_prompt_baselines(checkpoint_path: str | Path) -> dict[str, float]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+# the auditor's evidence: which of a run's weights PPO and DPO publish ---------------------------------------------
+def audit_gains(scores: list[float], prompts: list[str], baselines: dict[str, float]) -> list[float]:
+    """Each answer's auditor score minus its prompt's baseline (the auditor's mean score of that prompt's labelled
+    answers; 0, their overall mean, for a prompt nobody labelled): how much better than the base policy's answers to
+    the same question. Pure."""
+    return [score - baselines.get(prompt_key(prompt), 0.0) for score, prompt in zip(scores, prompts, strict=True)]
+
+
+def step_evidence(gains_by_step: list[list[float]], window: int = 3) -> tuple[float, float]:
+    """How good the policy is by held-out evidence at the newest step: the mean auditor gain (`audit_gains`) of the
+    answers of the last `window` steps, and its standard error (one step's 16 answers are too few to rank steps by).
+    Pure."""
+    gains = [gain for step in gains_by_step[-window:] for gain in step]
+    mean = sum(gains) / len(gains)
+    variance = sum((gain - mean) ** 2 for gain in gains) / max(1, len(gains) - 1)
+    return mean, math.sqrt(variance / len(gains))
+
+
+def within_noise_of_peak(peak: tuple[float, float] | None, evidence: float, error: float) -> tuple[bool, tuple]:
+    """Whether a healthy step's weights become the ones to publish, and the peak (evidence, standard error) after it.
+
+    The rule: publish the newest step whose evidence is not distinguishably worse than the best seen, that is within
+    the combined standard error of the peak's (the one-standard-error rule). Taking the peak itself would let noise
+    choose an early step and throw away the learning after it; taking the last step would ignore the evidence. Pure.
+    """
+    if peak is None or evidence > peak[0]:
+        return True, (evidence, error)
+    return evidence >= peak[0] - math.hypot(peak[1], error), peak
+
+
 def train_reward_model(
     store: Store,
     config: RewardTrainConfig,

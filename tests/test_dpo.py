@@ -50,7 +50,7 @@ def trained(tiny_model_dir, tmp_path_factory):
     store = labelled_pairs(Store.open("dpo-shared", create=True, root=tmp_path_factory.mktemp("dpo-home")))
     steps = []
     meta = train_dpo(store, DPOTrainConfig(**FAST), str(tiny_model_dir),
-                     progress=lambda step, total, metrics: steps.append((step, total, metrics["dpo/loss"])))
+                     progress=lambda step, total, metrics: steps.append((step, total, metrics.get("dpo/loss"))))
     return store, meta, steps
 
 
@@ -69,10 +69,18 @@ def test_train_dpo_writes_a_checkpoint_with_meta_and_curves(trained, tiny_model_
     assert (metrics["n_pairs"], metrics["steps"], metrics["stopped_early"]) == (8, 2, False)
     assert 0 < metrics["dpo/loss"] < 1 and 0 <= metrics["dpo/rewards/accuracies"] <= 1 and metrics["seconds"] > 0
     assert (on_disk["device"], on_disk["precision"]) in {("cpu", "bf16"), ("cpu", "fp32"), ("cuda", "bf16")}
-    assert [(s, t) for s, t, _ in steps] == [(1, 2), (2, 2)]
+    assert [(s, t) for s, t, _ in steps if _ is not None] == [(1, 2), (2, 2)]
 
-    curves = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    curves = [row for row in rows if "dpo/loss" in row]
     assert [row["step"] for row in curves] == [1, 2]
+    # The KL budget's checks: one before the first step, one after the last (check_every 20 is past the end).
+    checks = [row for row in rows if "check/kl" in row]
+    assert [row["step"] for row in checks] == [0, 2] and [s for s, _, loss in steps if loss is None] == [0, 2]
+    assert checks[0]["check/kl"] == 0.0 and checks[0]["check/kl_temperature_1"] == 0.0  # LoRA B = 0: the reference
+    assert checks[1]["check/kl"] != 0.0 and checks[1]["check/length"] > 0
+    assert on_disk["selected_step"] == 2 and on_disk["kl_budget_stop"] is None  # well within a budget of 8
+    assert [c["step"] for c in on_disk["checks"]] == [0, 2] and on_disk["selected_by"].startswith("newest check")
     assert (path / "metrics.jsonl").read_text() == run_log_path(store, meta["id"]).read_text()  # the run's own log
     assert {"dpo/loss", "dpo/rewards/margins", "dpo/rewards/accuracies", "dpo/rewards/chosen"} <= set(curves[0])
     # Before the first update the policy is its reference (the base with the adapter disabled): no reward yet.

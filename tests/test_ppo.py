@@ -12,10 +12,11 @@ from rlhf.config import ModelConfig, PPOConfig, RLHFError
 from rlhf.models import load_model
 from rlhf.ppo import (
     RewardSource,
-    AdaptiveKLController, FixedKLController, PPORun, compute_gae, kl_guard_tripped, resolve_lengths, step_evidence, audit_gains, within_noise_of_peak, compute_rewards, first_true_indices,
+    AdaptiveKLController, FixedKLController, PPORun, compute_gae, kl_guard_tripped, resolve_lengths, compute_rewards, first_true_indices,
     logprobs_from_logits, masked_mean, masked_var, masked_whiten, policy_loss, programmatic_reward,
     response_mask_and_last_index, train_ppo, truncate_response, value_loss,
 )
+from rlhf.reward import audit_gains, step_evidence, within_noise_of_peak
 
 EOS, PAD = 2, 0
 
