@@ -175,6 +175,10 @@ def _step_progress(unit: str, loss_key: str):
         bar.update(step - bar.n)
         if isinstance(metrics.get(loss_key), (int, float)):
             bar.set_postfix(loss=f"{metrics[loss_key]:.4f}")
+        if "check/kl" in metrics:  # DPO's KL-budget check: a line of its own above the bar
+            from rlhf.dpo import check_line
+
+            bar.write(check_line(metrics), file=sys.stderr)
         if step >= total:
             bar.close()
 
@@ -274,8 +278,13 @@ def cmd_dpo(args) -> None:
                         progress=_step_progress("step", "dpo/loss"), stop=stop_on_ctrl_c())
     m = meta["metrics"]
     _print_evaluation(meta)
+    if meta.get("kl_budget_stop"):
+        stop = meta["kl_budget_stop"]
+        print(f"KL budget: stopped at the check of step {stop['step']} (KL {stop['kl']:.1f} nats per answer, over "
+              f"the budget of {config.target_kl:g}); published step {meta['selected_step']}", file=sys.stderr)
     print(f"dpo: {m['steps']} step{'s' * (m['steps'] != 1)} on {m['n_pairs']} pairs, loss {m['dpo/loss']:.4f}, "
-          f"reward margin {m['dpo/rewards/margins']:.4f}, accuracy {m['dpo/rewards/accuracies']:.2f} -> {meta['path']}")
+          f"reward margin {m['dpo/rewards/margins']:.4f}, accuracy {m['dpo/rewards/accuracies']:.2f} (published: "
+          f"step {meta['selected_step']}, chosen by the {meta['selected_by']}) -> {meta['path']}")
 
 
 def cmd_evaluate(args) -> None:

@@ -120,7 +120,7 @@ class BudgetChecks(TrainerCallback):
         budget = self.config.target_kl
         drift = drift_report(self.prompts, texts, tokens, self.labelled, kl=kl_sampled, kl_budget=budget)
         row = {"step": step, "check/kl": kl_sampled, "check/kl_temperature_1": kl, "check/length": _mean(tokens),
-               "drift/flags": drift["flags"], "over_budget": kl_sampled > budget}
+               "check/kl_budget": budget, "drift/flags": drift["flags"], "over_budget": kl_sampled > budget}
         evidence = error = None
         if self.auditor is not None:
             gains = audit_gains(self.auditor.score(self.prompts, texts).tolist(), self.prompts, self.baselines)
@@ -144,10 +144,24 @@ class BudgetChecks(TrainerCallback):
         return row
 
 
+def check_line(row: dict) -> str:
+    """A check in words, for the CLI and the Train tab. Pure."""
+    text = (f"check at step {row['step']}: KL {row['check/kl']:.1f} nats per answer (budget {row['check/kl_budget']:g})"
+            f", {row['check/length']:.0f} tokens")
+    if row.get("audit/evidence") is not None:
+        text += f", auditor gain {row['audit/evidence']:+.2f} ± {row['audit/error']:.2f}"
+    if row["over_budget"]:
+        return text + "; over the budget: training stops here"
+    if row["drift/flags"]:
+        return text + "; drift: " + "; ".join(row["drift/flags"])
+    return text + ("; kept for publishing" if row["kept"] else "; not kept (the auditor saw better before)")
+
+
 def selection(checks: BudgetChecks | None, last_step: int) -> dict:
     """What the checkpoint's meta says about the checks: which step's weights it holds, chosen how, and why it ended."""
     if checks is None:
-        return {"selected_step": last_step, "selected_by": "last step (no KL budget)"}
+        return {"selected_step": last_step, "selected_by": "last step (no KL budget)", "selection_rule": None,
+                "kl_budget_stop": None, "checks": []}
     chosen = checks.best[0] if checks.best is not None else last_step
     by = ("auditor" if checks.auditor is not None else "newest check within the KL budget and free of drift flags"
           ) if checks.best is not None else "last step (no check was within the KL budget and free of drift flags)"

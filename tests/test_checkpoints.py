@@ -22,12 +22,14 @@ from rlhf.checkpoints import (
 from rlhf.config import ConfigError, DPOTrainConfig, PPOConfig, RewardTrainConfig, RLHFError, from_arguments
 
 # The keys each kind's meta.json had before the record existed (readers index them; checkpoints on users' disks have
-# them): a record must write exactly these.
+# them), and those added since (DPO's KL-budget checks and selection, which readers take with .get): a record must
+# write exactly these.
 META_KEYS = {
     "reward": {"id", "kind", "base_model", "config", "metrics", "dataset", "created_at", "normalisation", "heads",
                "labelled_answers", "audit"},
     "dpo": {"id", "kind", "algorithm", "base_model", "parent", "policy_start", "round", "config", "metrics", "device",
-            "precision", "dataset", "created_at"},
+            "precision", "dataset", "created_at", "selected_step", "selected_by", "selection_rule", "kl_budget_stop",
+            "checks"},
     "ppo": {"id", "kind", "algorithm", "base_model", "policy_start", "parent", "round", "reward", "dataset", "config",
             "steps_done", "metrics", "num_prompts", "kl_guard", "run_drift", "selected_step", "selected_by",
             "selection_rule", "processes", "created_at"},

@@ -133,6 +133,31 @@ def test_stop_ends_early_and_still_saves_continuing_from_a_checkpoint(trained, t
     assert not torch.allclose(logits(child.model, child.tokenizer), logits(before.model, before.tokenizer), atol=1e-4)
 
 
+def test_a_check_over_the_kl_budget_ends_the_run_and_publishes_the_last_check_within_it(store, tiny_model_dir):
+    labelled_pairs(store)
+    config = DPOTrainConfig(**{**FAST, "epochs": 2.0}, target_kl=1e-6, check_every=1)  # 4 steps; any move is over
+    meta = train_dpo(store, config, str(tiny_model_dir))
+    assert (meta["metrics"]["steps"], meta["metrics"]["stopped_early"]) == (1, True)  # the check after step 1 stopped it
+    assert meta["kl_budget_stop"]["step"] == 1 and meta["kl_budget_stop"]["kl"] > 1e-6
+    assert meta["kl_budget_stop"]["published_step"] == meta["selected_step"] == 0
+    assert [(c["step"], c["kept"]) for c in meta["checks"]] == [(0, True), (1, False)]
+    # The published adapter is the one of step 0, from before any update: every LoRA B is still zero, so the policy
+    # is its reference exactly.
+    weights = load_file(Path(meta["path"]) / "adapter" / "adapter_model.safetensors")
+    lora_b = [w for name, w in weights.items() if "lora_B" in name]
+    assert lora_b and all(torch.count_nonzero(w) == 0 for w in lora_b)
+    tuned, base = fp32(meta["path"]), fp32(tiny_model_dir)
+    assert torch.equal(logits(tuned.model, tuned.tokenizer), logits(base.model, base.tokenizer))
+
+
+def test_without_a_budget_there_are_no_checks_and_the_last_step_is_published(store, tiny_model_dir):
+    labelled_pairs(store)
+    meta = train_dpo(store, DPOTrainConfig(**FAST, target_kl=None), str(tiny_model_dir))
+    rows = [json.loads(line) for line in (Path(meta["path"]) / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2] and not any("check/kl" in row for row in rows)
+    assert (meta["selected_step"], meta["selected_by"]) == (2, "last step (no KL budget)")
+
+
 def test_a_nan_loss_raises_and_writes_no_checkpoint(store, tiny_model_dir, monkeypatch):
     from trl import DPOTrainer
 

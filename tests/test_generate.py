@@ -6,7 +6,8 @@ from transformers import TopPLogitsWarper
 
 from rlhf.config import RLHFError, SamplingConfig
 from rlhf.generate import (
-    encode_prompts, generate_candidates, nucleus_filter, parse_prompts, read_prompts_file, sample_batch, split_response,
+    encode_prompts, generate_candidates, mean_kls, nucleus_filter, parse_prompts, read_prompts_file, sample_batch,
+    split_response, spread,
     starter_prompts, stream_chat,
 )
 
@@ -33,6 +34,20 @@ def test_starter_prompts():
     prompts = starter_prompts()
     assert len(prompts) >= 30 and len(set(prompts)) == len(prompts)
     assert "What is an opossum?" in prompts
+
+
+def test_spread_takes_evenly_spaced_prompts_first_and_last_included():
+    prompts = [f"p{i}" for i in range(10)]
+    assert spread(prompts, 4) == ["p0", "p3", "p6", "p9"]  # round(i * 9 / 3)
+    assert spread(prompts, 10) == prompts and spread(prompts[:3], 8) == ["p0", "p1", "p2"]
+
+
+def test_mean_kls_by_hand():
+    # two answers at two temperatures; an empty answer (None) does not count
+    policy = [[-1.0, -2.0], None, [-3.0, -5.0]]
+    reference = [[-2.0, -2.5], None, [-3.5, -4.0]]
+    assert mean_kls(policy, reference, 2) == [(1.0 + 0.5) / 2, (0.5 - 1.0) / 2]
+    assert mean_kls([None], [None], 2) == [0.0, 0.0]
 
 
 def test_split_response_cuts_at_the_first_eos():

@@ -120,3 +120,26 @@ def test_after_a_flagged_run_the_next_round_asks_people_first(labelled, tiny_cha
     assert len(audit) == len(PROMPTS)  # one pair per prompt: the policy's answer against its reference's
     shown = next_pair(store, "alice")
     assert shown.pair_id in {p["id"] for p in audit}  # and they come first in the Prefer queue
+
+
+def test_dpo_is_held_to_the_kl_budget_and_published_by_the_auditor(labelled, tiny_chat_model_dir):
+    """DPO through the pipeline, as the Train tab and `python -m rlhf dpo` run it: its checks are scored by the reward
+    model's auditor (whose votes DPO never trained on), and the published step is one the selection rule kept."""
+    from rlhf.config import DPOTrainConfig
+    from rlhf.dpo import SELECTION_RULE
+
+    store, _ = labelled
+    rows = []
+    config = DPOTrainConfig(epochs=1.0, lr=5e-3, batch_size=8, check_every=2, check_prompts=8)
+    meta = pipeline.train_policy(store, "dpo", config, str(tiny_chat_model_dir),
+                                 progress=lambda step, total, metrics: rows.append(metrics))
+    checks = [row for row in rows if "check/kl" in row]
+    steps = meta["metrics"]["steps"]
+    assert [row["step"] for row in checks] == sorted({0, *range(2, steps + 1, 2), steps})
+    assert all(isinstance(row["audit/evidence"], float) and row["audit/error"] >= 0 for row in checks)
+    assert checks[0]["check/kl"] == 0.0 and all(row["check/kl"] != 0.0 for row in checks[1:])
+    kept = [row["step"] for row in checks if row["kept"]]
+    assert meta["selected_by"] == "auditor" and meta["selection_rule"] == SELECTION_RULE
+    assert meta["selected_step"] == kept[-1]
+    assert meta["dataset"]["held_out_for"] == meta["evaluation"]["reward_model"]  # the auditor's pairs were left out
+    assert [c["step"] for c in meta["checks"]] == [row["step"] for row in checks]

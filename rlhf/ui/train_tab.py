@@ -28,12 +28,13 @@ PLOTS = {
     "ppo": [["objective/scores", "objective/rlhf_reward"], ["objective/kl"],
             ["ppo/loss/policy_avg", "ppo/loss/value_avg", "ppo/policy/clipfrac_avg", "ppo/eos_rate"]],
     "reward": [["reward/loss"], ["reward/accuracy"], ["reward/margin"]],
-    "dpo": [["dpo/loss"], ["dpo/rewards/accuracies"], ["dpo/rewards/margins"]],
+    "dpo": [["dpo/loss"], ["check/kl"], ["dpo/rewards/accuracies", "dpo/rewards/margins", "audit/evidence"]],
 }
 PLOT_TITLES = {"ppo": ["Reward (score, score - KL penalty)", "KL to the reference (nats per answer)",
                        "Losses, clip fraction, EOS rate"],
                "reward": ["Loss", "Accuracy (chosen scored above rejected)", "Margin"],
-               "dpo": ["Loss", "Reward accuracy", "Reward margin"]}
+               "dpo": ["Loss", "KL to the reference at the checks (nats per answer)",
+                       "Reward accuracy and margin; the auditor's gain at the checks"]}
 SAMPLE_COLUMNS = ["step", "prompt", "response", "score", "kl"]
 COMPARE_COLUMNS = ["prompt", "reference", "tuned"]
 RUN_COLUMNS = ["id", "kind", "created_at", "steps", "key metric"]
@@ -97,6 +98,11 @@ def poll():
         status += f"\n\nCheckpoint `{job.result['id']}` saved; it is in the Chat tab's model list."
     if job.kind == "ppo" and job.metrics:
         status += "\n\n" + drift_line(job.metrics)
+    checks = [row for row in job.metrics if "check/kl" in row] if job.kind == "dpo" else []
+    if checks:  # DPO's KL budget: the newest check, in words
+        from rlhf.dpo import check_line
+
+        status += "\n\n**KL budget:** " + as_text(check_line(checks[-1])) + "."
     if job.evaluation:
         status += "\n\n**Before and after.** " + as_text(report_text(job.evaluation)).replace("\n", "  \n")
     status += f"\n\n`{job.command}`"
