@@ -142,3 +142,24 @@ def test_delete_takes_only_this_projects_runs_and_keeps_the_policies_others_star
     delete_checkpoint(store, second["id"])  # newest first, then its parent
     delete_checkpoint(store, first["path"])  # by its folder, inside this project: fine
     assert list_checkpoints(store) == []
+
+
+@pytest.mark.parametrize("kind", ["ppo", "dpo"])
+def test_no_kl_budget_in_the_train_tab_is_no_budget_on_the_command_line(kind):
+    """A budget of 0 in the form must come back as 0 from the CLI equivalent, not as the default budget (a None was
+    left out of the flags, so the command line ran with a budget of 8)."""
+    import shlex
+
+    from rlhf.__main__ import build_parser
+    from rlhf.config import DPOTrainConfig, from_arguments
+    from rlhf.ui.train_tab import make_config
+
+    form = dict(rm_epochs=2, rm_lr=5e-4, rm_lora=True, rm_eval=0.2, steps=40, batch=16, mini=8, epochs=2, lr=1e-3,
+                tokens=0, kl_coef=0.1, target_kl=0, dpo_epochs=4, dpo_lr=2e-4, dpo_beta=0.1, dpo_lora=True,
+                dpo_target_kl=0)
+    config = make_config(kind, **form).validate()
+    line = command_line(kind, "p", "bundled", config)
+    assert "--target-kl 0.0" in line
+    args = build_parser().parse_args(shlex.split(line)[3:])
+    again = from_arguments({"ppo": PPOConfig, "dpo": DPOTrainConfig}[kind], args)
+    assert not again.target_kl and again == config

@@ -41,17 +41,18 @@ RUN_COLUMNS = ["id", "kind", "created_at", "steps", "key metric"]
 
 
 def make_config(kind, rm_epochs, rm_lr, rm_lora, rm_eval, steps, batch, mini, epochs, lr, tokens, kl_coef, target_kl,
-                dpo_epochs, dpo_lr, dpo_beta, dpo_lora):
+                dpo_epochs, dpo_lr, dpo_beta, dpo_lora, dpo_target_kl):
     defaults = hardware_defaults()
     if kind == "reward":
         return RewardTrainConfig(epochs=float(rm_epochs), lr=float(rm_lr), lora=bool(rm_lora),
                                  eval_fraction=float(rm_eval), batch_size=defaults["reward"].batch_size)
     if kind == "dpo":
         return DPOTrainConfig(epochs=float(dpo_epochs), lr=float(dpo_lr), beta=float(dpo_beta), lora=bool(dpo_lora),
+                              target_kl=float(dpo_target_kl or 0),  # 0, not None: the CLI equivalent says --target-kl 0
                               batch_size=defaults["dpo"].batch_size)
     return dataclasses.replace(defaults["ppo"], steps=int(steps), batch_size=int(batch), mini_batch_size=int(mini),
                                ppo_epochs=int(epochs), lr=float(lr), max_new_tokens=int(tokens) or None,
-                               kl_coef=float(kl_coef), target_kl=float(target_kl) if target_kl else None)
+                               kl_coef=float(kl_coef), target_kl=float(target_kl or 0))
 
 
 def cli_equivalent(project, kind, model_spec, reward_model, *settings) -> str:
@@ -254,6 +255,7 @@ def build(project: gr.Dropdown) -> None:
             dpo_lr = gr.Number(dpo.lr, label="Learning rate")
             dpo_beta = gr.Number(dpo.beta, label="Beta")
             dpo_lora = gr.Checkbox(dpo.lora, label="LoRA")
+            dpo_target_kl = gr.Number(dpo.target_kl or 0, label="KL budget, nats per answer (0: none, every epoch)")
     command = gr.Textbox(label="CLI equivalent", interactive=False, elem_id="cli-equivalent")
     with gr.Row():
         start_button = gr.Button("Start", variant="primary", elem_id="train-start")
@@ -284,7 +286,7 @@ def build(project: gr.Dropdown) -> None:
     timer = gr.Timer(1.5, active=True)
 
     settings = [rm_epochs, rm_lr, rm_lora, rm_eval, steps, batch, mini, epochs, lr, tokens, kl_coef, target_kl,
-                dpo_epochs, dpo_lr, dpo_beta, dpo_lora]
+                dpo_epochs, dpo_lr, dpo_beta, dpo_lora, dpo_target_kl]
     private = dict(api_visibility="private")
     kind.change(lambda k: (gr.update(visible=k == "reward"), gr.update(visible=k == "ppo"),
                            gr.update(visible=k == "dpo")), kind, [reward_box, ppo_box, dpo_box], **private)
