@@ -205,6 +205,8 @@ def cmd_train_reward(args) -> None:
     store = Store.open(args.project)  # the project must exist before any slow model loading
     meta = train_reward(store, config, args.spec or ModelConfig().spec, progress=_step_progress("step", "reward/loss"),
                         stop=stop_on_ctrl_c())
+    if meta.get("rank", 0) != 0:
+        return  # one process reports: rank 0 wrote the checkpoint
     m = meta["metrics"]
     held_out = (f"held-out accuracy {m['eval_accuracy']:.2f} on {m['n_eval']} pairs" if m["n_eval"]
                 else f"no pairs held out, training accuracy {m['train_accuracy']:.2f}")
@@ -276,6 +278,8 @@ def cmd_dpo(args) -> None:
     store = Store.open(args.project)
     meta = train_policy(store, "dpo", config, args.spec or ModelConfig().spec,
                         progress=_step_progress("step", "dpo/loss"), stop=stop_on_ctrl_c())
+    if meta.get("rank", 0) != 0:
+        return  # one process reports: rank 0 wrote the checkpoint and evaluated it
     m = meta["metrics"]
     _print_evaluation(meta)
     if meta.get("kl_budget_stop"):

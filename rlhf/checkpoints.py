@@ -165,9 +165,13 @@ class StagedCheckpoint:
     kind: str
     folder: Path
     """The staging folder (a dot name: `list_checkpoints` never sees it)."""
-    log: "RunLog"
-    """The run's metrics; copied into the checkpoint as metrics.jsonl at publish."""
+    log: "RunLog | None"
+    """The run's metrics; copied into the checkpoint as metrics.jsonl at publish (None on a process that only
+    trains alongside rank 0)."""
     published: Path | None = None
+    rank: int = 0
+    """Data parallel: the process's rank. Only rank 0 writes the log and publishes; the others stage into a folder
+    of their own that is thrown away, and `publish` only tells them where rank 0's checkpoint is."""
 
     def publish(self, record: CheckpointRecord) -> dict:
         """Write metrics.jsonl and meta.json and move the folder to its final name (atomic on one filesystem);
@@ -179,6 +183,9 @@ class StagedCheckpoint:
             raise ValueError(f"record {record.kind} {record.id} does not belong to staged {self.kind} {self.id}")
         if self.published is not None:
             raise ValueError(f"{self.id}: this staging folder is already published; stage the next save anew")
+        if self.rank != 0:
+            return {"id": self.id, "kind": self.kind, "rank": self.rank,
+                    "path": str(checkpoints_dir(self.store) / self.id)}
         record.created_at = record.created_at or now()
         if record.kind in POLICY_KINDS and record.round is None:
             start = record.policy_start
@@ -205,7 +212,7 @@ class StagedCheckpoint:
 
 @contextlib.contextmanager
 def staged_checkpoint(store: Store, kind: str, checkpoint_id: str | None = None, report_to: str = "none",
-                      log: "RunLog | None" = None) -> Iterator[StagedCheckpoint]:
+                      log: "RunLog | None" = None, every_process: bool = False) -> Iterator[StagedCheckpoint]:
     """Stage a checkpoint of `kind` (a new id unless `checkpoint_id` is given); the block writes into
     `staged.folder` and calls `staged.publish(record)`.
 
@@ -213,10 +220,26 @@ def staged_checkpoint(store: Store, kind: str, checkpoint_id: str | None = None,
     a half-written checkpoint never stays. Without `log`, the run's log is opened here (`open_run_log`, with
     `report_to`) and closed at the end; a run that publishes nothing leaves neither log nor mirror behind. A run that
     publishes several times (PPO) opens its log once, passes it in, and stages each save in a block of its own.
+
+    `every_process`: the block runs on every process of a data-parallel run (TRL's trainers under `accelerate
+    launch`); they agree on rank 0's id, and rank 0 alone writes the log and publishes (`StagedCheckpoint.rank`).
     """
+    rank = 0
+    if every_process:
+        from rlhf.distributed import broadcast_object, distributed
+
+        rank, world = distributed()
+        checkpoint_id = broadcast_object(checkpoint_id or new_checkpoint_id(kind), world)
     checkpoint_id = checkpoint_id or new_checkpoint_id(kind)
     if not checkpoint_id.startswith(f"{kind}-"):
         raise ValueError(f"checkpoint id {checkpoint_id!r} is not of kind {kind}")
+    if rank != 0:
+        folder = staging_dir(store, f"{checkpoint_id}.rank{rank}")
+        try:
+            yield StagedCheckpoint(store, checkpoint_id, kind, folder, None, rank=rank)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
     owns_log = log is None
     staged = StagedCheckpoint(store, checkpoint_id, kind, staging_dir(store, checkpoint_id), log)
     try:

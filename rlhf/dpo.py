@@ -34,7 +34,7 @@ from transformers import TrainerCallback
 from rlhf.checkpoints import CheckpointRecord, is_checkpoint, read_meta, staged_checkpoint
 from rlhf.config import DPOTrainConfig, ModelConfig, RLHFError
 from rlhf.dataset import training_pairs
-from rlhf.distributed import one_gpu_per_process
+from rlhf.distributed import broadcast_object, distributed, one_gpu_per_process
 from rlhf.drift import drift_report
 from rlhf.generate import answer_logprobs, encode_prompts, evaluation_sampling, mean_kls, sample_batch, spread
 from rlhf.models import LoadedModel, load_model, resolve_device, resolve_dtype
@@ -118,15 +118,20 @@ class BudgetChecks(TrainerCallback):
         texts = [sample.text for sample in samples]
         tokens = [sample.num_tokens - (sample.finish_reason == "stop") for sample in samples]
         budget = self.config.target_kl
-        drift = drift_report(self.prompts, texts, tokens, self.labelled, kl=kl_sampled, kl_budget=budget)
-        row = {"step": step, "check/kl": kl_sampled, "check/kl_temperature_1": kl, "check/length": _mean(tokens),
-               "check/kl_budget": budget, "drift/flags": drift["flags"], "over_budget": kl_sampled > budget}
+        flags = drift_report(self.prompts, texts, tokens, self.labelled, kl=kl_sampled, kl_budget=budget)["flags"]
         evidence = error = None
         if self.auditor is not None:
             gains = audit_gains(self.auditor.score(self.prompts, texts).tolist(), self.prompts, self.baselines)
             evidence, error = step_evidence([gains], window=1)
+        # Data parallel (accelerate launch): every process checks the same answers, and all of them act on rank 0's
+        # figures, so they stop at the same step and keep the same step's weights.
+        kl, kl_sampled, tokens, flags, evidence, error = broadcast_object(
+            (kl, kl_sampled, tokens, flags, evidence, error), distributed()[1])
+        row = {"step": step, "check/kl": kl_sampled, "check/kl_temperature_1": kl, "check/length": _mean(tokens),
+               "check/kl_budget": budget, "drift/flags": flags, "over_budget": kl_sampled > budget}
+        if evidence is not None:
             row.update({"audit/evidence": evidence, "audit/error": error})
-        if not row["over_budget"] and not drift["flags"]:
+        if not row["over_budget"] and not flags:
             # Without an auditor the newest healthy weights are the ones to keep; with one, SELECTION_RULE.
             keep, self.peak = (True, self.peak) if evidence is None else within_noise_of_peak(self.peak, evidence,
                                                                                                 error)
@@ -234,7 +239,7 @@ def train_dpo(
         # its base, not the weights we start from: hand it a frozen copy instead.
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
 
-    with staged_checkpoint(store, "dpo", report_to=config.report_to) as staged:
+    with staged_checkpoint(store, "dpo", report_to=config.report_to, every_process=True) as staged:
         monitor = TrainingMonitor("dpo", staged.log, progress, stop)
         with tempfile.TemporaryDirectory(prefix="rlhf-dpo-") as scratch:
             args = one_gpu_per_process(DPOConfig(  # one GPU, as PPO; several: accelerate launch

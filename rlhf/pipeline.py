@@ -49,6 +49,8 @@ def train_reward(store: Store, config: RewardTrainConfig, model_spec: str, progr
     from rlhf.reward import train_reward_model
 
     meta = train_reward_model(store, config, model_spec, progress=progress, stop=stop)
+    if meta.get("rank", 0) != 0:
+        return meta  # data parallel: rank 0 scores the queue with what it published
     if phase is not None:
         phase("scoring the Prefer queue")
     queue_scores(store, store.open_pairs(""))

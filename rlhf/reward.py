@@ -361,7 +361,7 @@ def train_reward_model(
 
     samples = _reference_samples(rows)
     sample_ids = [ids(prompt, text) for prompt, text in samples.values()]
-    with staged_checkpoint(store, "reward", report_to=config.report_to) as staged:
+    with staged_checkpoint(store, "reward", report_to=config.report_to, every_process=True) as staged:
         monitor = TrainingMonitor("reward", staged.log, progress, stop)
         # 3. train the reward model, then score every reference sample once: normalisation, then both accuracies
         main = _fit(source, tokenizer, rows, train_rows, config, config.heads, ids, monitor)
@@ -402,7 +402,8 @@ def train_reward_model(
             tokenizer.save_pretrained(weights_dir)
         if audit:  # a file, not meta: one entry per prompt
             (staged.folder / AUDIT_DIR / AUDIT_BASELINES_FILE).write_text(json.dumps(baselines, ensure_ascii=False))
-        staged.log.append(final)  # the curve's last row: what the finished model measures
+        if staged.log is not None:  # rank 0 of a data-parallel run, or the only process
+            staged.log.append(final)  # the curve's last row: what the finished model measures
         return staged.publish(CheckpointRecord(
             id=staged.id,
             kind="reward",

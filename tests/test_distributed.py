@@ -83,3 +83,40 @@ def test_two_gpus_average_gradients_over_nccl(tmp_path, tiny_model_dir):
     assert ranks["backend"] == "cpu:gloo,cuda:nccl" and ranks["device"] == "cuda:0"
     assert ranks["averaged_identical_across_ranks"] and not ranks["unaveraged_identical_across_ranks"]
     assert ranks["metrics"]["rank"] == 0.5
+
+
+def test_two_processes_train_one_dpo_run_and_stop_at_the_same_check(tiny_model_dir):
+    """DPO under accelerate with the KL-budget checks on: every process checks, all act on rank 0's figures, so
+    they stop together (a process that stopped alone would leave the others waiting in an all-reduce), and only
+    rank 0 publishes (each process published a checkpoint of its own before)."""
+    from test_dpo import labelled_pairs
+
+    labelled_pairs(Store.open("dp-dpo", create=True), prompts=16)
+    launched = subprocess.run(
+        [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "rlhf", "dpo", "--project", "dp-dpo",
+         "--model", str(tiny_model_dir), "--epochs", "2", "--batch-size", "2", "--lr", "1e-2", "--check-every", "1",
+         "--target-kl", "1e-6"],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, timeout=300,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    [meta] = list_checkpoints(Store.open("dp-dpo"), ("dpo",))  # one run, published once (by rank 0)
+    assert meta["kl_budget_stop"]["step"] == 1 and meta["selected_step"] == 0 and meta["metrics"]["steps"] == 1
+    assert launched.stdout.count("dpo: 1 step on 16 pairs") == 1  # one process reports
+    assert not list((Store.open("dp-dpo").folder / "checkpoints").glob(".*"))  # no staging folder left, any rank
+
+
+def test_two_processes_train_one_reward_model(tiny_model_dir):
+    from test_dpo import labelled_pairs
+
+    labelled_pairs(Store.open("dp-reward", create=True), prompts=16)
+    launched = subprocess.run(
+        [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "rlhf", "train-reward", "--project", "dp-reward",
+         "--model", str(tiny_model_dir), "--epochs", "1", "--batch-size", "4"],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, timeout=300,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    [meta] = list_checkpoints(Store.open("dp-reward"), ("reward",))  # published once, by rank 0
+    assert launched.stdout.count("reward model:") == 1 and meta["path"] in launched.stdout
+    assert not list((Store.open("dp-reward").folder / "checkpoints").glob(".*"))
