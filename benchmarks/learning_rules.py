@@ -418,7 +418,8 @@ def print_table(report: dict) -> None:
         dpo = f"{r['dpo_score']:.2f}/{r['dpo_kl']:.1f}" if "dpo_score" in r else "-"
         rloo = f"{r['rloo_score']:.2f}/{r['rloo_kl']:.1f}" if "rloo_score" in r else "-"
         if "score" not in r:  # DPO alone
-            print(f"{name:<16} {r['kind']:<24} {'-':>5} {'-':>5} {'':>11} {'':<22} {'':>6} {'':>6} {dpo:>11} {rloo:>11}")
+            print(f"{name:<16} {r['kind']:<24} {'-':>5} {'-':>5} {'':>11} {'':<22} {'':>6} {'':>6} {dpo:>11} "
+                  f"{rloo:>11}")
             continue
         print(f"{name:<16} {r['kind']:<24} {r['score']:>5.2f} {r['kl']:>5.1f} "
               f"{r['length_reference']:>4.0f}->{r['length_tuned']:<4.0f} {r['verdict']:<22} "

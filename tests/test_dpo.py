@@ -137,7 +137,8 @@ def test_a_check_over_the_kl_budget_ends_the_run_and_publishes_the_last_check_wi
     labelled_pairs(store)
     config = DPOTrainConfig(**{**FAST, "epochs": 2.0}, target_kl=1e-6, check_every=1)  # 4 steps; any move is over
     meta = train_dpo(store, config, str(tiny_model_dir))
-    assert (meta["metrics"]["steps"], meta["metrics"]["stopped_early"]) == (1, True)  # the check after step 1 stopped it
+    # the check after step 1 stopped it
+    assert (meta["metrics"]["steps"], meta["metrics"]["stopped_early"]) == (1, True)
     assert meta["kl_budget_stop"]["step"] == 1 and meta["kl_budget_stop"]["kl"] > 1e-6
     assert meta["kl_budget_stop"]["published_step"] == meta["selected_step"] == 0
     assert [(c["step"], c["kept"]) for c in meta["checks"]] == [(0, True), (1, False)]

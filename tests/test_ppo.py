@@ -12,7 +12,8 @@ from rlhf.config import ModelConfig, PPOConfig, RLHFError
 from rlhf.models import load_model
 from rlhf.ppo import (
     RewardSource,
-    AdaptiveKLController, FixedKLController, PPORun, compute_gae, kl_guard_tripped, resolve_lengths, compute_rewards, first_true_indices,
+    AdaptiveKLController, FixedKLController, PPORun, compute_gae, compute_rewards, first_true_indices, kl_guard_tripped,
+    resolve_lengths,
     logprobs_from_logits, masked_mean, masked_var, masked_whiten, policy_loss, programmatic_reward,
     response_mask_and_last_index, train_ppo, truncate_response, value_loss,
 )
