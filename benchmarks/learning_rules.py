@@ -73,6 +73,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="check the script: 16 prompts, 3 candidates, 16 tokens, 2 PPO steps, 8 held-out prompts")
     parser.add_argument("--ppo", default="{}", help='PPOConfig overrides as JSON (default: none: the defaults)')
+    parser.add_argument("--dpo", default="{}", help='DPOTrainConfig overrides as JSON (default: none: the defaults)')
     parser.add_argument("--keep", action="store_true", help="keep the data directory and say where")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON report (default: benchmarks/results/learning_rules.json; --quick: a .tmp file)")
@@ -163,7 +164,7 @@ def merged(earlier: dict, report: dict) -> dict:
 def run(args, home: Path, write) -> dict:
     import torch
 
-    from rlhf.config import ModelConfig, PPOConfig, SamplingConfig
+    from rlhf.config import DPOTrainConfig, ModelConfig, PPOConfig, SamplingConfig
     from rlhf.generate import generate_candidates, read_prompts_file, starter_prompts
     from rlhf.models import load_model
     from rlhf.store import Store
@@ -171,7 +172,7 @@ def run(args, home: Path, write) -> dict:
     train_prompts = starter_prompts()
     held_out = read_prompts_file(HELD_OUT_PROMPTS)
     candidates, tokens = 4, 64
-    ppo_overrides = json.loads(args.ppo)
+    ppo_overrides, dpo_overrides = json.loads(args.ppo), json.loads(args.dpo)
     if args.quick:
         train_prompts, held_out, candidates, tokens = train_prompts[:16], held_out[:8], 3, 16
         ppo_overrides = {"steps": 2, **ppo_overrides}
@@ -192,6 +193,7 @@ def run(args, home: Path, write) -> dict:
             "settings": {
                 "train_prompts": len(train_prompts), "held_out_prompts": len(held_out), "candidates": candidates,
                 "max_new_tokens": tokens, "quick": args.quick, "ppo_overrides": ppo_overrides,
+                "dpo_overrides": dpo_overrides, "dpo_config": dataclasses.asdict(DPOTrainConfig(**dpo_overrides)),
                 "ppo_config": dataclasses.asdict(PPOConfig(**ppo_overrides)),
                 "tuning_rules": list(TUNING_RULES), "held_out_rules": list(HELD_OUT_RULES),
                 "score": "win + tie / 2 of the tuned policy against the base model under the rule's judge, held-out "
@@ -211,7 +213,7 @@ def run(args, home: Path, write) -> dict:
         gc.collect()
         parts = {"ppo": name in args.ppo_rules, "dpo": name in args.dpo_rules, "rloo": name in args.rloo_rules}
         results[name] = run_rule(rule, base, home, shared.stages["generate"], held_out, evaluation_sampling,
-                                 ppo_overrides, parts)
+                                 ppo_overrides, dpo_overrides, parts)
         results[name]["measured_by"] = {part: label for part, done in parts.items() if done}
         print(json.dumps({k: v for k, v in results[name].items() if not isinstance(v, (dict, list))}), flush=True)
         write(report(results))
@@ -219,7 +221,7 @@ def run(args, home: Path, write) -> dict:
 
 
 def run_rule(rule, base, home: Path, generate_s: float, held_out: list[str], evaluation_sampling, ppo_overrides: dict,
-             parts: dict[str, bool]) -> dict:
+             dpo_overrides: dict, parts: dict[str, bool]) -> dict:
     from rlhf import pipeline
     from rlhf.config import DPOTrainConfig, RewardTrainConfig
     from rlhf.judges import annotate
@@ -238,7 +240,7 @@ def run_rule(rule, base, home: Path, generate_s: float, held_out: list[str], eva
         row.update(ppo_round(store, rule, clock, generate_s, held_out, evaluation_sampling, ppo_overrides))
         row["reward_model"] = reward_figures
     if parts["dpo"]:
-        dpo = clock.time("dpo", pipeline.train_policy, store, "dpo", DPOTrainConfig(), "bundled")
+        dpo = clock.time("dpo", pipeline.train_policy, store, "dpo", DPOTrainConfig(**dpo_overrides), "bundled")
         dpo_test = held_out_test(store, dpo["path"], held_out, rule, evaluation_sampling)
         row.update({"dpo_score": dpo_test["judged"]["score"], "dpo_kl": dpo_test["kl"],
                     "dpo_verdict": dpo_test["verdict"], "dpo_length": dpo_test["length_tuned"],
