@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import importlib.util
 import inspect
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,6 +193,11 @@ class RewardTrainConfig(TrainingSettings):
         return self
 
 
+def valid_budget(target_kl: float | None) -> bool:
+    """A KL budget is None or a finite number >= 0 (a NaN compares false with everything: no check would stop)."""
+    return target_kl is None or (math.isfinite(target_kl) and target_kl >= 0)
+
+
 @dataclass
 class DPOTrainConfig(TrainingSettings):
     epochs: float = 4.0
@@ -223,8 +229,8 @@ class DPOTrainConfig(TrainingSettings):
         super().validate()
         if self.beta <= 0 or self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1:
             raise ConfigError("beta, epochs, lr and batch_size must be positive.")
-        if self.target_kl is not None and self.target_kl < 0:
-            raise ConfigError("target_kl must be >= 0 (0: no budget and no checks).")
+        if not valid_budget(self.target_kl):
+            raise ConfigError(f"target_kl: {self.target_kl} must be a number >= 0 (0: no budget and no checks).")
         if self.check_every < 1 or self.check_prompts < 2:
             raise ConfigError("check_every must be at least 1 and check_prompts at least 2.")
         return self
@@ -305,7 +311,7 @@ class PPOConfig(TrainingSettings):
             raise ConfigError("steps, ppo_epochs and max_new_tokens must be at least 1.")
         if not 0 < self.temperature <= 2:
             raise ConfigError(f"temperature: {self.temperature} must be above 0 and at most 2.")
-        if self.kl_coef < 0 or (self.target_kl is not None and self.target_kl < 0):
+        if self.kl_coef < 0 or not valid_budget(self.target_kl):
             raise ConfigError("kl_coef must be >= 0 and target_kl >= 0 (0: no budget, a fixed kl_coef).")
         if not (0 < self.gamma <= 1 and 0 <= self.lam <= 1):
             raise ConfigError("gamma must be in (0, 1] and lam in [0, 1].")

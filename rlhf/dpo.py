@@ -36,7 +36,7 @@ from rlhf.config import DPOTrainConfig, ModelConfig, RLHFError
 from rlhf.dataset import training_pairs
 from rlhf.distributed import broadcast_object, distributed, one_gpu_per_process
 from rlhf.drift import drift_report
-from rlhf.generate import answer_logprobs, encode_prompts, evaluation_sampling, mean_kls, sample_batch, spread
+from rlhf.generate import answer_logprobs, encode_prompts, evaluation_sampling, mean_kls, sample_answers, spread
 from rlhf.models import LoadedModel, load_model, resolve_device, resolve_dtype
 from rlhf.monitor import Progress, TrainingMonitor
 from rlhf.reward import RewardModel, audit_gains, read_prompt_baselines, step_evidence, within_noise_of_peak
@@ -106,9 +106,7 @@ class BudgetChecks(TrainerCallback):
         autocast = (torch.autocast(self.policy.device.type, dtype=self.autocast) if self.autocast
                     else contextlib.nullcontext())
         with torch.random.fork_rng(devices=devices), autocast:  # the trainer's own random draws stay as they were
-            torch.manual_seed(self.sampling.seed or 0)
-            samples = [sample for start in range(0, len(self.encoded), 16)
-                       for sample in sample_batch(self.policy, self.encoded[start : start + 16], self.sampling)]
+            samples = sample_answers(self.policy, self.encoded, self.sampling)
             temperatures = (1.0, self.sampling.temperature)
             policy_logprobs = answer_logprobs(self.policy, self.encoded, samples, temperatures)
             with self._reference_scope() as reference:

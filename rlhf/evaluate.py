@@ -30,7 +30,7 @@ import torch
 from rlhf.checkpoints import POLICY_KINDS, find_checkpoint, list_checkpoints
 from rlhf.config import ModelConfig, RLHFError, SamplingConfig
 from rlhf.drift import drift_report
-from rlhf.generate import answer_logprobs, encode_prompts, evaluation_sampling, mean_kls, sample_batch
+from rlhf.generate import answer_logprobs, encode_prompts, evaluation_sampling, mean_kls, sample_answers
 from rlhf.models import LoadedModel, load_model
 
 WIN_THRESHOLD = 0.6
@@ -191,9 +191,7 @@ def compare_models(
     encoded = encode_prompts(tuned, prompts, sampling.max_new_tokens)
     answers = {}
     for name, model in (("tuned", tuned), ("reference", reference)):
-        torch.manual_seed(sampling.seed or 0)  # same settings and seed for both
-        answers[name] = [sample for start in range(0, len(encoded), 16)
-                         for sample in sample_batch(model, encoded[start : start + 16], sampling)]
+        answers[name] = sample_answers(model, encoded, sampling)  # same settings and seed for both
     tuned_texts = [a.text for a in answers["tuned"]]
     reference_texts = [a.text for a in answers["reference"]]
 

@@ -200,6 +200,15 @@ def sample_batch(loaded: LoadedModel, batch_ids: list[list[int]], sampling: Samp
     return samples
 
 
+
+def sample_answers(loaded: LoadedModel, encoded: list[list[int]], sampling: SamplingConfig,
+                   batch_size: int = 16) -> list[Sample]:
+    """One answer per encoded prompt, in batches, seeded with `sampling.seed`: two models (or one model's weights at
+    two points of a run) sampled this way answer with the same random draws."""
+    torch.manual_seed(sampling.seed or 0)
+    return [sample for start in range(0, len(encoded), batch_size)
+            for sample in sample_batch(loaded, encoded[start : start + batch_size], sampling)]
+
 def split_response(token_ids: list[int], eos_token_id: int) -> tuple[list[int], int, str]:
     """(answer ids before the first EOS, tokens sampled counting that EOS, finish reason).
 

@@ -70,3 +70,15 @@ def test_default_model_spec(monkeypatch):
     assert ModelConfig().spec == BUNDLED_SPEC
     monkeypatch.setenv("RLHF_MODEL", "someone/some-model")
     assert ModelConfig().spec == "someone/some-model"
+
+
+@pytest.mark.parametrize("budget", [float("nan"), float("inf"), -1.0])
+def test_a_kl_budget_must_be_a_finite_number_at_least_0(budget):
+    """A NaN budget would never stop a run (every comparison with it is false); the Train tab sends whatever a
+    caller types, so the config refuses it with the field's name."""
+    from rlhf.config import DPOTrainConfig, PPOConfig
+
+    for cls in (PPOConfig, DPOTrainConfig):
+        with pytest.raises(ConfigError, match="target_kl"):
+            cls(target_kl=budget).validate()
+        assert cls(target_kl=0.0).validate().target_kl == 0.0 and cls(target_kl=None).validate().target_kl is None
