@@ -246,6 +246,7 @@ def run_rule(rule, base, home: Path, generate_s: float, held_out: list[str], eva
                     "dpo_verdict": dpo_test["verdict"], "dpo_length": dpo_test["length_tuned"],
                     "dpo_s": clock.stages["dpo"], "dpo_steps": dpo["metrics"]["steps"],
                     "dpo_pairs": dpo["metrics"]["n_pairs"], "dpo_selected_step": dpo["selected_step"],
+                    "dpo_selected_scale": dpo.get("selected_scale", 1.0),
                     "dpo_selected_by": dpo["selected_by"], "dpo_kl_budget_stop": dpo.get("kl_budget_stop"),
                     "dpo_checks": dpo.get("checks"), "dpo_reward_model": reward_figures,
                     "dpo_examples": dpo_test["examples"][:3]})

@@ -282,13 +282,15 @@ def cmd_dpo(args) -> None:
         return  # one process reports: rank 0 wrote the checkpoint and evaluated it
     m = meta["metrics"]
     _print_evaluation(meta)
+    from rlhf.dpo import published_words
+
     if meta.get("kl_budget_stop"):
         stop = meta["kl_budget_stop"]
         print(f"KL budget: stopped at the check of step {stop['step']} (KL {stop['kl']:.1f} nats per answer, over "
-              f"the budget of {config.target_kl:g}); published step {meta['selected_step']}", file=sys.stderr)
+              f"the budget of {config.target_kl:g}); published {published_words(meta)}", file=sys.stderr)
     print(f"dpo: {m['steps']} step{'s' * (m['steps'] != 1)} on {m['n_pairs']} pairs, loss {m['dpo/loss']:.4f}, "
           f"reward margin {m['dpo/rewards/margins']:.4f}, accuracy {m['dpo/rewards/accuracies']:.2f} (published: "
-          f"step {meta['selected_step']}, chosen by the {meta['selected_by']}) -> {meta['path']}")
+          f"{published_words(meta)}, chosen by the {meta['selected_by']}) -> {meta['path']}")
 
 
 def cmd_evaluate(args) -> None:

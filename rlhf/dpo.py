@@ -14,8 +14,11 @@ DPO moves the policy as far as its data pushes it: on many decided pairs it over
 barely moves, and its loss says nothing about which. So it is held to PPO's budget by measurement (`BudgetChecks`):
 every `check_every` steps the policy answers some of the project's prompts, and those answers give its KL against
 the reference (as `evaluate` measures it), the reward model's auditor's verdict (trained on votes DPO never saw) and
-the drift detectors' flags. The first check over the budget ends the run; the weights published are the check's
-that `SELECTION_RULE` chooses among the healthy ones.
+the drift detectors' flags. The first check over the budget ends the run. Its weights are not thrown away: the
+change they make to the reference is scaled back until the answers' KL fits the budget (`scale_toward_reference`,
+at most `SCALE_TRIES` more checks), the interpolation toward the initialisation of Ramé et al. 2024 (WARP, "LITI"),
+which keeps what the last steps learned at a KL the budget allows instead of falling back to an older check. The
+weights published are the check's that `SELECTION_RULE` chooses among the healthy ones, scaled-back ones included.
 
     train_dpo(store, config, model_spec) -> meta of the new checkpoint (kind "dpo"), with its `path`
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import tempfile
 import threading
 from dataclasses import asdict
@@ -44,6 +48,12 @@ from rlhf.store import Store
 
 DEFAULT_MAX_NEW_TOKENS = 64
 """Answer length of the checks for a project whose pairs came from elsewhere (no candidates sampled here)."""
+SCALE_TRIES = 3
+"""Most checks spent scaling an over-budget step's weights back into the budget (each is one check's time)."""
+SCALE_AIM = 0.9
+"""Scaling aims at this share of the budget, so that a try usually fits: the KL of 32 answers is itself noisy."""
+SCALE_CLOSE_ENOUGH = 0.8
+"""A try whose KL is within the budget and at least this share of it ends the scaling: more tries would gain little."""
 SELECTION_RULE = ("the newest check whose answers the auditor scores within one standard error of the best check's "
                   "(each answer against its prompt's labelled answers), among the checks within the KL budget and "
                   "free of drift flags")
@@ -70,10 +80,12 @@ class BudgetChecks(TrainerCallback):
             self.labelled = read_meta(audit["path"]).get("labelled_answers")
         self.checks: list[dict] = []
         self.peak: tuple[float, float] | None = None
-        self.best: tuple[int, dict] | None = None  # (step, trainable weights) to publish
+        self.best: tuple[int, float, dict] | None = None  # (step, scale, trainable weights) to publish
+        self.origin: dict[str, torch.Tensor] = {}  # the trainable weights of "no change" (`_origin`)
         self.budget_stop: dict | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.origin = self._origin()
         self.check(0, state.max_steps)
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -88,6 +100,16 @@ class BudgetChecks(TrainerCallback):
     def _trainable(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().clone() for name, p in self.policy.model.named_parameters() if p.requires_grad}
 
+    def _origin(self) -> dict[str, torch.Tensor]:
+        """Where the trainable weights stand for "no change": LoRA's B matrices at 0 (the adapter's update is
+        B @ A, so scaling B alone scales the update exactly), every weight of a full fine-tune at the reference's."""
+        if self.reference is None:
+            return {name: torch.zeros_like(p) for name, p in self.policy.model.named_parameters()
+                    if p.requires_grad and "lora_B" in name}
+        reference = dict(self.reference.model.named_parameters())
+        return {name: reference[name].detach().clone() for name, p in self.policy.model.named_parameters()
+                if p.requires_grad and name in reference}
+
     def restore(self, weights: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
             for name, p in self.policy.model.named_parameters():
@@ -98,7 +120,9 @@ class BudgetChecks(TrainerCallback):
         """The reference: a frozen copy (full fine-tune) or the policy with its LoRA adapter switched off."""
         return contextlib.nullcontext(self.reference) if self.reference is not None else _adapter_off(self.policy)
 
-    def check(self, step: int, total_steps: int) -> dict:
+    def check(self, step: int, total_steps: int, scale: float | None = None) -> dict:
+        """Measure the current weights (`scale`: they are an over-budget step's, scaled back) and keep them when
+        the selection rule says so; the first check over the budget is scaled back into it (`scale_back`)."""
         model = self.policy.model
         training = model.training
         model.eval()
@@ -127,6 +151,8 @@ class BudgetChecks(TrainerCallback):
             (kl, kl_sampled, tokens, flags, evidence, error), distributed()[1])
         row = {"step": step, "check/kl": kl_sampled, "check/kl_temperature_1": kl, "check/length": _mean(tokens),
                "check/kl_budget": budget, "drift/flags": flags, "over_budget": kl_sampled > budget}
+        if scale is not None:
+            row["check/scale"] = scale
         if evidence is not None:
             row.update({"audit/evidence": evidence, "audit/error": error})
         if not row["over_budget"] and not flags:
@@ -134,27 +160,65 @@ class BudgetChecks(TrainerCallback):
             keep, self.peak = (True, self.peak) if evidence is None else within_noise_of_peak(self.peak, evidence,
                                                                                                 error)
             if keep:
-                self.best = (step, self._trainable())
-        elif row["over_budget"] and self.budget_stop is None:
-            self.budget_stop = {"step": step, "kl": kl_sampled,
-                                "published_step": self.best[0] if self.best else None}
-        row["kept"] = self.best is not None and self.best[0] == step
+                self.best = (step, scale or 1.0, self._trainable())
+        row["kept"] = self.best is not None and self.best[:2] == (step, scale or 1.0)
         self.checks.append(row)
         if self.monitor.log is not None:
             self.monitor.log.append(row)
         if self.monitor.progress is not None:
             self.monitor.progress(step, total_steps, row)
+        if row["over_budget"] and scale is None and self.budget_stop is None:
+            self.budget_stop = {"step": step, "kl": kl_sampled}
+            self.scale_back(step, total_steps, kl_sampled)
+            self.budget_stop["published_step"] = self.best[0] if self.best else None
+            self.budget_stop["published_scale"] = self.best[1] if self.best else None
         return row
+
+    def scale_back(self, step: int, total_steps: int, kl: float) -> None:
+        """Scale the over-budget weights' change back toward the reference until a check fits the budget (at most
+        `SCALE_TRIES` checks, `next_scale` choosing each), keeping those the selection rule keeps; then put the
+        step's own weights back, so that the trainer ends where it stopped."""
+        trained = self._trainable()
+        tries = [(0.0, 0.0), (1.0, kl)]
+        for _ in range(SCALE_TRIES):
+            scale = next_scale(tries, self.config.target_kl)
+            self.restore(scaled_change(trained, self.origin, scale))
+            row = self.check(step, total_steps, scale=scale)
+            tries.append((scale, row["check/kl"]))
+            if SCALE_CLOSE_ENOUGH * self.config.target_kl <= row["check/kl"] <= self.config.target_kl:
+                break
+        self.restore(trained)
+
+
+def scaled_change(weights: dict[str, torch.Tensor], origin: dict[str, torch.Tensor], scale: float
+                  ) -> dict[str, torch.Tensor]:
+    """`weights` moved back toward `origin`: origin + scale x (weights - origin) where an origin is given, the weight
+    as it is elsewhere (LoRA's A matrices: with B scaled, the adapter's update B @ A scales exactly). Pure."""
+    return {name: origin[name] + scale * (w - origin[name]) if name in origin else w for name, w in weights.items()}
+
+
+def next_scale(tries: list[tuple[float, float]], budget: float) -> float:
+    """The next scale to try for an over-budget step's change, from the (scale, KL) tries so far: between the largest
+    scale that fit the budget and the smallest that did not, where sqrt(KL) reaches `SCALE_AIM` x budget on the line
+    through them (KL grows about as the square of a small change to the weights). Pure."""
+    fit = max((t for t in tries if t[1] <= budget), key=lambda t: t[0])
+    over = min((t for t in tries if t[1] > budget), key=lambda t: t[0])
+    aim = math.sqrt(SCALE_AIM * budget)
+    low, high = math.sqrt(max(0.0, fit[1])), math.sqrt(over[1])  # a KL estimate can dip below 0
+    share = min(1.0, max(0.0, (aim - low) / (high - low))) if high > low else 0.5
+    return fit[0] + share * (over[0] - fit[0])
 
 
 def check_line(row: dict) -> str:
     """A check in words, for the CLI and the Train tab. Pure."""
-    text = (f"check at step {row['step']}: KL {row['check/kl']:.1f} nats per answer (budget {row['check/kl_budget']:g})"
-            f", {row['check/length']:.0f} tokens")
+    scaled = f", its change scaled to {row['check/scale']:.2f}" if row.get("check/scale") is not None else ""
+    text = (f"check at step {row['step']}{scaled}: KL {row['check/kl']:.1f} nats per answer (budget "
+            f"{row['check/kl_budget']:g}), {row['check/length']:.0f} tokens")
     if row.get("audit/evidence") is not None:
         text += f", auditor gain {row['audit/evidence']:+.2f} ± {row['audit/error']:.2f}"
     if row["over_budget"]:
-        return text + "; over the budget: training stops here"
+        return text + ("; still over the budget" if scaled else "; over the budget: training stops here, and its "
+                       "change is scaled back into the budget")
     if row["drift/flags"]:
         return text + "; drift: " + "; ".join(row["drift/flags"])
     return text + ("; kept for publishing" if row["kept"] else "; not kept (the auditor saw better before)")
@@ -163,15 +227,23 @@ def check_line(row: dict) -> str:
 def selection(checks: BudgetChecks | None, last_step: int) -> dict:
     """What the checkpoint's meta says about the checks: which step's weights it holds, chosen how, and why it ended."""
     if checks is None:
-        return {"selected_step": last_step, "selected_by": "last step (no KL budget)", "selection_rule": None,
+        return {"selected_step": last_step, "selected_scale": 1.0, "selected_by": "last step (no KL budget)",
+                "selection_rule": None,
                 "kl_budget_stop": None, "checks": []}
-    chosen = checks.best[0] if checks.best is not None else last_step
+    chosen, scale = checks.best[:2] if checks.best is not None else (last_step, 1.0)
     by = ("auditor" if checks.auditor is not None else "newest check within the KL budget and free of drift flags"
           ) if checks.best is not None else "last step (no check was within the KL budget and free of drift flags)"
-    return {"selected_step": chosen, "selected_by": by, "selection_rule": SELECTION_RULE,
+    return {"selected_step": chosen, "selected_scale": scale, "selected_by": by, "selection_rule": SELECTION_RULE,
             "kl_budget_stop": checks.budget_stop,
-            "checks": [{key: row[key] for key in ("step", "check/kl", "audit/evidence", "drift/flags", "kept")
+            "checks": [{key: row[key] for key in ("step", "check/scale", "check/kl", "audit/evidence", "drift/flags",
+                                                  "kept")
                         if key in row} for row in checks.checks]}
+
+
+def published_words(meta: dict) -> str:
+    """Which weights a DPO checkpoint holds, in words: "step 40", or "step 60, its change scaled to 0.71". Pure."""
+    scale = meta.get("selected_scale", 1.0)
+    return f"step {meta['selected_step']}" + (f", its change scaled to {scale:.2f}" if scale != 1.0 else "")
 
 
 @contextlib.contextmanager
@@ -271,8 +343,8 @@ def train_dpo(
                     compute_dtype if compute_dtype != torch.float32 else None)
                 trainer.add_callback(checks)
             seconds = trainer.train().metrics["train_runtime"]
-            if checks is not None and checks.best is not None and checks.best[0] != trainer.state.global_step:
-                checks.restore(checks.best[1])  # the weights of the check the evidence chose
+            if checks is not None and checks.best is not None:
+                checks.restore(checks.best[2])  # the weights of the check the evidence chose
         if monitor.bad_loss_step is not None:
             raise RLHFError(
                 f"dpo: the loss became {monitor.last.get('dpo/loss')} at step {monitor.bad_loss_step}; nothing was "

@@ -87,7 +87,7 @@ def test_two_gpus_average_gradients_over_nccl(tmp_path, tiny_model_dir):
 
 def test_two_processes_train_one_dpo_run_and_stop_at_the_same_check(tiny_model_dir):
     """DPO under accelerate with the KL-budget checks on: every process checks, all act on rank 0's figures, so
-    they stop together (a process that stopped alone would leave the others waiting in an all-reduce), and only
+    they stop together and scale the last step back alike (a process that stopped alone would leave the others waiting in an all-reduce), and only
     rank 0 publishes (each process published a checkpoint of its own before)."""
     from test_dpo import labelled_pairs
 
@@ -101,7 +101,11 @@ def test_two_processes_train_one_dpo_run_and_stop_at_the_same_check(tiny_model_d
     )
     assert launched.returncode == 0, launched.stderr[-3000:]
     [meta] = list_checkpoints(Store.open("dp-dpo"), ("dpo",))  # one run, published once (by rank 0)
-    assert meta["kl_budget_stop"]["step"] == 1 and meta["selected_step"] == 0 and meta["metrics"]["steps"] == 1
+    assert meta["kl_budget_stop"]["step"] == 1 and meta["metrics"]["steps"] == 1
+    # the over-budget step's change was scaled back on every process alike (a process that tried other scales would
+    # have left the others waiting too), and the published weights are a scaled-back step 1 or step 0
+    assert (meta["selected_step"] == 1 and 0 < meta["selected_scale"] < 1) or meta["selected_step"] == 0
+    assert any("check/scale" in check for check in meta["checks"])
     assert launched.stdout.count("dpo: 1 step on 16 pairs") == 1  # one process reports
     assert not list((Store.open("dp-dpo").folder / "checkpoints").glob(".*"))  # no staging folder left, any rank
 

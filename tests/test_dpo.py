@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from rlhf.checkpoints import checkpoints_dir, list_checkpoints, run_log_path
 from rlhf.config import DPOTrainConfig, ModelConfig, RLHFError, SamplingConfig
 from rlhf.__main__ import build_parser
-from rlhf.dpo import train_dpo
+from rlhf.dpo import SCALE_TRIES, next_scale, published_words, scaled_change, train_dpo
 from rlhf.generate import encode_chat, sample_batch
 from rlhf.judges import annotate
 from rlhf.models import load_model
@@ -133,22 +133,55 @@ def test_stop_ends_early_and_still_saves_continuing_from_a_checkpoint(trained, t
     assert not torch.allclose(logits(child.model, child.tokenizer), logits(before.model, before.tokenizer), atol=1e-4)
 
 
-def test_a_check_over_the_kl_budget_ends_the_run_and_publishes_the_last_check_within_it(store, tiny_model_dir):
+def test_a_check_over_the_kl_budget_ends_the_run_and_its_change_is_scaled_back_into_the_budget(store, tiny_model_dir):
     labelled_pairs(store)
-    config = DPOTrainConfig(**{**FAST, "epochs": 2.0}, target_kl=1e-6, check_every=1)  # 4 steps; any move is over
+    budget = 1e-6  # any move is over it
+    config = DPOTrainConfig(**{**FAST, "epochs": 2.0}, target_kl=budget, check_every=1)  # 4 steps
     meta = train_dpo(store, config, str(tiny_model_dir))
-    # the check after step 1 stopped it
+    # the check after step 1 stopped it; then up to SCALE_TRIES checks of step 1's change scaled back
     assert (meta["metrics"]["steps"], meta["metrics"]["stopped_early"]) == (1, True)
-    assert meta["kl_budget_stop"]["step"] == 1 and meta["kl_budget_stop"]["kl"] > 1e-6
-    assert meta["kl_budget_stop"]["published_step"] == meta["selected_step"] == 0
-    assert [(c["step"], c["kept"]) for c in meta["checks"]] == [(0, True), (1, False)]
-    # The published adapter is the one of step 0, from before any update: every LoRA B is still zero, so the policy
-    # is its reference exactly.
-    weights = load_file(Path(meta["path"]) / "adapter" / "adapter_model.safetensors")
-    lora_b = [w for name, w in weights.items() if "lora_B" in name]
-    assert lora_b and all(torch.count_nonzero(w) == 0 for w in lora_b)
-    tuned, base = fp32(meta["path"]), fp32(tiny_model_dir)
-    assert torch.equal(logits(tuned.model, tuned.tokenizer), logits(base.model, base.tokenizer))
+    checks = meta["checks"]
+    assert [(c["step"], c.get("check/scale"), c["kept"]) for c in checks[:2]] == [(0, None, True), (1, None, False)]
+    tries = checks[2:]
+    assert 1 <= len(tries) <= SCALE_TRIES and all(c["step"] == 1 and 0 < c["check/scale"] < 1 for c in tries)
+    assert meta["kl_budget_stop"]["step"] == 1 and meta["kl_budget_stop"]["kl"] > budget
+    kept = [c for c in checks if c["kept"]][-1]
+    assert kept["check/kl"] <= budget and not kept["drift/flags"]
+    assert (meta["selected_step"], meta["selected_scale"]) == (kept["step"], kept.get("check/scale", 1.0))
+    assert meta["kl_budget_stop"]["published_step"] == meta["selected_step"]
+    assert "its change scaled to" in published_words(meta) or meta["selected_step"] == 0
+
+    # The published adapter is exactly step 1's with its B matrices scaled: the same run stopped after step 1
+    # without a budget (the checks' sampling leaves the trainer's random draws as they were) gives the same A.
+    stop = threading.Event()
+    stop.set()
+    unscaled = train_dpo(store, DPOTrainConfig(**{**FAST, "epochs": 2.0}, target_kl=None), str(tiny_model_dir),
+                         stop=stop)
+    published = load_file(Path(meta["path"]) / "adapter" / "adapter_model.safetensors")
+    step_1 = load_file(Path(unscaled["path"]) / "adapter" / "adapter_model.safetensors")
+    scale = meta["selected_scale"] if meta["selected_step"] == 1 else 0.0
+    assert published.keys() == step_1.keys() and any("lora_B" in name for name in published)
+    for name, weights in published.items():
+        expected = step_1[name] * scale if "lora_B" in name else step_1[name]
+        assert torch.allclose(weights, expected, atol=1e-7), name
+
+
+def test_scaling_a_change_back_and_choosing_the_next_scale_by_hand():
+    weights = {"layer.lora_A.weight": torch.tensor([2.0, 4.0]), "layer.lora_B.weight": torch.tensor([1.0, -3.0]),
+               "norm.weight": torch.tensor([5.0])}
+    origin = {"layer.lora_B.weight": torch.zeros(2), "norm.weight": torch.tensor([1.0])}
+    scaled = scaled_change(weights, origin, 0.25)
+    assert scaled["layer.lora_A.weight"].tolist() == [2.0, 4.0]  # no origin: as it is
+    assert scaled["layer.lora_B.weight"].tolist() == [0.25, -0.75] and scaled["norm.weight"].tolist() == [2.0]
+    assert scaled_change(weights, origin, 0.0)["layer.lora_B.weight"].tolist() == [0.0, 0.0]
+    # KL 16 at scale 1, budget 8: aim at sqrt(0.9 * 8) = 2.683 on the line sqrt(KL) from 0 (scale 0) to 4 (scale 1)
+    assert next_scale([(0.0, 0.0), (1.0, 16.0)], 8.0) == pytest.approx(0.671, abs=1e-3)
+    # 0.671 gave KL 9, still over: the line now runs from 0 to 3 over scales 0 to 0.671
+    assert next_scale([(0.0, 0.0), (1.0, 16.0), (0.6708, 9.0)], 8.0) == pytest.approx(0.6708 * 2.683 / 3, abs=1e-3)
+    # 0.6 gave 6, within: between (0.6, sqrt 6) and (0.671, 3)
+    share = (2.683 - 6 ** 0.5) / (3 - 6 ** 0.5)
+    assert next_scale([(0.0, 0.0), (1.0, 16.0), (0.6708, 9.0), (0.6, 6.0)], 8.0) == pytest.approx(
+        0.6 + share * 0.0708, abs=1e-3)
 
 
 def test_without_a_budget_there_are_no_checks_and_the_last_step_is_published(store, tiny_model_dir):

@@ -92,6 +92,19 @@ def test_gae_matches_a_naive_loop_per_sequence(gamma, lam):
         assert advantages[i, n:].abs().sum() == 0 and returns[i, n:].abs().sum() == 0  # nothing after the end
 
 
+
+def test_gae_credit_for_the_score_reaches_the_first_token_only_at_lam_1():
+    # A critic that knows nothing yet (values 0, as the zero-initialised value head starts) and one score of 1 at the
+    # last of 50 tokens: at lam 0.95 the first token's advantage is 0.95^49 = 0.08 of the score, so what an answer
+    # says first (the subject named, the tone set) earns almost nothing; at lam 1 every token gets the whole score.
+    rewards, values = torch.zeros(1, 50), torch.zeros(1, 50)
+    rewards[0, -1] = 1.0
+    mask = torch.ones(1, 50, dtype=torch.bool)
+    decayed, _ = compute_gae(rewards, values, mask, gamma=1.0, lam=0.95)
+    assert decayed[0, 0].item() == pytest.approx(0.95 ** 49) and decayed[0, -1].item() == pytest.approx(1.0)
+    whole, _ = compute_gae(rewards, values, mask, gamma=1.0, lam=1.0)
+    assert whole[0].tolist() == pytest.approx([1.0] * 50)
+
 def test_policy_loss_by_hand():
     logprobs = torch.log(torch.tensor([[1.5, 0.5, 1.0]]))  # ratios 1.5, 0.5, 1.0 against old logprob 0
     old = torch.zeros(1, 3)
