@@ -431,6 +431,15 @@ def run_health(meta: dict) -> str:
         if meta.get("selected_step") is not None:
             lines.append(f"- Published weights: step {meta['selected_step']} of {meta.get('steps_done')}, chosen by "
                          f"{cards.text(meta.get('selected_by') or 'last step')} (never by the optimised reward).")
+    elif meta["kind"] == "dpo" and meta.get("selected_step") is not None:
+        from rlhf.dpo import published_words
+
+        stop = meta.get("kl_budget_stop")
+        if stop:
+            lines.append(f"- The KL budget's checks stopped training at step {stop['step']} (KL {stop['kl']:.1f} nats "
+                         f"per answer, over the budget of {meta['config']['target_kl']:g}).")
+        lines.append(f"- Published weights: {published_words(meta)} ({meta['metrics']['steps']} steps trained), "
+                     f"chosen by {cards.text(meta.get('selected_by') or 'last step')}.")
     return "\n".join(lines)
 
 

@@ -126,7 +126,7 @@ def test_dpo_is_held_to_the_kl_budget_and_published_by_the_auditor(labelled, tin
     """DPO through the pipeline, as the Train tab and `python -m rlhf dpo` run it: its checks are scored by the reward
     model's auditor (whose votes DPO never trained on), and the published step is one the selection rule kept."""
     from rlhf.config import DPOTrainConfig
-    from rlhf.dpo import SELECTION_RULE
+    from rlhf.dpo import SELECTION_RULE, published_words
 
     store, _ = labelled
     rows = []
@@ -143,3 +143,7 @@ def test_dpo_is_held_to_the_kl_budget_and_published_by_the_auditor(labelled, tin
     assert meta["selected_step"] == kept[-1]
     assert meta["dataset"]["held_out_for"] == meta["evaluation"]["reward_model"]  # the auditor's pairs were left out
     assert [c["step"] for c in meta["checks"]] == [row["step"] for row in checks]
+    from rlhf.hub import run_health
+
+    assert f"- Published weights: {published_words(meta)} ({steps} steps trained), chosen by auditor." in run_health(
+        meta)
