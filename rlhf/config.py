@@ -214,8 +214,9 @@ class DPOTrainConfig(TrainingSettings):
     target_kl: float | None = 8.0
     """The KL budget, nats per answer at the checks' sampling temperature (0.7), as PPO's: every `check_every` steps
     the policy answers `check_prompts` of the project's prompts; training stops at the first check over the budget,
-    and the weights published are those of the check that held-out evidence chooses among the ones within it
-    (`rlhf.dpo.SELECTION_RULE`). None or 0: no checks, the last step's weights, however far they moved."""
+    whose change to the reference is then scaled back into the budget (`rlhf.dpo.BudgetChecks.scale_back`, up to 3
+    more checks), and the weights published are those of the check that held-out evidence chooses among the ones
+    within it (`rlhf.dpo.SELECTION_RULE`). None or 0: no checks, the last step's weights, however far they moved."""
     check_every: int = 20
     """Optimizer steps between two checks (and one before the first step, one after the last)."""
     check_prompts: int = 32
