@@ -15,7 +15,7 @@ barely moves, and its loss says nothing about which. So it is held to PPO's budg
 every `check_every` steps the policy answers some of the project's prompts, and those answers give its KL against
 the reference (as `evaluate` measures it), the reward model's auditor's verdict (trained on votes DPO never saw) and
 the drift detectors' flags. The first check over the budget ends the run. Its weights are not thrown away: the
-change they make to the reference is scaled back until the answers' KL fits the budget (`scale_toward_reference`,
+change they make to the reference is scaled back until the answers' KL fits the budget (`BudgetChecks.scale_back`,
 at most `SCALE_TRIES` more checks), the interpolation toward the initialisation of Ramé et al. 2024 (WARP, "LITI"),
 which keeps what the last steps learned at a KL the budget allows instead of falling back to an older check. The
 weights published are the check's that `SELECTION_RULE` chooses among the healthy ones, scaled-back ones included.
@@ -81,11 +81,9 @@ class BudgetChecks(TrainerCallback):
         self.checks: list[dict] = []
         self.peak: tuple[float, float] | None = None
         self.best: tuple[int, float, dict] | None = None  # (step, scale, trainable weights) to publish
-        self.origin: dict[str, torch.Tensor] = {}  # the trainable weights of "no change" (`_origin`)
         self.budget_stop: dict | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.origin = self._origin()
         self.check(0, state.max_steps)
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -107,7 +105,7 @@ class BudgetChecks(TrainerCallback):
             return {name: torch.zeros_like(p) for name, p in self.policy.model.named_parameters()
                     if p.requires_grad and "lora_B" in name}
         reference = dict(self.reference.model.named_parameters())
-        return {name: reference[name].detach().clone() for name, p in self.policy.model.named_parameters()
+        return {name: reference[name].detach() for name, p in self.policy.model.named_parameters()  # frozen: no copy
                 if p.requires_grad and name in reference}
 
     def restore(self, weights: dict[str, torch.Tensor]) -> None:
@@ -153,6 +151,7 @@ class BudgetChecks(TrainerCallback):
                "check/kl_budget": budget, "drift/flags": flags, "over_budget": kl_sampled > budget}
         if scale is not None:
             row["check/scale"] = scale
+        scale = 1.0 if scale is None else scale  # an unscaled check holds the step's own weights
         if evidence is not None:
             row.update({"audit/evidence": evidence, "audit/error": error})
         if not row["over_budget"] and not flags:
@@ -160,14 +159,14 @@ class BudgetChecks(TrainerCallback):
             keep, self.peak = (True, self.peak) if evidence is None else within_noise_of_peak(self.peak, evidence,
                                                                                                 error)
             if keep:
-                self.best = (step, scale or 1.0, self._trainable())
-        row["kept"] = self.best is not None and self.best[:2] == (step, scale or 1.0)
+                self.best = (step, scale, self._trainable())
+        row["kept"] = self.best is not None and self.best[:2] == (step, scale)
         self.checks.append(row)
         if self.monitor.log is not None:
             self.monitor.log.append(row)
         if self.monitor.progress is not None:
             self.monitor.progress(step, total_steps, row)
-        if row["over_budget"] and scale is None and self.budget_stop is None:
+        if row["over_budget"] and "check/scale" not in row and self.budget_stop is None:
             self.budget_stop = {"step": step, "kl": kl_sampled}
             self.scale_back(step, total_steps, kl_sampled)
             self.budget_stop["published_step"] = self.best[0] if self.best else None
@@ -178,11 +177,11 @@ class BudgetChecks(TrainerCallback):
         """Scale the over-budget weights' change back toward the reference until a check fits the budget (at most
         `SCALE_TRIES` checks, `next_scale` choosing each), keeping those the selection rule keeps; then put the
         step's own weights back, so that the trainer ends where it stopped."""
-        trained = self._trainable()
+        trained, origin = self._trainable(), self._origin()  # the origin only when needed: no work at start-up
         tries = [(0.0, 0.0), (1.0, kl)]
         for _ in range(SCALE_TRIES):
             scale = next_scale(tries, self.config.target_kl)
-            self.restore(scaled_change(trained, self.origin, scale))
+            self.restore(scaled_change(trained, origin, scale))
             row = self.check(step, total_steps, scale=scale)
             tries.append((scale, row["check/kl"]))
             if SCALE_CLOSE_ENOUGH * self.config.target_kl <= row["check/kl"] <= self.config.target_kl:
