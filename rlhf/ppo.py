@@ -38,8 +38,8 @@ from rlhf.distributed import (average_gradients, average_metrics, barrier, broad
                               gather_objects, process_device)
 from rlhf.drift import drift_report
 from rlhf.models import LoadedModel, dtype_name, load_model, resolve_device, resolve_dtype
-from rlhf.reward import (RewardModel, Rewards, audit_gains, read_prompt_baselines, step_evidence,
-                         within_noise_of_peak)
+from rlhf.reward import (RewardModel, Rewards, audit_gains, prompt_key, read_prompt_baselines, reward_baselines,
+                         step_evidence, within_noise_of_peak)
 
 INVALID_LOGPROB = 1.0  # any finite value: masked positions never count
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -260,7 +260,8 @@ class Rollout:
     logprobs: torch.Tensor  # (B, T)
     ref_logprobs: torch.Tensor  # (B, T)
     values: torch.Tensor  # (B, T)
-    scores: torch.Tensor  # (B,)
+    scores: torch.Tensor  # (B,) the reward's scores, the missing-EOS penalty included
+    baselines: torch.Tensor  # (B,) each prompt's baseline, subtracted from its score before the KL penalty is added
     prompts: list[str]
     texts: list[str]
     ended: torch.Tensor  # (B,) True when the answer ended with EOS
@@ -283,7 +284,7 @@ class PPORun:
     1 to 7 in order."""
 
     def __init__(self, config: PPOConfig, policy: LoadedModel, reward_fn: RewardFn, prompts: list[str],
-                 labelled: dict | None = None):
+                 labelled: dict | None = None, baselines: dict[str, float] | None = None):
         from peft import LoraConfig, get_peft_model
 
         self.config = config = resolve_lengths(config, None).validate()  # train_ppo resolves them from the project
@@ -291,6 +292,8 @@ class PPORun:
             raise RLHFError("ppo: no prompts to train on; generate some or pass --prompts FILE.")
         self.prompts, self.reward_fn = prompts, reward_fn
         self.labelled = labelled  # the labelled answers' profile (rlhf.drift), the drift detectors' yardstick
+        # Each prompt's baseline (`PPOConfig.prompt_baseline`): the reward's mean score of its labelled answers.
+        self.baselines = (baselines or {}) if config.prompt_baseline else {}
         self.tokenizer = policy.tokenizer
         self.device = policy.device
         if policy.dtype == torch.float16:
@@ -427,14 +430,16 @@ class PPORun:
             if isinstance(said, torch.Tensor):  # a plain function of (prompts, responses) -> (B,) scores
                 said = Rewards(scores=said)
             scores = said.scores.float().to(self.device) - config.missing_eos_penalty * (~ended).float()
+            baselines = torch.tensor([self.baselines.get(prompt_key(p), 0.0) for p in prompts], device=self.device)
             # 3. logprobs of policy and reference, and values (same temperature as sampling, same forward as
             # training)
             logprobs, ref_logprobs, values, entropy = self._logprobs_and_values(queries, query_mask, responses, mask)
             values = values * mask
             rollout_s = time.perf_counter() - started
             # 4. per-token rewards: -kl_coef * KL at every token, the score added at the answer's last token
-            rewards, non_score_reward, kl = compute_rewards(scores, logprobs, ref_logprobs, mask, last_index,
-                                                            self.kl.value)
+            # ... less the prompt's baseline: how much better than the base policy's answers to the same question
+            rewards, non_score_reward, kl = compute_rewards(scores - baselines, logprobs, ref_logprobs, mask,
+                                                            last_index, self.kl.value)
             if config.whiten_rewards:
                 rewards = masked_whiten(rewards, mask, shift_mean=False) * mask
             # 5. advantages (GAE over the value head's estimates) and the returns the value head learns
@@ -469,7 +474,7 @@ class PPORun:
                        config.batch_size * self.world)
         self.step_count += 1
         rollout = Rollout(queries, query_mask, responses, mask, last_index, logprobs, ref_logprobs, values, scores,
-                          prompts, texts, ended, entropy, said)
+                          baselines, prompts, texts, ended, entropy, said)
         self.last_prompts, self.last_texts = prompts, texts
         timing = {"time/rollout_s": round(rollout_s, 3), "time/step_s": round(time.perf_counter() - started, 3)}
         metrics = self._step_metrics(rollout, non_score_reward, sequence_kl, returns, stats, timing)
@@ -510,7 +515,8 @@ class PPORun:
             "objective/entropy": float((rollout.entropy * mask).sum(1).mean()),
             "objective/non_score_reward": float(non_score_reward.sum(1).mean()),
             "objective/scores": float(rollout.scores.mean()),
-            "objective/rlhf_reward": float((rollout.scores + non_score_reward.sum(1)).mean()),
+            "objective/score_gain": float((rollout.scores - rollout.baselines).mean()),
+            "objective/rlhf_reward": float((rollout.scores - rollout.baselines + non_score_reward.sum(1)).mean()),
             "ppo/policy/approxkl_avg": _mean(stats["approxkl"]),
             "ppo/policy/clipfrac_avg": _mean(stats["pg_clipfrac"]),
             "ppo/loss/policy_avg": _mean(stats["pg_loss"]),
@@ -623,6 +629,8 @@ class RewardSource:
     """The reward model's auditor (trained on held-out votes only): its scores choose the run's best step."""
     audit_baselines: dict[str, float] = dataclasses.field(default_factory=dict)
     """The auditor's mean score of each prompt's labelled answers (`audit_gains`)."""
+    baselines: dict[str, float] = dataclasses.field(default_factory=dict)
+    """The optimised reward's mean score of each prompt's labelled answers (`PPOConfig.prompt_baseline`)."""
 
 
 def resolve_reward(store, config: PPOConfig, reward_model: str | None = None,
@@ -652,7 +660,8 @@ def resolve_reward(store, config: PPOConfig, reward_model: str | None = None,
     def score(prompts: list[str], responses: list[str]) -> Rewards:
         return model.rewards(prompts, responses, config.uncertainty_penalty, config.cautious_reward)
 
-    return RewardSource(score, meta["id"], labelled, auditor, baselines)
+    return RewardSource(score, meta["id"], labelled, auditor, baselines,
+                        reward_baselines(meta["path"], config.uncertainty_penalty))
 
 
 SELECTION_RULE = ("the newest step whose answers the auditor scores within one standard error of the best step's "
@@ -698,7 +707,7 @@ def train_ppo(
     # Trained in bf16 where the hardware has it, else fp32: fp16 without a GradScaler underflows (rlhf.models).
     dtype = resolve_dtype("auto", resolve_device(device), training=True)
     policy = load_model(ModelConfig(spec=model_spec, device=device, dtype=dtype_name(dtype)))  # a private copy
-    run = PPORun(config, policy, reward.fn, prompts, reward.labelled)
+    run = PPORun(config, policy, reward.fn, prompts, reward.labelled, reward.baselines)
     reward_source = reward.source
     checkpoint_id = broadcast_object(previous["id"] if previous else new_checkpoint_id("ppo"), world)
     # The run's metrics, one writer (rank 0); a resumed run's log starts from its checkpoint's metrics.jsonl.

@@ -266,7 +266,9 @@ AUDIT_DIR = "audit"
 MIN_AUDIT_PAIRS = 8
 """Fewer held-out pairs than this train no auditor (its verdicts would be noise)."""
 AUDIT_BASELINES_FILE = "prompt_baselines.json"
-"""In the auditor's folder: its mean score of each prompt's labelled answers, {prompt key: score} (`prompt_baselines`)."""
+"""In the auditor's folder: its mean score of each prompt's labelled answers, {prompt key: score} (`prompt_baselines`).
+In the reward model's own folder: its heads' mean score and mean disagreement of each prompt's labelled answers,
+{"score": {prompt key: score}, "disagreement": {prompt key: std}}: PPO's per-prompt baseline (`reward_baselines`)."""
 
 
 def prompt_key(prompt: Prompt) -> str:
@@ -294,6 +296,18 @@ def read_prompt_baselines(checkpoint_path: str | Path) -> dict[str, float]:
     """The auditor's prompt baselines of a reward checkpoint ({} for one trained before they were kept)."""
     path = Path(checkpoint_path) / AUDIT_DIR / AUDIT_BASELINES_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def reward_baselines(checkpoint_path: str | Path, uncertainty_penalty: float) -> dict[str, float]:
+    """The reward model's own baseline of each prompt: the mean reward PPO would give that prompt's labelled answers,
+    heads' mean minus `uncertainty_penalty` times their disagreement (the mean of a difference is the difference of
+    the means). {} for a checkpoint trained before they were kept."""
+    path = Path(checkpoint_path) / AUDIT_BASELINES_FILE
+    if not path.is_file():
+        return {}
+    kept = json.loads(path.read_text())
+    return {key: score - uncertainty_penalty * kept["disagreement"].get(key, 0.0)
+            for key, score in kept["score"].items()}
 
 
 # the auditor's evidence: which of a run's weights PPO and DPO publish ---------------------------------------------
@@ -378,6 +392,10 @@ def train_reward_model(
             texts=answers, scores=ensemble_mean, disagreement=ensemble_reward(head_scores, 0.0)[1],
             prompts=[json.dumps(prompt) for prompt, _ in samples.values()],
         )
+        sample_prompts = [prompt for prompt, _ in samples.values()]
+        own_baselines = {"score": prompt_baselines(sample_prompts, ensemble_mean.tolist()),
+                         "disagreement": prompt_baselines(sample_prompts,
+                                                          ensemble_reward(head_scores, 0.0)[1].tolist())}
         final = {"step": main.steps, "reward/eval_accuracy": eval_accuracy, "reward/train_accuracy": train_accuracy,
                  "reward/disagreement": labelled["disagreement_mean"]}
 
@@ -389,7 +407,7 @@ def train_reward_model(
                            TrainingMonitor("audit", None, None, stop))
             audit_scores = _normalise_on_samples(auditor, sample_ids, tokenizer.pad_token_id, config)
             audit_by_sample = dict(zip(samples, audit_scores.mean(dim=1).tolist()))
-            baselines = prompt_baselines([prompt for prompt, _ in samples.values()], list(audit_by_sample.values()))
+            baselines = prompt_baselines(sample_prompts, list(audit_by_sample.values()))
             audit = {"normalisation": auditor.normalisation, "n_train": len(eval_rows),
                      "accuracy_on_reward_model_pairs": _accuracy(rows, train_rows, audit_by_sample),
                      "steps": auditor.steps}
@@ -400,7 +418,9 @@ def train_reward_model(
             weights_dir = folder / ("adapter" if config.lora else "model")
             fitted.model.save_pretrained(weights_dir)
             tokenizer.save_pretrained(weights_dir)
-        if audit:  # a file, not meta: one entry per prompt
+        # Files, not meta: one entry per prompt.
+        (staged.folder / AUDIT_BASELINES_FILE).write_text(json.dumps(own_baselines, ensure_ascii=False))
+        if audit:
             (staged.folder / AUDIT_DIR / AUDIT_BASELINES_FILE).write_text(json.dumps(baselines, ensure_ascii=False))
         if staged.log is not None:  # rank 0 of a data-parallel run, or the only process
             staged.log.append(final)  # the curve's last row: what the finished model measures

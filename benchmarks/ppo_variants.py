@@ -1,0 +1,129 @@
+"""PPO settings side by side: one round's votes and reward model per rule, several PPO arms on them.
+
+A default of PPO is chosen by comparing arms on the same data. Between two runs of `learning_rules.py` the votes
+differ (sampling is seeded but not bit-identical here), so a difference across runs mixes the setting's effect with
+the data's. Here, for each rule of `benchmarks/rules.py`, one shared generation (the 64 starter prompts x 4
+candidates, 64 tokens), the rule's votes and one reward model (defaults); then each arm (PPOConfig overrides) trains
+from the same base on that reward model and is judged by the rule on the 32 held-out prompts, as in
+`learning_rules.py`: score (win + tie / 2 against the base), KL per answer, length, the app's verdict, the optimised
+reward's and the auditor's scores, and the training curve.
+
+Writes benchmarks/results/ppo_variants.json after every arm (a run stopped early keeps what it finished), e.g.
+
+    .venv/bin/python benchmarks/ppo_variants.py --rules warm,names_subject \\
+        --arms '{"no_baseline": {"prompt_baseline": false}, "defaults": {}}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RLHF_MODEL_CACHE", str(REPO_ROOT / ".cache" / "test-models-v1"))
+
+from benchmarks.learning_rules import HELD_OUT_PROMPTS, Clock, ppo_round, run_label  # noqa: E402
+from benchmarks.rules import RULES  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rules", required=True, help="comma-separated rule names")
+    parser.add_argument("--arms", required=True, help='JSON {arm name: PPOConfig overrides}, run in this order')
+    parser.add_argument("--quick", action="store_true", help="check the script: 16 prompts, 2 steps, 8 held out")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON report (default: benchmarks/results/ppo_variants.json; --quick: a .tmp file)")
+    args = parser.parse_args()
+    args.rules = [r for r in args.rules.split(",") if r]
+    args.arms = json.loads(args.arms)
+    unknown = [r for r in args.rules if r not in RULES]
+    if unknown:
+        parser.error(f"unknown rule(s) {unknown}; known: {', '.join(RULES)}")
+    if args.out is None:
+        args.out = REPO_ROOT / "benchmarks" / "results" / ("ppo_variants.quick.tmp" if args.quick else
+                                                           "ppo_variants.json")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    home = Path(tempfile.mkdtemp(prefix="rlhf-bench-variants-"))
+    os.environ["RLHF_HOME"] = str(home)
+    try:
+        report = run(args, home)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    print_table(report)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def run(args, home: Path) -> dict:
+    from rlhf import pipeline
+    from rlhf.config import ModelConfig, RewardTrainConfig, SamplingConfig
+    from rlhf.generate import generate_candidates, read_prompts_file, starter_prompts
+    from rlhf.judges import annotate
+    from rlhf.models import load_model
+    from rlhf.store import Store
+
+    train_prompts, held_out, candidates, tokens = starter_prompts(), read_prompts_file(HELD_OUT_PROMPTS), 4, 64
+    if args.quick:
+        train_prompts, held_out, candidates, tokens = train_prompts[:16], held_out[:8], 3, 16
+        args.arms = {name: {"steps": 2, **overrides} for name, overrides in args.arms.items()}
+    evaluation_sampling = SamplingConfig(num_candidates=1, max_new_tokens=tokens, temperature=0.7, top_p=1.0, seed=0)
+    shared = Clock()
+    base = Store.open("candidates", create=True)
+    shared.time("generate", lambda: generate_candidates(
+        base, load_model(ModelConfig(spec="bundled")), train_prompts,
+        SamplingConfig(num_candidates=candidates, max_new_tokens=tokens, seed=0), source="benchmark"))
+    report = {"run": run_label(), "arms": args.arms, "quick": args.quick, "rules": {}}
+    for name in args.rules:
+        rule = RULES[name]
+        print(f"\n== {name} ({rule.kind}): {rule.guidelines}", flush=True)
+        row = report["rules"][name] = {"kind": rule.kind, "arms": {}}
+        for arm, overrides in args.arms.items():
+            # Each arm on a fresh copy of the rule's project, holding the same votes and reward model.
+            folder = home / f"{name}-{arm}"
+            if "reward_model" not in row:
+                shutil.copytree(base.folder, home / name)
+                store = Store.open(name)
+                store.save_guidelines(rule.guidelines, author="benchmark")
+                clock = Clock()
+                clock.time("annotate", annotate, store, rule.judge, f"judge:{rule.name}", seed=0)
+                reward = clock.time("train_reward", pipeline.train_reward, store, RewardTrainConfig(), "bundled")
+                row["reward_model"] = {"eval_accuracy": reward["metrics"]["eval_accuracy"],
+                                       "auditor_accuracy": (reward.get("audit") or {}).get(
+                                           "accuracy_on_reward_model_pairs"),
+                                       "pairs": reward["metrics"]["n_train"] + reward["metrics"]["n_eval"]}
+            shutil.copytree(home / name, folder)
+            store = Store.open(folder.name)
+            print(f"-- {name} / {arm}: {json.dumps(overrides)}", flush=True)
+            result = ppo_round(store, rule, Clock(), 0.0, held_out, evaluation_sampling, overrides)
+            result.pop("ppo_config", None)
+            row["arms"][arm] = result
+            print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (dict, list))}), flush=True)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+            shutil.rmtree(folder, ignore_errors=True)
+    return report
+
+
+def print_table(report: dict) -> None:
+    print(f"\n{'rule':<16} {'arm':<20} {'score':>5} {'KL':>5} {'words':>5} {'rm':>5} {'audit':>5} {'ppo s':>6} verdict")
+    for name, row in report["rules"].items():
+        for arm, r in row["arms"].items():
+            print(f"{name:<16} {arm:<20} {r['score']:>5.2f} {r['kl']:>5.1f} {r['length_tuned']:>5.0f} "
+                  f"{r['optimised_reward_score'] or 0:>5.2f} {r['auditor_score'] or 0:>5.2f} "
+                  f"{r['stages_s']['ppo']:>6.0f} {r['verdict']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
