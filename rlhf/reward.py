@@ -267,7 +267,7 @@ MIN_AUDIT_PAIRS = 8
 """Fewer held-out pairs than this train no auditor (its verdicts would be noise)."""
 AUDIT_BASELINES_FILE = "prompt_baselines.json"
 """In the auditor's folder: its mean score of each prompt's labelled answers, {prompt key: score} (`prompt_baselines`).
-In the reward model's own folder: its heads' mean score and mean disagreement of each prompt's labelled answers,
+In the reward model's own folder: its heads' mean score and mean disagreement of each prompt's candidate answers,
 {"score": {prompt key: score}, "disagreement": {prompt key: std}}: PPO's per-prompt baseline (`reward_baselines`)."""
 
 
@@ -299,7 +299,7 @@ def read_prompt_baselines(checkpoint_path: str | Path) -> dict[str, float]:
 
 
 def reward_baselines(checkpoint_path: str | Path, uncertainty_penalty: float) -> dict[str, float]:
-    """The reward model's own baseline of each prompt: the mean reward PPO would give that prompt's labelled answers,
+    """The reward model's own baseline of each prompt: the mean reward PPO would give that prompt's candidate answers,
     heads' mean minus `uncertainty_penalty` times their disagreement (the mean of a difference is the difference of
     the means). {} for a checkpoint trained before they were kept."""
     path = Path(checkpoint_path) / AUDIT_BASELINES_FILE
@@ -392,10 +392,17 @@ def train_reward_model(
             texts=answers, scores=ensemble_mean, disagreement=ensemble_reward(head_scores, 0.0)[1],
             prompts=[json.dumps(prompt) for prompt, _ in samples.values()],
         )
+        # PPO's per-prompt baselines, over every candidate answer of the project (the policy's own samples), not
+        # only the labelled ones: a prompt whose pairs were all ties still has a level to subtract.
+        candidates = {key: sample for key, sample in _candidate_samples(store).items() if key not in samples}
+        candidate_scores = normalise(raw_scores(main.model, [ids(p, t) for p, t in candidates.values()],
+                                                tokenizer.pad_token_id, batch_size=2 * config.batch_size),
+                                     main.normalisation["mean"], main.normalisation["std"])
+        all_scores = torch.cat([head_scores, candidate_scores.reshape(-1, head_scores.size(1))])
+        all_prompts = [prompt for prompt, _ in (*samples.values(), *candidates.values())]
+        own_baselines = {"score": prompt_baselines(all_prompts, all_scores.mean(dim=1).tolist()),
+                         "disagreement": prompt_baselines(all_prompts, ensemble_reward(all_scores, 0.0)[1].tolist())}
         sample_prompts = [prompt for prompt, _ in samples.values()]
-        own_baselines = {"score": prompt_baselines(sample_prompts, ensemble_mean.tolist()),
-                         "disagreement": prompt_baselines(sample_prompts,
-                                                          ensemble_reward(head_scores, 0.0)[1].tolist())}
         final = {"step": main.steps, "reward/eval_accuracy": eval_accuracy, "reward/train_accuracy": train_accuracy,
                  "reward/disagreement": labelled["disagreement_mean"]}
 
@@ -542,6 +549,16 @@ def _accuracy(rows: list[dict], indices: list[int], by_sample: dict) -> float | 
 
 def _sample_key(prompt: list[dict], answer: list[dict]) -> tuple[str, str]:
     return json.dumps(prompt, sort_keys=True), answer[-1]["content"]
+
+
+def _candidate_samples(store: Store) -> dict[tuple[str, str], tuple[list[dict], str]]:
+    """Every distinct (prompt, answer) of the project's candidate generations (not the Arena's or audits'), keyed
+    as `_reference_samples`."""
+    ids = [c.id for run in store.candidate_generation_runs() for c in store.completions(run_id=run["id"])]
+    samples = {}
+    for prompt, text in store.completion_chats(ids).values():
+        samples.setdefault(_sample_key(prompt, [{"role": "assistant", "content": text}]), (prompt, text))
+    return samples
 
 
 def _reference_samples(rows: list[dict]) -> dict[tuple[str, str], tuple[list[dict], str]]:

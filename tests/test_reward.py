@@ -32,6 +32,7 @@ from rlhf.reward import (
     pairwise_accuracy,
     prompt_baselines,
     prompt_key,
+    reward_baselines,
     split_by_pair,
     train_reward_model,
     weighted_pair_loss,
@@ -56,6 +57,14 @@ def test_prompt_baselines_average_each_prompts_answers():
     assert prompt_key(chat) != "Hi?"  # a system prompt makes it another prompt
     baselines = prompt_baselines(["Hi?", [{"role": "user", "content": "Hi?"}], chat, "Bye?"], [1.0, 2.0, -1.0, 0.5])
     assert baselines == {"Hi?": 1.5, prompt_key(chat): -1.0, "Bye?": 0.5}
+
+
+def test_reward_baselines_are_the_mean_score_less_the_penalised_mean_disagreement(tmp_path):
+    assert reward_baselines(tmp_path, 1.0) == {}  # a checkpoint trained before they were kept
+    (tmp_path / "prompt_baselines.json").write_text(json.dumps(
+        {"score": {"Hi?": 1.5, "Bye?": -0.5}, "disagreement": {"Hi?": 0.2, "Bye?": 0.0}}))
+    assert reward_baselines(tmp_path, 0.0) == {"Hi?": 1.5, "Bye?": -0.5}
+    assert reward_baselines(tmp_path, 2.0) == pytest.approx({"Hi?": 1.1, "Bye?": -0.5})
 
 
 def test_normalise_by_hand():
@@ -194,6 +203,8 @@ def test_training_writes_a_complete_checkpoint(trained, tiny_model_dir):
     assert (path / "adapter" / "adapter_model.safetensors").is_file()
     assert (path / "adapter" / "tokenizer.json").is_file() and not (path / "model").exists()
     assert not list(path.parent.glob(".*partial"))
+    kept = json.loads((path / "prompt_baselines.json").read_text())  # PPO's per-prompt baselines
+    assert set(kept) == {"score", "disagreement"} and len(kept["score"]) == len(kept["disagreement"]) > 1
     saved = json.loads((path / "meta.json").read_text())
     assert {k: v for k, v in meta.items() if k != "path"} == saved  # what is returned is what was written
     assert (meta["kind"], meta["base_model"]) == ("reward", str(tiny_model_dir))

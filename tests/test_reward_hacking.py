@@ -15,7 +15,7 @@ from rlhf.config import ModelConfig, PPOConfig, RewardTrainConfig, SamplingConfi
 from rlhf.generate import generate_candidates
 from rlhf.judges import annotate
 from rlhf.models import load_model
-from rlhf.reward import RewardModel, read_prompt_baselines
+from rlhf.reward import RewardModel, read_prompt_baselines, reward_baselines
 from rlhf.store import Store
 
 PROMPTS = [f"Tell me about {topic}." for topic in ("opossums", "the sky", "bees", "rain", "cats", "the moon",
@@ -47,6 +47,18 @@ def labelled(tiny_chat_model_dir, tmp_path):
         expected = auditor.score([prompt] * len(texts), texts).mean().item()
         assert baselines[prompt] == pytest.approx(expected, abs=1e-4)
     del auditor
+    # the reward model's own baselines (PPO's): the mean reward PPO gives each prompt's labelled answers, its
+    # uncertainty penalty included
+    model = RewardModel.load(reward["path"], device="cpu", dtype="fp32")
+    own = reward_baselines(reward["path"], uncertainty_penalty=1.0)
+    assert set(own) == set(PROMPTS)
+    for completions in store.completions_by_prompt().values():
+        prompt = completions[0].prompt
+        texts = sorted({c.text for c in completions})
+        said = model.rewards([prompt] * len(texts), texts, uncertainty_penalty=1.0, cautious=False)
+        assert own[prompt] == pytest.approx(said.scores.mean().item(), abs=1e-4)
+        assert said.disagreement.abs().sum() > 0  # two heads that disagree: the penalty is part of what is checked
+    del model
     rewards_file = tmp_path / "rewards.py"
     rewards_file.write_text(textwrap.dedent('''
         def brevity(prompt, response):
