@@ -274,12 +274,13 @@ class PPOConfig(TrainingSettings):
     publishes the last step, whatever it learned."""
     uncertainty_penalty: float = 1.0
     """With a reward model of several heads, the reward is their mean minus this times their standard deviation."""
-    prompt_baseline: bool = True
-    """Subtract from each answer's reward the reward model's mean score of its prompt's labelled answers, so PPO
+    prompt_baseline: bool = False
+    """Subtract from each answer's reward the reward model's mean score of its prompt's candidate answers, so PPO
     optimises how much better an answer is than the base policy's answers to the same question. A Bradley-Terry
     reward model learns from pairs of answers to one prompt: its level across prompts carries no preference, yet it
-    is most of the spread of raw scores and drowns the advantages until the value head has learned it. No effect for
-    a Python reward or a prompt nobody labelled (0: their overall mean)."""
+    is most of the spread of raw scores. Off by default: on the warm rule, side by side on one reward model
+    (benchmarks/ppo_variants.py), it did not change the judge's score (README), and the learning benchmark's figures
+    were measured without it. No effect for a Python reward or a prompt without candidates (0: their mean)."""
     cautious_reward: bool = True
     """Clip rewards to the range the reward model gives the labelled answers, and score answers outside their support
     (far off their length, repeating themselves, one answer for several prompts) as the worst labelled answer."""

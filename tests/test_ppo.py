@@ -252,33 +252,30 @@ def test_a_prompt_level_offset_in_the_reward_changes_nothing_once_its_baseline_i
     prompt). With each prompt's baseline subtracted, a reward that adds a per-prompt offset trains exactly as the
     reward without it: same advantages, same update."""
     offsets = {prompt: 3.0 * i - 5.0 for i, prompt in enumerate(PROMPTS)}
+    baselined = dataclasses.replace(SMALL, prompt_baseline=True)
 
     def offset_reward(prompts, responses):
         return length_reward(prompts, responses) + torch.tensor([offsets[p] for p in prompts])
 
-    def one_step(reward_fn, baselines):
+    def one_step(config, reward_fn, baselines):
         policy = load_model(ModelConfig(spec=str(tiny_model_dir), device="cpu", dtype="fp32"))
-        run = PPORun(SMALL, policy, reward_fn, PROMPTS, baselines=baselines)
-        result = run.step()
-        return run, result
+        run = PPORun(config, policy, reward_fn, PROMPTS, baselines=baselines)
+        return run.trainable_state, run.step()
 
-    plain_run, plain = one_step(length_reward, None)
-    offset_run, offset = one_step(offset_reward, offsets)
+    plain_state, plain = one_step(baselined, length_reward, None)
+    offset_state, offset = one_step(baselined, offset_reward, offsets)
     assert offset.rollout.texts == plain.rollout.texts  # same seed, same answers
     assert offset.rollout.baselines.tolist() == [offsets[p] for p in offset.rollout.prompts]
     assert not torch.allclose(offset.rollout.scores, plain.rollout.scores)  # the raw scores differ by the offsets
     assert offset.metrics["objective/score_gain"] == pytest.approx(plain.metrics["objective/score_gain"], abs=1e-5)
-    plain_weights, offset_weights = plain_run.trainable_state(), offset_run.trainable_state()
+    plain_weights, offset_weights = plain_state(), offset_state()
     assert all(torch.allclose(plain_weights[n], offset_weights[n], atol=1e-5) for n in plain_weights)
-    # without the baseline the offsets do change the update: the check above can fail
-    _, unbaselined = one_step(offset_reward, None)
-    assert unbaselined.rollout.baselines.tolist() == [0.0] * SMALL.batch_size
-    off_run, _ = one_step(offset_reward, {})
-    switched_off = dataclasses.replace(SMALL, prompt_baseline=False)
-    policy = load_model(ModelConfig(spec=str(tiny_model_dir), device="cpu", dtype="fp32"))
-    ignored = PPORun(switched_off, policy, offset_reward, PROMPTS, baselines=offsets)
-    assert ignored.step().rollout.baselines.abs().sum() == 0  # prompt_baseline=False ignores them
-    moved = off_run.trainable_state()
+    # without the baseline the offsets do change the update (the check above can fail), and the default (off)
+    # ignores the baselines it is given
+    assert not SMALL.prompt_baseline
+    ignored_state, ignored = one_step(SMALL, offset_reward, offsets)
+    assert ignored.rollout.baselines.abs().sum() == 0
+    moved = ignored_state()
     assert not all(torch.allclose(plain_weights[n], moved[n], atol=1e-5) for n in plain_weights)
 
 
