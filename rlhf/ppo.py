@@ -292,7 +292,7 @@ class PPORun:
             raise RLHFError("ppo: no prompts to train on; generate some or pass --prompts FILE.")
         self.prompts, self.reward_fn = prompts, reward_fn
         self.labelled = labelled  # the labelled answers' profile (rlhf.drift), the drift detectors' yardstick
-        # Each prompt's baseline (`PPOConfig.prompt_baseline`): the reward's mean score of its labelled answers.
+        # Each prompt's baseline (`PPOConfig.prompt_baseline`): the reward's mean score of its candidate answers.
         self.baselines = (baselines or {}) if config.prompt_baseline else {}
         self.tokenizer = policy.tokenizer
         self.device = policy.device
