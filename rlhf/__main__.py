@@ -213,7 +213,8 @@ def cmd_train_reward(args) -> None:
     audit = (f"; auditor (trained on the held-out pairs) {meta['audit']['accuracy_on_reward_model_pairs']:.2f} on "
              "the reward model's pairs" if meta.get("audit") else "; no auditor (too few held-out pairs)")
     steps = f"{m['steps']} step{'s' if m['steps'] != 1 else ''}"
-    print(f"reward model: {steps} on {m['n_train']} pairs, loss {m['final_loss']:.4f}, {held_out}{audit} "
+    ties = f" and {m['n_ties']} ties" if m.get("n_ties") else ""
+    print(f"reward model: {steps} on {m['n_train']} pairs{ties}, loss {m['final_loss']:.4f}, {held_out}{audit} "
           f"-> {meta['path']}")
 
 

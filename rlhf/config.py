@@ -181,6 +181,10 @@ class RewardTrainConfig(TrainingSettings):
     answers worse (rank correlation with the annotators' rule 0.13 vs 0.39 on 122 pairs) and disagreed only 1.35x more
     on collapsed answers than on labelled ones, too little to stop a collapse; the support check in
     `RewardModel.rewards` does that."""
+    tie_weight: float = 0.0
+    """How much each tie vote counts in training, against 1 for a decided pair; 0 leaves ties out. A tie says the two
+    answers are equally good: it trains their scores together (the Bradley-Terry likelihood with a 0.5 label), which
+    teaches the model what does not matter, e.g. length when the rule is about tone."""
 
     def validate(self) -> "RewardTrainConfig":
         super().validate()
@@ -190,6 +194,9 @@ class RewardTrainConfig(TrainingSettings):
             raise ConfigError(f"heads: {self.heads} is out of range; use 1 (a single reward model) to 16.")
         if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1:
             raise ConfigError("epochs, lr and batch_size must be positive.")
+        if not 0 <= self.tie_weight <= 1:
+            raise ConfigError(f"tie_weight: {self.tie_weight} is out of range; use 0 (ties left out) to 1 (a tie "
+                              "counts as much as a decided pair).")
         return self
 
 

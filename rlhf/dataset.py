@@ -3,7 +3,8 @@
 Export layout (loads with `datasets.load_dataset(DIR)`, trains with TRL's RewardTrainer and DPOTrainer unchanged):
     DIR/README.md              dataset card: YAML metadata (splits) + guidelines, annotators, agreement, processing
     DIR/data/train.parquet     decided votes (a or b better): prompt, chosen, rejected as chat messages + our columns
-    DIR/data/ties.parquet      tie votes, both answers in stored order (equally good: no training signal by default)
+    DIR/data/ties.parquet      tie votes, both answers in stored order (equally good: a reward model trained with
+                               `tie_weight` > 0 learns to score them alike; DPO leaves them out)
     DIR/data/both_bad.parquet  both-bad votes, in stored order (neither acceptable)
     DIR/guidelines.md          the guidelines text in force at export
     DIR/rlhf_export.json       project, counts, stats, guideline versions and generation runs, as data
@@ -502,12 +503,17 @@ class TrainingData:
     dataset: "object"
     """datasets.Dataset of the decided pairs (the export's train split), in memory."""
     fingerprint: str
-    """sha256 prefix of the exported parquet: which exact data a checkpoint was trained on."""
+    """sha256 prefix of the exported decided pairs' parquet: which exact data a checkpoint was trained on."""
     export_dir: Path
+    ties: list[dict]
+    """The tie votes (the export's ties split, rows as the decided pairs' with both answers in stored order)."""
+    ties_fingerprint: str | None
+    """sha256 prefix of the ties' parquet; None when there are none."""
 
 
 def training_pairs(store: Store, min_pairs: int = 8) -> TrainingData:
-    """Export the project and return its decided pairs for a trainer; refuses when there are too few."""
+    """Export the project and return its decided pairs (and its ties, which a reward model may learn from) for a
+    trainer; refuses when there are too few decided pairs."""
     import pyarrow.parquet as pq
     from datasets import Dataset
 
@@ -523,4 +529,7 @@ def training_pairs(store: Store, min_pairs: int = 8) -> TrainingData:
     train_file = result.folder / "data" / "train.parquet"
     # In memory, not through load_dataset's cache (which keys local folders by name, not content).
     dataset = Dataset(pq.read_table(train_file))
-    return TrainingData(dataset, fingerprint_files([train_file]), result.folder)
+    ties_file = result.folder / "data" / "ties.parquet"
+    ties = pq.read_table(ties_file).to_pylist() if ties_file.is_file() else []
+    return TrainingData(dataset, fingerprint_files([train_file]), result.folder, ties,
+                        fingerprint_files([ties_file]) if ties else None)

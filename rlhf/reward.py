@@ -91,9 +91,18 @@ def bootstrap_weights(n_rows: int, heads: int, seed: int) -> torch.Tensor:
     return torch.stack([torch.bincount(row, minlength=n_rows) for row in draws], dim=1).float()  # (N, K)
 
 
-def weighted_pair_loss(chosen: torch.Tensor, rejected: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Bradley-Terry loss of every head, each pair counted `weights` times: (B, K), (B, K), (B, K) -> scalar."""
-    losses = -torch.nn.functional.logsigmoid(chosen - rejected)  # (B, K)
+def weighted_pair_loss(chosen: torch.Tensor, rejected: torch.Tensor, weights: torch.Tensor,
+                       preference: torch.Tensor | None = None) -> torch.Tensor:
+    """Bradley-Terry loss of every head, each pair counted `weights` times: (B, K), (B, K), (B, K) -> scalar.
+
+    `preference` (B,) is the probability that `chosen` is the better answer: 1 for a decided pair (the loss is
+    -log sigmoid(d), d = chosen - rejected), 0.5 for a tie (-(log sigmoid(d) + log sigmoid(-d)) / 2, least at d = 0:
+    a tie pulls the two scores together). None means every pair is decided."""
+    margin = chosen - rejected  # (B, K)
+    losses = -torch.nn.functional.logsigmoid(margin)  # (B, K)
+    if preference is not None:
+        p = preference.reshape(-1, 1).to(margin.dtype)  # (B, 1)
+        losses = p * losses - (1 - p) * torch.nn.functional.logsigmoid(-margin)
     return (losses * weights).sum() / weights.sum().clamp(min=1)
 
 
@@ -104,6 +113,17 @@ def ensemble_reward(head_scores: torch.Tensor, uncertainty_penalty: float) -> tu
     mean = head_scores.mean(dim=1)
     std = head_scores.std(dim=1, correction=0) if head_scores.size(1) > 1 else torch.zeros_like(mean)
     return mean - uncertainty_penalty * std, std
+
+
+def split_ties(tie_pair_ids: Sequence[int], held_out_pairs: set[int], decided_pairs: set[int], eval_fraction: float,
+               seed: int) -> tuple[list[int], list[int]]:
+    """Tie row indices (train, eval). A tie on a pair that also has a decided vote (two annotators disagreed) goes
+    where that pair went, so the auditor never learns from a pair the reward model saw; the other ties are split by
+    pair as the decided ones are (`split_by_pair`). Pure."""
+    alone = [i for i, pair in enumerate(tie_pair_ids) if pair not in decided_pairs]
+    alone_train, alone_eval = split_by_pair([tie_pair_ids[i] for i in alone], eval_fraction, seed)
+    evaluation = {alone[j] for j in alone_eval} | {i for i, pair in enumerate(tie_pair_ids) if pair in held_out_pairs}
+    return ([i for i in range(len(tie_pair_ids)) if i not in evaluation], sorted(evaluation))
 
 
 def split_by_pair(pair_ids: Sequence[int], eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -240,21 +260,24 @@ def _ensemble_trainer(weights_column: str = "weights"):
     class WeightedCollator(DataCollatorForPreference):
         def torch_call(self, examples):
             batch = super().torch_call(examples)
-            batch[weights_column] = torch.tensor([example[weights_column] for example in examples],
-                                                 dtype=torch.float)  # (B, K)
+            for column in (weights_column, "preference"):
+                batch[column] = torch.tensor([example[column] for example in examples], dtype=torch.float)  # (B, K), (B,)
             return batch
 
     class EnsembleRewardTrainer(RewardTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            weights = inputs.pop(weights_column)
+            weights, preference = inputs.pop(weights_column), inputs.pop("preference")
             inputs["use_cache"] = False
             outputs = model(**inputs)
             chosen, rejected = torch.chunk(outputs.logits, chunks=2)  # (B, K) each: chosen first, as TRL collates
-            loss = weighted_pair_loss(chosen.float(), rejected.float(), weights.to(chosen.device))
+            loss = weighted_pair_loss(chosen.float(), rejected.float(), weights.to(chosen.device),
+                                      preference.to(chosen.device))
             mode = "train" if model.training else "eval"
+            decided = preference == 1  # accuracy and margin mean something for decided pairs only
             with torch.no_grad():
-                self._metrics[mode]["accuracy"].append((chosen > rejected).float().mean().item())
-                self._metrics[mode]["margin"].append((chosen - rejected).mean().item())
+                if decided.any():
+                    self._metrics[mode]["accuracy"].append((chosen > rejected)[decided].float().mean().item())
+                    self._metrics[mode]["margin"].append((chosen - rejected)[decided].mean().item())
             return (loss, outputs) if return_outputs else loss
 
     return EnsembleRewardTrainer, WeightedCollator
@@ -358,10 +381,16 @@ def train_reward_model(
     raises RLHFError and leaves nothing behind.
     """
     config.validate()
-    # 1. data: decided pairs as chats, split by pair
+    # 1. data: decided pairs as chats, split by pair; with `tie_weight`, the ties after them, split the same way
     data = training_pairs(store, config.min_pairs)
     rows = data.dataset.to_list()
     train_rows, eval_rows = split_by_pair([r["pair_id"] for r in rows], config.eval_fraction, config.seed)
+    ties = data.ties if config.tie_weight > 0 else []
+    tie_train, tie_eval = split_ties([t["pair_id"] for t in ties], {rows[i]["pair_id"] for i in eval_rows},
+                                     {r["pair_id"] for r in rows}, config.eval_fraction, config.seed)
+    pairs = rows + ties  # decided rows keep their indices: accuracies are measured on them alone
+    fit_train = train_rows + [len(rows) + i for i in tie_train]
+    fit_eval = eval_rows + [len(rows) + i for i in tie_eval]
 
     # 2. model and tokenizer. A reward model starts from the base model, also when given a policy checkpoint (the
     # Train tab's "Start from" holds the round's policy): it judges that policy, so it should not inherit its drift.
@@ -373,12 +402,12 @@ def train_reward_model(
     def ids(prompt: list[dict], answer: str) -> list[int]:
         return conversation_ids(tokenizer, conversation(prompt, answer), config.max_length)
 
-    samples = _reference_samples(rows)
+    samples = _reference_samples(pairs)  # the answers people labelled, ties included when trained on
     sample_ids = [ids(prompt, text) for prompt, text in samples.values()]
     with staged_checkpoint(store, "reward", report_to=config.report_to, every_process=True) as staged:
         monitor = TrainingMonitor("reward", staged.log, progress, stop)
         # 3. train the reward model, then score every reference sample once: normalisation, then both accuracies
-        main = _fit(source, tokenizer, rows, train_rows, config, config.heads, ids, monitor)
+        main = _fit(source, tokenizer, pairs, fit_train, config, config.heads, ids, monitor)
         head_scores = _normalise_on_samples(main, sample_ids, tokenizer.pad_token_id, config)  # (N, K)
         ensemble_mean = head_scores.mean(dim=1)
         by_sample = dict(zip(samples, ensemble_mean.tolist()))
@@ -410,12 +439,12 @@ def train_reward_model(
         audit = None
         held_out_pairs = len({rows[i]["pair_id"] for i in eval_rows})
         if held_out_pairs >= MIN_AUDIT_PAIRS and not (stop is not None and stop.is_set()):
-            auditor = _fit(source, tokenizer, rows, eval_rows, config, 1, ids,
+            auditor = _fit(source, tokenizer, pairs, fit_eval, config, 1, ids,
                            TrainingMonitor("audit", None, None, stop))
             audit_scores = _normalise_on_samples(auditor, sample_ids, tokenizer.pad_token_id, config)
             audit_by_sample = dict(zip(samples, audit_scores.mean(dim=1).tolist()))
             baselines = prompt_baselines(sample_prompts, list(audit_by_sample.values()))
-            audit = {"normalisation": auditor.normalisation, "n_train": len(eval_rows),
+            audit = {"normalisation": auditor.normalisation, "n_train": len(eval_rows), "n_ties": len(tie_eval),
                      "accuracy_on_reward_model_pairs": _accuracy(rows, train_rows, audit_by_sample),
                      "steps": auditor.steps}
             final["reward/audit_accuracy"] = audit["accuracy_on_reward_model_pairs"]
@@ -443,13 +472,15 @@ def train_reward_model(
                 "train_accuracy": train_accuracy,
                 "n_train": len(train_rows),
                 "n_eval": len(eval_rows),
+                "n_ties": len(tie_train),
                 "steps": main.steps,
                 "seconds": main.seconds,
                 "stopped_early": bool(stop is not None and stop.is_set()),
                 "mode": main.mode,
             },
             dataset={"fingerprint": data.fingerprint, "export_dir": str(data.export_dir), "rows": len(rows),
-                     "eval_pair_ids": sorted({rows[i]["pair_id"] for i in eval_rows})},
+                     "eval_pair_ids": sorted({rows[i]["pair_id"] for i in eval_rows}),
+                     "ties": len(ties), "ties_fingerprint": data.ties_fingerprint if ties else None},
             extras={"normalisation": main.normalisation, "heads": config.heads, "labelled_answers": labelled,
                     "audit": audit},
         ))
@@ -468,16 +499,20 @@ class _Fitted:
 def _fit(source, tokenizer, rows: list[dict], indices: list[int], config: RewardTrainConfig, heads: int, ids,
          monitor: TrainingMonitor) -> _Fitted:
     """Train a reward model of `heads` heads on `rows[indices]` with TRL's RewardTrainer (our bootstrap loss); returns
-    it unwrapped, in fp32; `_normalise_on_samples` then sets its normalisation."""
+    it unwrapped, in fp32; `_normalise_on_samples` then sets its normalisation. A tie row (label "tie") counts
+    `config.tie_weight` times and trains its two answers' scores together."""
     from datasets import Dataset
     from transformers import PrinterCallback
     from trl import RewardConfig
 
     model = build_reward_model(source, dataclasses.replace(config, heads=heads), tokenizer.pad_token_id)
+    is_tie = torch.tensor([rows[i]["label"] == "tie" for i in indices]).reshape(-1, 1)  # (N, 1)
     dataset = Dataset.from_dict({
         **{side + "_ids": [ids(rows[i]["prompt"], rows[i][side][-1]["content"]) for i in indices]
            for side in ("chosen", "rejected")},
-        "weights": bootstrap_weights(len(indices), heads, config.seed).tolist(),
+        "weights": (bootstrap_weights(len(indices), heads, config.seed)
+                    * torch.where(is_tie, config.tie_weight, 1.0)).tolist(),  # (N, K)
+        "preference": torch.where(is_tie, 0.5, 1.0).flatten().tolist(),  # (N,)
     })
     device = resolve_device("auto")
     # Weights in fp32 for the optimizer; bf16 runs as autocast where it is native (GPUs, CPUs with AVX512-BF16/AMX),
