@@ -3,8 +3,9 @@
 A default of PPO is chosen by comparing arms on the same data. Between two runs of `learning_rules.py` the votes
 differ (sampling is seeded but not bit-identical here), so a difference across runs mixes the setting's effect with
 the data's. Here, for each rule of `benchmarks/rules.py`, one shared generation (the 64 starter prompts x 4
-candidates, 64 tokens), the rule's votes and one reward model (defaults); then each arm (PPOConfig overrides) trains
-from the same base on that reward model and is judged by the rule on the 32 held-out prompts, as in
+candidates, 64 tokens), the rule's votes and one reward model (defaults; an arm's "reward" entry holds
+RewardTrainConfig overrides, and arms that share them share one reward model); then each arm (PPOConfig overrides)
+trains from the same base on its reward model and is judged by the rule on the 32 held-out prompts, as in
 `learning_rules.py`: score (win + tie / 2 against the base), KL per answer, length, the app's verdict, the optimised
 reward's and the auditor's scores, and the training curve.
 
@@ -12,6 +13,7 @@ Writes benchmarks/results/ppo_variants.json after every arm (a run stopped early
 
     .venv/bin/python benchmarks/ppo_variants.py --rules warm,names_subject \\
         --arms '{"no_baseline": {"prompt_baseline": false}, "defaults": {}}'
+    .venv/bin/python benchmarks/ppo_variants.py --rules warm --arms '{"defaults": {}, "ties": {"reward": {"tie_weight": 1}}}'
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def run(args, home: Path) -> dict:
     if args.quick:
         train_prompts, held_out, candidates, tokens = train_prompts[:16], held_out[:8], 3, 16
         args.arms = {name: {"steps": 2, **overrides} for name, overrides in args.arms.items()}
+    args.arms = {name: dict(overrides) for name, overrides in args.arms.items()}
     evaluation_sampling = SamplingConfig(num_candidates=1, max_new_tokens=tokens, temperature=0.7, top_p=1.0, seed=0)
     shared = Clock()
     base = Store.open("candidates", create=True)
@@ -88,27 +91,33 @@ def run(args, home: Path) -> dict:
     for name in args.rules:
         rule = RULES[name]
         print(f"\n== {name} ({rule.kind}): {rule.guidelines}", flush=True)
-        row = report["rules"][name] = {"kind": rule.kind, "arms": {}}
+        row = report["rules"][name] = {"kind": rule.kind, "arms": {}, "reward_models": {}}
+        projects: dict[str, str] = {}  # reward overrides (as JSON) -> the project holding the votes and that model
         for arm, overrides in args.arms.items():
-            # Each arm on a fresh copy of the rule's project, holding the same votes and reward model.
-            folder = home / f"{name}-{arm}"
-            if "reward_model" not in row:
-                shutil.copytree(base.folder, home / name)
-                store = Store.open(name)
+            reward_overrides = overrides.pop("reward", {})
+            key = json.dumps(reward_overrides, sort_keys=True)
+            if key not in projects:
+                projects[key] = f"{name}-rm{len(projects)}"
+                shutil.copytree(base.folder, home / projects[key])
+                store = Store.open(projects[key])
                 store.save_guidelines(rule.guidelines, author="benchmark")
                 clock = Clock()
                 clock.time("annotate", annotate, store, rule.judge, f"judge:{rule.name}", seed=0)
-                reward = clock.time("train_reward", pipeline.train_reward, store, RewardTrainConfig(), "bundled")
-                row["reward_model"] = {"eval_accuracy": reward["metrics"]["eval_accuracy"],
-                                       "auditor_accuracy": (reward.get("audit") or {}).get(
-                                           "accuracy_on_reward_model_pairs"),
-                                       "pairs": reward["metrics"]["n_train"] + reward["metrics"]["n_eval"]}
-            shutil.copytree(home / name, folder)
+                reward = clock.time("train_reward", pipeline.train_reward, store,
+                                    RewardTrainConfig(**reward_overrides), "bundled")
+                row["reward_models"][key] = {
+                    "eval_accuracy": reward["metrics"]["eval_accuracy"],
+                    "auditor_accuracy": (reward.get("audit") or {}).get("accuracy_on_reward_model_pairs"),
+                    "pairs": reward["metrics"]["n_train"] + reward["metrics"]["n_eval"],
+                    "ties": reward["metrics"].get("n_ties", 0), "train_s": clock.stages["train_reward"]}
+            # Each arm on a fresh copy of its reward model's project, holding the same votes and reward model.
+            folder = home / f"{name}-{arm}"
+            shutil.copytree(home / projects[key], folder)
             store = Store.open(folder.name)
             print(f"-- {name} / {arm}: {json.dumps(overrides)}", flush=True)
             result = ppo_round(store, rule, Clock(), 0.0, held_out, evaluation_sampling, overrides)
             result.pop("ppo_config", None)
-            row["arms"][arm] = result
+            row["arms"][arm] = {"reward": reward_overrides, **result}
             print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (dict, list))}), flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")

@@ -181,10 +181,13 @@ class RewardTrainConfig(TrainingSettings):
     answers worse (rank correlation with the annotators' rule 0.13 vs 0.39 on 122 pairs) and disagreed only 1.35x more
     on collapsed answers than on labelled ones, too little to stop a collapse; the support check in
     `RewardModel.rewards` does that."""
-    tie_weight: float = 0.0
+    tie_weight: float = 1.0
     """How much each tie vote counts in training, against 1 for a decided pair; 0 leaves ties out. A tie says the two
     answers are equally good: it trains their scores together (the Bradley-Terry likelihood with a 0.5 label), which
-    teaches the model what does not matter, e.g. length when the rule is about tone."""
+    teaches the model what does not matter, e.g. length when the rule is about tone. Measured on four rules
+    (benchmarks/reward_variants.py): on fresh answers to unseen prompts, pairs ranked as the rule ranks them went
+    from 0.52 to 0.74 on the tone rule (217 ties beside 90 decided pairs), 0.54 to 0.56 on the content rule, and
+    stayed put (+-0.003) on the two with few ties; training takes up to 2x as long where ties are many."""
 
     def validate(self) -> "RewardTrainConfig":
         super().validate()

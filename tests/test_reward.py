@@ -5,6 +5,7 @@ praises opossums) and shared by the tests that read it.
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import subprocess
@@ -34,6 +35,7 @@ from rlhf.reward import (
     prompt_key,
     reward_baselines,
     split_by_pair,
+    split_ties,
     train_reward_model,
     weighted_pair_loss,
 )
@@ -97,6 +99,37 @@ def test_weighted_pair_loss_by_hand():
                                                                                         abs=1e-4)
     # counted twice by head 0 and not at all by head 1: only head 0's loss
     assert weighted_pair_loss(chosen, rejected, torch.tensor([[2.0, 0.0]])).item() == pytest.approx(0.31326, abs=1e-4)
+
+
+def test_a_tie_pulls_two_scores_together_by_hand():
+    chosen, rejected = torch.tensor([[2.0]]), torch.tensor([[0.0]])
+    decided, tie = torch.tensor([1.0]), torch.tensor([0.5])
+    # decided: -log sigmoid(2) = softplus(-2) = 0.1269, as without a label
+    assert weighted_pair_loss(chosen, rejected, torch.ones(1, 1), decided).item() == pytest.approx(0.12693, abs=1e-4)
+    assert weighted_pair_loss(chosen, rejected, torch.ones(1, 1), decided) == weighted_pair_loss(
+        chosen, rejected, torch.ones(1, 1))
+    # tie: (softplus(-2) + softplus(2)) / 2 = (0.1269 + 2.1269) / 2 = 1.1269, the same whichever answer is first
+    assert weighted_pair_loss(chosen, rejected, torch.ones(1, 1), tie).item() == pytest.approx(1.12693, abs=1e-4)
+    assert weighted_pair_loss(rejected, chosen, torch.ones(1, 1), tie).item() == pytest.approx(1.12693, abs=1e-4)
+    # least (log 2) where the scores are equal: there its gradient is zero, elsewhere it pushes the gap shut
+    level = torch.tensor([[0.3]], requires_grad=True)
+    loss = weighted_pair_loss(level, torch.tensor([[0.3]]), torch.ones(1, 1), tie)
+    loss.backward()
+    assert loss.item() == pytest.approx(math.log(2)) and level.grad.item() == pytest.approx(0.0, abs=1e-7)
+    gap = torch.tensor([[2.0]], requires_grad=True)
+    weighted_pair_loss(gap, torch.tensor([[0.0]]), torch.ones(1, 1), tie).backward()
+    assert gap.grad.item() == pytest.approx(0.5 * (torch.sigmoid(torch.tensor(2.0)).item() - 0.5) * 2, abs=1e-5)
+
+
+def test_split_ties_follow_their_pair():
+    # pair 1 and 2 have decided votes too: held-out pair 2's tie is held out, pair 1's trains; 10 pairs are ties only
+    tie_pair_ids = [1, 2, *range(10, 20)]
+    train, held_out = split_ties(tie_pair_ids, held_out_pairs={2}, decided_pairs={1, 2}, eval_fraction=0.2, seed=0)
+    assert sorted(train + held_out) == list(range(12))
+    assert 0 in train and 1 in held_out
+    assert len(held_out) == 1 + 2  # pair 2's, and round(10 tie-only pairs * 0.2)
+    assert split_ties(tie_pair_ids, {2}, {1, 2}, 0.2, seed=0) == (train, held_out)  # seeded
+    assert split_ties([], set(), set(), 0.2, 0) == ([], [])
 
 
 def test_ensemble_reward_is_mean_minus_k_std():
@@ -281,6 +314,37 @@ def test_batched_scores_equal_one_at_a_time(trained):
     single = torch.cat([reward_model.score([p], [r]) for p, r in zip(prompts, responses)])
     assert torch.allclose(batched, single, atol=1e-5)
     assert reward_model.model.config.pad_token_id == reward_model.tokenizer.pad_token_id
+
+
+def test_ties_train_their_answers_scores_together(tiny_model_dir, tmp_path):
+    """Pairs the judge calls a tie differ in a detail that does not matter (an exclamation): learning from ties, the
+    reward model scores them closer than without, and its meta counts them."""
+    store = Store.open("ties", create=True, root=tmp_path)
+    run = store.start_generation_run("base-model", None, {"temperature": 0.8})
+    plain, loud = "Cats are fine, {}.", "Cats are fine, {}!"
+    store.add_completions(run, [(f"Question {i}?", j, text.format(i), 5, "stop") for i in range(10)
+                                for j, text in enumerate([GOOD, BAD][:: 1 if i % 2 else -1])], source="test")
+    store.add_completions(run, [(f"Tie {i}?", j, text.format(i), 5, "stop")
+                                for i in range(12) for j, text in enumerate((plain, loud))], source="test")
+    annotate(store, lambda prompt, a, b: "a" if "Opossum" in a else "b" if "Opossum" in b else "tie", "judge:toy",
+             seed=0)
+    assert [sum(v["choice"] == c for v in store.votes()) for c in ("tie", "a", "b")] == [12, 5, 5]
+    gaps = {}
+    for weight in (0.0, 1.0):
+        meta = train_reward_model(store, dataclasses.replace(TOY_CONFIG, tie_weight=weight), str(tiny_model_dir))
+        model = RewardModel.load(meta["path"], device="cpu", dtype="fp32")
+        prompts = [f"Tie {i}?" for i in range(12)]
+        gap = model.score(prompts, [plain.format(i) for i in range(12)]) - model.score(
+            prompts, [loud.format(i) for i in range(12)])
+        decided = model.score(["Question 99?"] * 2, [GOOD.format(99), BAD.format(99)])
+        gaps[weight] = gap.abs().mean().item()
+        assert decided[0] > decided[1]  # the decided preference is still learnt
+        assert meta["metrics"]["n_train"] + meta["metrics"]["n_eval"] == 10  # accuracies: decided pairs only
+        assert meta["metrics"]["n_ties"] == (10 if weight else 0)  # 2 of 12 tie-only pairs held out
+        assert meta["dataset"]["ties"] == (12 if weight else 0)
+        assert (meta["dataset"]["ties_fingerprint"] is not None) == bool(weight)
+        assert meta["labelled_answers"]["count"] == (20 + 24 if weight else 20)  # tie answers were labelled too
+    assert gaps[1.0] < 0.5 * gaps[0.0], gaps
 
 
 # failures ----------------------------------------------------------------------------------------------------------

@@ -40,12 +40,13 @@ COMPARE_COLUMNS = ["prompt", "reference", "tuned"]
 RUN_COLUMNS = ["id", "kind", "created_at", "steps", "key metric"]
 
 
-def make_config(kind, rm_epochs, rm_lr, rm_lora, rm_eval, steps, batch, mini, epochs, lr, tokens, kl_coef, target_kl,
+def make_config(kind, rm_epochs, rm_lr, rm_lora, rm_eval, rm_ties, steps, batch, mini, epochs, lr, tokens, kl_coef, target_kl,
                 dpo_epochs, dpo_lr, dpo_beta, dpo_lora, dpo_target_kl):
     defaults = hardware_defaults()
     if kind == "reward":
         return RewardTrainConfig(epochs=float(rm_epochs), lr=float(rm_lr), lora=bool(rm_lora),
-                                 eval_fraction=float(rm_eval), batch_size=defaults["reward"].batch_size)
+                                 eval_fraction=float(rm_eval), tie_weight=float(rm_ties),
+                                 batch_size=defaults["reward"].batch_size)
     if kind == "dpo":
         return DPOTrainConfig(epochs=float(dpo_epochs), lr=float(dpo_lr), beta=float(dpo_beta), lora=bool(dpo_lora),
                               target_kl=float(dpo_target_kl or 0),  # 0, not None: the CLI equivalent says --target-kl 0
@@ -237,6 +238,8 @@ def build(project: gr.Dropdown) -> None:
             rm_lr = gr.Number(rm.lr, label="Learning rate")
             rm_lora = gr.Checkbox(rm.lora, label="LoRA (off: train every weight)")
             rm_eval = gr.Slider(0, 0.5, value=rm.eval_fraction, step=0.05, label="Held-out share")
+            rm_ties = gr.Slider(0, 1, value=rm.tie_weight, step=0.25, label="Weight of a tie vote (0: ties left out)",
+                                elem_id="rm-tie-weight")
     with gr.Group(visible=False) as ppo_box:
         with gr.Row():
             steps = gr.Number(ppo.steps, label="Steps", precision=0, elem_id="ppo-steps")
@@ -285,7 +288,7 @@ def build(project: gr.Dropdown) -> None:
         next_round_status = gr.Markdown(elem_id="next-round-status")
     timer = gr.Timer(1.5, active=True)
 
-    settings = [rm_epochs, rm_lr, rm_lora, rm_eval, steps, batch, mini, epochs, lr, tokens, kl_coef, target_kl,
+    settings = [rm_epochs, rm_lr, rm_lora, rm_eval, rm_ties, steps, batch, mini, epochs, lr, tokens, kl_coef, target_kl,
                 dpo_epochs, dpo_lr, dpo_beta, dpo_lora, dpo_target_kl]
     private = dict(api_visibility="private")
     kind.change(lambda k: (gr.update(visible=k == "reward"), gr.update(visible=k == "ppo"),
