@@ -13,7 +13,8 @@ Writes benchmarks/results/ppo_variants.json after every arm (a run stopped early
 
     .venv/bin/python benchmarks/ppo_variants.py --rules warm,names_subject \\
         --arms '{"no_baseline": {"prompt_baseline": false}, "defaults": {}}'
-    .venv/bin/python benchmarks/ppo_variants.py --rules warm --arms '{"defaults": {}, "ties": {"reward": {"tie_weight": 1}}}'
+    .venv/bin/python benchmarks/ppo_variants.py --rules warm \
+        --arms '{"defaults": {}, "no_ties": {"reward": {"tie_weight": 0}}}'
 """
 
 from __future__ import annotations

@@ -162,7 +162,7 @@ class TrainingSettings(LoraSettings):
 @dataclass
 class RewardTrainConfig(TrainingSettings):
     epochs: float = 2.0
-    """Passes over the training pairs."""
+    """Passes over the training pairs (the ties among them, with `tie_weight`)."""
     lr: float = 5e-4
     """Learning rate (AdamW, linear decay); LoRA wants a higher one than a full fine-tune."""
     batch_size: int = 8

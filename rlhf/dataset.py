@@ -143,7 +143,7 @@ dataset = load_dataset("path/or/repo")          # splits: {{ splits }}
 | split | rows | what it holds |
 |---|---|---|
 | train | {{ rows.train }} | one row per vote where one answer was better (`chosen` is the preferred one) |
-| ties | {{ rows.ties }} | tie votes: both answers equally good; kept apart, not silently dropped |
+| ties | {{ rows.ties }} | tie votes: both answers equally good; kept apart (RLHF Space's reward model learns to score them alike) |
 | both_bad | {{ rows.both_bad }} | both answers unacceptable; kept apart for filtering or SFT rewrites |
 
 - One row per vote: a pair labelled by two annotators (overlap) appears twice, so disagreement stays visible.

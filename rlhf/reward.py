@@ -260,8 +260,8 @@ def _ensemble_trainer(weights_column: str = "weights"):
     class WeightedCollator(DataCollatorForPreference):
         def torch_call(self, examples):
             batch = super().torch_call(examples)
-            for column in (weights_column, "preference"):
-                batch[column] = torch.tensor([example[column] for example in examples], dtype=torch.float)  # (B, K), (B,)
+            for column in (weights_column, "preference"):  # (B, K) and (B,)
+                batch[column] = torch.tensor([example[column] for example in examples], dtype=torch.float)
             return batch
 
     class EnsembleRewardTrainer(RewardTrainer):

@@ -40,8 +40,8 @@ COMPARE_COLUMNS = ["prompt", "reference", "tuned"]
 RUN_COLUMNS = ["id", "kind", "created_at", "steps", "key metric"]
 
 
-def make_config(kind, rm_epochs, rm_lr, rm_lora, rm_eval, rm_ties, steps, batch, mini, epochs, lr, tokens, kl_coef, target_kl,
-                dpo_epochs, dpo_lr, dpo_beta, dpo_lora, dpo_target_kl):
+def make_config(kind, rm_epochs, rm_lr, rm_lora, rm_eval, rm_ties, steps, batch, mini, epochs, lr, tokens, kl_coef,
+                target_kl, dpo_epochs, dpo_lr, dpo_beta, dpo_lora, dpo_target_kl):
     defaults = hardware_defaults()
     if kind == "reward":
         return RewardTrainConfig(epochs=float(rm_epochs), lr=float(rm_lr), lora=bool(rm_lora),
