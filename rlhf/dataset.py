@@ -507,8 +507,9 @@ class TrainingData:
     export_dir: Path
     ties: list[dict]
     """The tie votes (the export's ties split, rows as the decided pairs' with both answers in stored order)."""
-    ties_fingerprint: str | None
-    """sha256 prefix of the ties' parquet; None when there are none."""
+    with_ties_fingerprint: str
+    """The fingerprint of the decided pairs and the ties together (`fingerprint` when there are no ties): what a
+    reward model that learns from ties was trained on."""
 
 
 def training_pairs(store: Store, min_pairs: int = 8) -> TrainingData:
@@ -531,5 +532,6 @@ def training_pairs(store: Store, min_pairs: int = 8) -> TrainingData:
     dataset = Dataset(pq.read_table(train_file))
     ties_file = result.folder / "data" / "ties.parquet"
     ties = pq.read_table(ties_file).to_pylist() if ties_file.is_file() else []
-    return TrainingData(dataset, fingerprint_files([train_file]), result.folder, ties,
-                        fingerprint_files([ties_file]) if ties else None)
+    fingerprint = fingerprint_files([train_file])
+    return TrainingData(dataset, fingerprint, result.folder, ties,
+                        fingerprint_files([train_file, ties_file]) if ties else fingerprint)

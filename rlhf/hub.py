@@ -155,7 +155,7 @@ def push_dataset(store: Store, repo_id: str | None = None, private: bool = False
         card = DatasetCard.load(export.folder / "README.md")  # the export's card, the models pushed added
         card.text += models_section(record)
         card.save(export.folder / "README.md")
-        train = export.folder / "data" / "train.parquet"
+        train, ties = export.folder / "data" / "train.parquet", export.folder / "data" / "ties.parquet"
         files = sorted(str(p.relative_to(export.folder)) for p in export.folder.rglob("*") if p.is_file())
         rows = ", ".join(f"{n} {split}" for split, n in export.rows.items() if n)
         revision = _upload(api, token, repo_id, "dataset", export.folder, private,
@@ -165,6 +165,9 @@ def push_dataset(store: Store, repo_id: str | None = None, private: bool = False
             "rows": export.rows,
             # which exact training data this revision holds: compared with a checkpoint's own fingerprint on its card
             "train_fingerprint": fingerprint_files([train]) if train.is_file() else None,
+            # ... and for a reward model that also learnt from the ties (rlhf.dataset.TrainingData)
+            "train_and_ties_fingerprint": fingerprint_files([train, ties]) if train.is_file() and ties.is_file()
+            else None,
         }
     record = read_record(store)
     record["dataset"] = entry
@@ -287,6 +290,13 @@ def stage_checkpoint(meta: dict, folder: Path, record: dict, merged: bool) -> tu
                             "from this repo alone; push with --merged for weights that load on their own.")
     (folder / META_FILE).write_text(json.dumps(pushed, indent=2, default=str))
     return pushed, warnings
+
+
+def same_training_data(fingerprint: str | None, dataset: dict) -> bool:
+    """Whether a pushed dataset revision holds exactly the data a checkpoint was trained on: its decided pairs, or
+    its decided pairs and ties (a reward model that learnt from ties). Pure."""
+    pushed = {dataset.get("train_fingerprint"), dataset.get("train_and_ties_fingerprint")} - {None}
+    return fingerprint is not None and fingerprint in pushed
 
 
 def training_fingerprint(store: Store, meta: dict) -> str | None:
@@ -470,7 +480,7 @@ def model_card(meta: dict, repo_id: str, dataset: dict | None, fingerprint: str 
     if scripted:
         data_row = "none: the reward was a Python function, not a model trained on preferences"
     elif dataset:
-        same = fingerprint is not None and fingerprint == dataset.get("train_fingerprint")
+        same = same_training_data(fingerprint, dataset)
         data_row = (f"{cards.link(dataset['repo_id'], dataset['url'])} at revision "
                     f"{cards.code(dataset['revision'][:7], table=True)}"
                     + (" (exactly the pairs it was trained on)" if same else

@@ -478,9 +478,9 @@ def train_reward_model(
                 "stopped_early": bool(stop is not None and stop.is_set()),
                 "mode": main.mode,
             },
-            dataset={"fingerprint": data.fingerprint, "export_dir": str(data.export_dir), "rows": len(rows),
-                     "eval_pair_ids": sorted({rows[i]["pair_id"] for i in eval_rows}),
-                     "ties": len(ties), "ties_fingerprint": data.ties_fingerprint if ties else None},
+            dataset={"fingerprint": data.with_ties_fingerprint if ties else data.fingerprint,
+                     "export_dir": str(data.export_dir), "rows": len(rows),
+                     "eval_pair_ids": sorted({rows[i]["pair_id"] for i in eval_rows}), "ties": len(ties)},
             extras={"normalisation": main.normalisation, "heads": config.heads, "labelled_answers": labelled,
                     "audit": audit},
         ))

@@ -288,3 +288,14 @@ def test_the_model_card_shows_specs_and_settings_as_text_and_its_snippet_runs_as
     loads = [arg.value for node in ast.walk(ast.parse(snippet)) if isinstance(node, ast.Call)
              for arg in node.args if isinstance(arg, ast.Constant)]
     assert loads == [path, path, "me/p"]  # the exact path, however it is quoted
+
+
+def test_a_card_says_exactly_the_pairs_only_when_the_fingerprint_matches_what_was_pushed():
+    from rlhf.hub import same_training_data
+
+    pushed = {"train_fingerprint": "decided", "train_and_ties_fingerprint": "decided+ties"}
+    assert same_training_data("decided", pushed)  # DPO, or a reward model that left ties out
+    assert same_training_data("decided+ties", pushed)  # a reward model that learnt from the ties too
+    assert not same_training_data("older", pushed) and not same_training_data(None, pushed)
+    assert not same_training_data(None, {"train_fingerprint": None, "train_and_ties_fingerprint": None})
+    assert same_training_data("decided", {"train_fingerprint": "decided"})  # a record pushed before ties counted

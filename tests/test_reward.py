@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import REPO
 
-from rlhf.checkpoints import run_log_path
+from rlhf.checkpoints import fingerprint_files, run_log_path
 from rlhf.config import RewardTrainConfig, RLHFError
 from rlhf.judges import annotate
 from rlhf.reward import (
@@ -329,7 +329,7 @@ def test_ties_train_their_answers_scores_together(tiny_model_dir, tmp_path):
     annotate(store, lambda prompt, a, b: "a" if "Opossum" in a else "b" if "Opossum" in b else "tie", "judge:toy",
              seed=0)
     assert [sum(v["choice"] == c for v in store.votes()) for c in ("tie", "a", "b")] == [12, 5, 5]
-    gaps = {}
+    gaps, fingerprints = {}, {}
     for weight in (0.0, 1.0):
         meta = train_reward_model(store, dataclasses.replace(TOY_CONFIG, tie_weight=weight), str(tiny_model_dir))
         model = RewardModel.load(meta["path"], device="cpu", dtype="fp32")
@@ -342,9 +342,12 @@ def test_ties_train_their_answers_scores_together(tiny_model_dir, tmp_path):
         assert meta["metrics"]["n_train"] + meta["metrics"]["n_eval"] == 10  # accuracies: decided pairs only
         assert meta["metrics"]["n_ties"] == (10 if weight else 0)  # 2 of 12 tie-only pairs held out
         assert meta["dataset"]["ties"] == (12 if weight else 0)
-        assert (meta["dataset"]["ties_fingerprint"] is not None) == bool(weight)
+        fingerprints[weight] = meta["dataset"]["fingerprint"]
         assert meta["labelled_answers"]["count"] == (20 + 24 if weight else 20)  # tie answers were labelled too
     assert gaps[1.0] < 0.5 * gaps[0.0], gaps
+    assert fingerprints[1.0] != fingerprints[0.0]  # the data behind a checkpoint includes the ties it learnt from
+    data = Path(meta["dataset"]["export_dir"]) / "data"
+    assert fingerprints[1.0] == fingerprint_files([data / "train.parquet", data / "ties.parquet"])  # as a push records
 
 
 # failures ----------------------------------------------------------------------------------------------------------
