@@ -130,6 +130,35 @@ def main() -> int:
     return 0
 
 
+def side_by_side(description: str, report_name: str, arms_help: str, quick_help: str, run, print_table) -> int:
+    """The command line of the side-by-side benchmarks (ppo_variants.py, reward_variants.py): parse --rules, --arms,
+    --quick and --out, call `run(args, home)` in a temporary data directory that is removed afterwards (the report
+    is written as it goes), print the table."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rules", required=True, help="comma-separated rule names")
+    parser.add_argument("--arms", required=True, help=f"JSON {{arm name: {arms_help}}}, run in this order")
+    parser.add_argument("--quick", action="store_true", help=f"check the script: {quick_help}")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"JSON report (default: benchmarks/results/{report_name}.json; --quick: a .tmp file)")
+    args = parser.parse_args()
+    args.rules = [r for r in args.rules.split(",") if r]
+    args.arms = json.loads(args.arms)
+    unknown = [r for r in args.rules if r not in RULES]
+    if unknown:
+        parser.error(f"unknown rule(s) {unknown}; known: {', '.join(RULES)}")
+    if args.out is None:
+        args.out = REPO_ROOT / "benchmarks" / "results" / f"{report_name}.{'quick.tmp' if args.quick else 'json'}"
+    home = Path(tempfile.mkdtemp(prefix=f"rlhf-bench-{report_name}-"))
+    os.environ["RLHF_HOME"] = str(home)
+    try:
+        report = run(args, home)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    print_table(report)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def run_label() -> str:
     """When and at which commit a run measured (a row may hold parts measured by different runs)."""
     import subprocess

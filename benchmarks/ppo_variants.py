@@ -19,12 +19,10 @@ Writes benchmarks/results/ppo_variants.json after every arm (a run stopped early
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -33,40 +31,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RLHF_MODEL_CACHE", str(REPO_ROOT / ".cache" / "test-models-v1"))
 
-from benchmarks.learning_rules import HELD_OUT_PROMPTS, Clock, ppo_round, run_label  # noqa: E402
+from benchmarks.learning_rules import HELD_OUT_PROMPTS, Clock, ppo_round, run_label, side_by_side  # noqa: E402
 from benchmarks.rules import RULES  # noqa: E402
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rules", required=True, help="comma-separated rule names")
-    parser.add_argument("--arms", required=True, help='JSON {arm name: PPOConfig overrides}, run in this order')
-    parser.add_argument("--quick", action="store_true", help="check the script: 16 prompts, 2 steps, 8 held out")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON report (default: benchmarks/results/ppo_variants.json; --quick: a .tmp file)")
-    args = parser.parse_args()
-    args.rules = [r for r in args.rules.split(",") if r]
-    args.arms = json.loads(args.arms)
-    unknown = [r for r in args.rules if r not in RULES]
-    if unknown:
-        parser.error(f"unknown rule(s) {unknown}; known: {', '.join(RULES)}")
-    if args.out is None:
-        args.out = REPO_ROOT / "benchmarks" / "results" / ("ppo_variants.quick.tmp" if args.quick else
-                                                           "ppo_variants.json")
-    return args
-
-
-def main() -> int:
-    args = parse_args()
-    home = Path(tempfile.mkdtemp(prefix="rlhf-bench-variants-"))
-    os.environ["RLHF_HOME"] = str(home)
-    try:
-        report = run(args, home)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-    print_table(report)
-    print(f"wrote {args.out}")
-    return 0
 
 
 def run(args, home: Path) -> dict:
@@ -136,4 +102,4 @@ def print_table(report: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(side_by_side(__doc__.split("\n\n")[0], "ppo_variants", "PPOConfig overrides", "16 prompts, 2 steps, 8 held out", run, print_table))

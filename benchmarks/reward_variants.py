@@ -20,14 +20,12 @@ Writes benchmarks/results/reward_variants.json after every arm, e.g.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -36,27 +34,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RLHF_MODEL_CACHE", str(REPO_ROOT / ".cache" / "test-models-v1"))
 
-from benchmarks.learning_rules import HELD_OUT_PROMPTS, Clock, run_label  # noqa: E402
+from benchmarks.learning_rules import HELD_OUT_PROMPTS, Clock, run_label, side_by_side  # noqa: E402
 from benchmarks.rules import RULES  # noqa: E402
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rules", required=True, help="comma-separated rule names")
-    parser.add_argument("--arms", required=True, help="JSON {arm name: RewardTrainConfig overrides}, in this order")
-    parser.add_argument("--quick", action="store_true", help="check the script: 16 prompts, 8 held out, 16 tokens")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON report (default: benchmarks/results/reward_variants.json; --quick: a .tmp file)")
-    args = parser.parse_args()
-    args.rules = [r for r in args.rules.split(",") if r]
-    args.arms = json.loads(args.arms)
-    unknown = [r for r in args.rules if r not in RULES]
-    if unknown:
-        parser.error(f"unknown rule(s) {unknown}; known: {', '.join(RULES)}")
-    if args.out is None:
-        args.out = REPO_ROOT / "benchmarks" / "results" / ("reward_variants.quick.tmp" if args.quick else
-                                                           "reward_variants.json")
-    return args
 
 
 def ranking_agreement(rule, prompts: list[str], answers: list[str], scores: list[float]) -> dict:
@@ -101,19 +80,6 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
     spread = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
     return cov / spread if spread else None
-
-
-def main() -> int:
-    args = parse_args()
-    home = Path(tempfile.mkdtemp(prefix="rlhf-bench-reward-"))
-    os.environ["RLHF_HOME"] = str(home)
-    try:
-        report = run(args, home)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-    print_table(report)
-    print(f"wrote {args.out}")
-    return 0
 
 
 def run(args, home: Path) -> dict:
@@ -185,4 +151,4 @@ def print_table(report: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(side_by_side(__doc__.split("\n\n")[0], "reward_variants", "RewardTrainConfig overrides", "16 prompts, 8 held out, 16 tokens", run, print_table))
