@@ -161,6 +161,10 @@ def test_no_kl_budget_in_the_train_tab_is_no_budget_on_the_command_line(kind):
                 lr=1e-3, tokens=0, kl_coef=0.1, target_kl=0, dpo_epochs=4, dpo_lr=2e-4, dpo_beta=0.1, dpo_lora=True,
                 dpo_target_kl=0)
     config = make_config(kind, **form).validate()
+    with pytest.raises(RLHFError, match="a setting is not a number"):  # what a caller of the public endpoint may send
+        make_config("reward", **{**form, "rm_ties": "lots"})
+    with pytest.raises(RLHFError, match="tie_weight: 5.0 is out of range"):
+        make_config("reward", **{**form, "rm_ties": 5}).validate()
     line = command_line(kind, "p", "bundled", config)
     assert "--target-kl 0.0" in line
     args = build_parser().parse_args(shlex.split(line)[3:])

@@ -40,8 +40,18 @@ COMPARE_COLUMNS = ["prompt", "reference", "tuned"]
 RUN_COLUMNS = ["id", "kind", "created_at", "steps", "key metric"]
 
 
-def make_config(kind, rm_epochs, rm_lr, rm_lora, rm_eval, rm_ties, steps, batch, mini, epochs, lr, tokens, kl_coef,
-                target_kl, dpo_epochs, dpo_lr, dpo_beta, dpo_lora, dpo_target_kl):
+def make_config(kind, *settings, **named):
+    """The form's settings as the config of `kind`; a value that is not a number is an RLHFError that says so (the
+    form's events are public endpoints: anything may arrive)."""
+    try:
+        return _form_config(kind, *settings, **named)
+    except (TypeError, ValueError) as error:
+        raise RLHFError(f"train: a setting is not a number ({error}); enter numbers in the training settings."
+                        ) from None
+
+
+def _form_config(kind, rm_epochs, rm_lr, rm_lora, rm_eval, rm_ties, steps, batch, mini, epochs, lr, tokens, kl_coef,
+                 target_kl, dpo_epochs, dpo_lr, dpo_beta, dpo_lora, dpo_target_kl):
     defaults = hardware_defaults()
     if kind == "reward":
         return RewardTrainConfig(epochs=float(rm_epochs), lr=float(rm_lr), lora=bool(rm_lora),
