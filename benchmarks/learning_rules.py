@@ -313,6 +313,7 @@ def ppo_round(store, rule, clock, generate_s: float, held_out: list[str], evalua
         "round_s": round(round_s, 1), "stages_s": {"generate": generate_s, **clock.stages},
         "ppo": {"steps_done": ppo["steps_done"], "selected_step": ppo["selected_step"],
                 "selected_by": ppo["selected_by"], "kl_guard": ppo.get("kl_guard"),
+                "reward_trend": ppo.get("reward_trend"),
                 "app_evaluation_verdict": (ppo.get("evaluation") or {}).get("verdict")},
         "curve": [{"step": m["step"], "t": m["time/step_s"], "score": m["objective/scores"],
                    "kl": m["objective/kl"], "audit": m.get("audit/scores"), "audit_gain": m.get("audit/gain"),

@@ -67,8 +67,22 @@ def report_text(report: dict) -> str:
     flags = (report.get("drift") or {}).get("flags") or []
     if flags:
         lines.append("Drift: " + "; ".join(flags) + ".")
+    if report.get("training_reward"):
+        lines.append(training_reward_text(report["training_reward"]))
     lines.append(report["verdict_text"])
     return "\n".join(lines)
+
+
+def training_reward_text(trend: dict) -> str:
+    """What PPO's run did to the reward it optimised (`rlhf.ppo.reward_trend`), in words. Pure."""
+    figures = (f"{trend['first']:+.2f} over the first {trend['quarter']} of its {trend['steps']} steps, "
+               f"{trend['last']:+.2f} over the last {trend['quarter']} (+- {trend['se']:.2f})")
+    if trend["label"] == "rose":
+        return f"Training: PPO raised the reward it optimised ({figures})."
+    moved = "did not raise" if trend["label"] == "flat" else "lowered"
+    return (f"Training: PPO {moved} the reward it optimised ({figures}): by the reward's own measure its "
+            "answers got no better, so the reward gave it no direction it could follow. More votes, or a reward "
+            "model that ranks its held-out pairs better, come before more steps.")
 
 
 def outcome_rates(outcomes: list[str]) -> dict[str, float]:
@@ -169,7 +183,8 @@ def evaluate_policy(
         prompts, judge=judge, reward_meta=reward_meta, sampling=sampling,
         kl_budget=(meta.get("config") or {}).get("target_kl"), reward_function=function,
     )
-    return {"policy": meta["id"], "reference": reference_spec, **report}
+    # PPO's run: did it raise the reward it optimised? (`rlhf.ppo.reward_trend`; None for DPO)
+    return {"policy": meta["id"], "reference": reference_spec, **report, "training_reward": meta.get("reward_trend")}
 
 
 def compare_models(

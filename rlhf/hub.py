@@ -438,6 +438,10 @@ def run_health(meta: dict) -> str:
         if guard:
             lines.append(f"- The KL guard stopped the run at step {guard['step']} (KL {guard['kl']:.1f} nats per "
                          f"answer) and rolled back to step {guard['rolled_back_to']}.")
+        if meta.get("reward_trend"):
+            from rlhf.evaluate import training_reward_text
+
+            lines.append("- " + cards.text(training_reward_text(meta["reward_trend"])))
         if meta.get("selected_step") is not None:
             lines.append(f"- Published weights: step {meta['selected_step']} of {meta.get('steps_done')}, chosen by "
                          f"{cards.text(meta.get('selected_by') or 'last step')} (never by the optimised reward).")

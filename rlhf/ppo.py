@@ -214,6 +214,28 @@ def kl_guard_tripped(kls: list[float], limit: float, steps: int) -> bool:
     return len(kls) >= steps and all(kl > limit for kl in kls[-steps:])
 
 
+def reward_trend(gains_by_step: list[list[float]]) -> dict | None:
+    """Did PPO raise the reward it optimised? The mean score gain (each answer's score less its prompt's baseline,
+    before the KL penalty) of the first quarter of the run's steps against the last quarter's, with the standard
+    error of the difference: "rose" or "fell" when they differ by more than two standard errors, else "flat". A run
+    whose own reward stays flat spent its KL on noise: the reward model gave it no direction it could follow, which
+    more steps do not fix (more votes, or a reward model that ranks held-out pairs better, can). None under 4 steps.
+    Pure."""
+    if len(gains_by_step) < 4:
+        return None
+    quarter = len(gains_by_step) // 4
+    parts = [[g for step in steps for g in step] for steps in (gains_by_step[:quarter], gains_by_step[-quarter:])]
+    if any(len(part) < 2 for part in parts):
+        return None
+    means = [sum(part) / len(part) for part in parts]
+    variances = [sum((g - mean) ** 2 for g in part) / (len(part) - 1) for part, mean in zip(parts, means)]
+    change = means[1] - means[0]
+    error = math.sqrt(sum(v / len(part) for v, part in zip(variances, parts)))
+    label = "rose" if change > 2 * error else "fell" if change < -2 * error else "flat"
+    return {"label": label, "first": means[0], "last": means[1], "change": change, "se": error,
+            "steps": len(gains_by_step), "quarter": quarter}
+
+
 def kl_controller(config: PPOConfig):
     if not config.target_kl:
         return FixedKLController(config.kl_coef)
@@ -750,7 +772,7 @@ def train_ppo(
                 state["last_trainable"] = {name: tensor.cpu() for name, tensor in last_weights.items()}
             # What the selection and the KL guard have seen so far, so a resumed run chooses as an unbroken one would.
             state["selection"] = {"kls": kls, "audit_gains": audit_gains_by_step, "flagged_steps": flagged_steps,
-                                  "last_flags": last_flags, "peak": peak}
+                                  "last_flags": last_flags, "peak": peak, "score_gains": score_gains_by_step}
             if best is not None:
                 state["selection"]["best"] = {"evidence": best[0], "step": best[1],
                                               "weights": {name: tensor.cpu() for name, tensor in best[2].items()}}
@@ -768,6 +790,7 @@ def train_ppo(
                                     "newest step within the KL guard and free of drift flags"
                                     if final and best is not None else "last step"),
                     "selection_rule": SELECTION_RULE,
+                    "reward_trend": reward_trend(score_gains_by_step),
                     "processes": run.world,
                 },
             ))
@@ -777,6 +800,7 @@ def train_ppo(
     selection = resumed_selection if previous else {}
     kls: list[float] = list(selection.get("kls", []))
     audit_gains_by_step: list[list[float]] = list(selection.get("audit_gains", []))
+    score_gains_by_step: list[list[float]] = list(selection.get("score_gains", []))  # the optimised reward's, by step
     flagged_steps: list[int] = list(selection.get("flagged_steps", []))  # steps whose answers a drift detector flagged
     last_flags: list[str] = list(selection.get("last_flags", []))
     peak = tuple(selection["peak"]) if selection.get("peak") else None  # best (evidence, standard error) so far
@@ -793,6 +817,7 @@ def train_ppo(
             sampled_by = (run.step_count, run.trainable_state() if config.select_best else None)
             result = run.step()
             kls.append(result.metrics["objective/kl"])
+            score_gains_by_step.append((result.rollout.scores - result.rollout.baselines).tolist())
             evidence = None
             if reward.audit is not None:  # held-out evidence on this step's answers
                 scores = reward.audit(run.last_prompts, run.last_texts).tolist()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rlhf.config import PPOConfig, RLHFError, SamplingConfig
-from rlhf.evaluate import evaluate_policy, judge_outcome, outcome_rates
+from rlhf.evaluate import evaluate_policy, judge_outcome, outcome_rates, training_reward_text
 from rlhf.ppo import RewardSource, train_ppo
 from rlhf.store import Store
 
@@ -60,3 +60,15 @@ def test_evaluate_needs_a_policy_and_a_judge(tiny_model_dir):
     store = Store.open("empty", create=True)
     with pytest.raises(RLHFError, match="no ppo or dpo checkpoint"):
         evaluate_policy(store, "latest", prompts=PROMPTS)
+
+
+def test_training_reward_text_says_whether_ppo_raised_its_own_reward():
+    trend = {"label": "flat", "first": 0.08, "last": 0.1, "change": 0.02, "se": 0.11, "steps": 40, "quarter": 10}
+    said = training_reward_text(trend)
+    assert said.startswith("Training: PPO did not raise the reward it optimised (+0.08 over the first 10 of its 40 "
+                           "steps, +0.10 over the last 10 (+- 0.11))")
+    assert "More votes" in said  # what to do about it
+    assert "lowered" in training_reward_text({**trend, "label": "fell", "last": -0.5})
+    rose = training_reward_text({**trend, "label": "rose", "last": 0.9})
+    assert rose == "Training: PPO raised the reward it optimised (+0.08 over the first 10 of its 40 steps, +0.90 over " \
+                   "the last 10 (+- 0.11))."

@@ -13,7 +13,7 @@ from rlhf.models import load_model
 from rlhf.ppo import (
     RewardSource,
     AdaptiveKLController, FixedKLController, PPORun, compute_gae, compute_rewards, first_true_indices, kl_guard_tripped,
-    resolve_lengths,
+    resolve_lengths, reward_trend,
     logprobs_from_logits, masked_mean, masked_var, masked_whiten, policy_loss, programmatic_reward,
     response_mask_and_last_index, train_ppo, truncate_response, value_loss,
 )
@@ -159,6 +159,21 @@ def test_kl_guard_needs_consecutive_steps_over_the_limit():
     assert not kl_guard_tripped([20.0, 20.0], limit=15.0, steps=3)  # not enough steps yet
     assert not kl_guard_tripped([20.0, 10.0, 20.0, 20.0], limit=15.0, steps=3)  # a dip below resets it
     assert kl_guard_tripped([1.0, 16.0, 17.0, 18.0], limit=15.0, steps=3)
+
+
+def test_reward_trend_compares_the_first_and_last_quarter_of_the_steps_by_hand():
+    # first quarter [0, 2]: mean 1, variance 2; last [6, 6]: mean 6, variance 0; se = sqrt(2/2 + 0/2) = 1
+    trend = reward_trend([[0.0, 2.0], [1.0, 1.0], [5.0, 7.0], [6.0, 6.0]])
+    assert trend["label"] == "rose" and trend["quarter"] == 1 and trend["steps"] == 4
+    assert (trend["first"], trend["last"], trend["change"]) == (1.0, 6.0, 5.0)
+    assert math.isclose(trend["se"], 1.0)
+    assert reward_trend([[6.0, 6.0], [1.0, 1.0], [5.0, 7.0], [0.0, 2.0]])["label"] == "fell"
+    # last [1, 3]: mean 2, variance 2: change 1 against se sqrt(1 + 1) = 1.41, within two standard errors
+    flat = reward_trend([[0.0, 2.0], [1.0, 1.0], [1.0, 1.0], [1.0, 3.0]])
+    assert flat["label"] == "flat" and math.isclose(flat["se"], math.sqrt(2))
+    nine = reward_trend([[0.0, 0.0]] * 2 + [[5.0, 5.0]] * 5 + [[1.0, 1.0], [3.0, 3.0]])
+    assert nine["quarter"] == 2 and (nine["first"], nine["last"]) == (0.0, 2.0)  # steps 1-2 against 8-9
+    assert reward_trend([[1.0, 2.0]] * 3) is None  # under 4 steps: one batch's prompts, not a trend
 
 
 def test_step_evidence_is_the_mean_gain_of_the_last_three_steps_with_its_standard_error():

@@ -91,6 +91,11 @@ def test_a_collapse_is_flagged_and_called_reward_hacking(labelled, tiny_chat_mod
 
     said = report_text(evaluation)
     assert "Likely reward hacking" in said and "Drift: " in said and f"{evaluation['kl']:.1f} nats" in said
+    # the brevity reward is easy to raise: the run says PPO raised the reward it optimised, which the verdict then
+    # weighs against the held-out evidence
+    assert meta["reward_trend"]["label"] == "rose" and meta["reward_trend"]["last"] > meta["reward_trend"]["first"]
+    assert evaluation["training_reward"] == meta["reward_trend"]
+    assert "Training: PPO raised the reward it optimised" in said
     metrics = [{"step": step.step, **step.metrics} for step in steps]
     flagged_at = max(m["step"] for m in metrics if m["drift/flags"])
     assert drift_line(metrics[:flagged_at]).startswith(f"**Drift at step {flagged_at}:**")
@@ -98,6 +103,7 @@ def test_a_collapse_is_flagged_and_called_reward_hacking(labelled, tiny_chat_mod
     health = run_health(saved)
     assert "**likely reward hacking**" in health and "Likely reward hacking" in health  # the verdict's own words
     assert f"flagged {len(saved['run_drift']['flagged_steps'])} training step(s)" in health
+    assert "PPO raised the reward it optimised" in health
 
 
 def test_the_default_run_publishes_a_step_from_before_the_collapse(labelled, tiny_chat_model_dir):
