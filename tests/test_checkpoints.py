@@ -32,7 +32,7 @@ META_KEYS = {
             "kl_budget_stop", "checks"},
     "ppo": {"id", "kind", "algorithm", "base_model", "policy_start", "parent", "round", "reward", "dataset", "config",
             "steps_done", "metrics", "num_prompts", "kl_guard", "run_drift", "selected_step", "selected_by",
-            "selection_rule", "processes", "created_at"},
+            "selection_rule", "reward_trend", "processes", "created_at"},
 }
 
 
@@ -284,6 +284,7 @@ def test_a_ppo_run_crashed_and_resumed_with_the_mirror_has_every_step_once_and_i
                      prompts=PROMPTS, device="cpu", resume=kept["id"])
     assert meta["id"] == kept["id"] and meta["steps_done"] == 4
     assert meta["config"]["report_to"] == "tensorboard"  # the resumed run's own choice, not the first part's
+    assert meta["reward_trend"]["steps"] == 4  # the first part's steps' rewards were kept through the resume
     metrics_file = Path(meta["path"]) / "metrics.jsonl"
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3, 4] and "samples" in rows[0] and "drift/flags" in rows[0]
