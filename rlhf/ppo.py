@@ -224,15 +224,12 @@ def reward_trend(gains_by_step: list[list[float]]) -> dict | None:
     if len(gains_by_step) < 4:
         return None
     quarter = len(gains_by_step) // 4
-    parts = [[g for step in steps for g in step] for steps in (gains_by_step[:quarter], gains_by_step[-quarter:])]
-    if any(len(part) < 2 for part in parts):
-        return None
-    means = [sum(part) / len(part) for part in parts]
-    variances = [sum((g - mean) ** 2 for g in part) / (len(part) - 1) for part, mean in zip(parts, means)]
-    change = means[1] - means[0]
-    error = math.sqrt(sum(v / len(part) for v, part in zip(variances, parts)))
+    # the mean of a window of steps' answers and its standard error, as the auditor's evidence is computed
+    first, first_error = step_evidence(gains_by_step[:quarter], window=quarter)
+    last, last_error = step_evidence(gains_by_step[-quarter:], window=quarter)
+    change, error = last - first, math.hypot(first_error, last_error)
     label = "rose" if change > 2 * error else "fell" if change < -2 * error else "flat"
-    return {"label": label, "first": means[0], "last": means[1], "change": change, "se": error,
+    return {"label": label, "first": first, "last": last, "change": change, "se": error,
             "steps": len(gains_by_step), "quarter": quarter}
 
 
