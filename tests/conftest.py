@@ -174,8 +174,13 @@ def serve(env: dict, model: str):
     import urllib.request
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "rlhf", "serve", "--port", str(port), "--model", model],
-                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Its stderr goes to a file, not a pipe: nobody reads a pipe while the tests run, and a server whose pipe fills
+    # up blocks on its next log line.
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log_path = ARTIFACTS / f"serve-{port}.log"  # kept: what the server said, when a test against it fails
+    with log_path.open("w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "rlhf", "serve", "--port", str(port), "--model", model],
+                                  cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
     url = f"http://127.0.0.1:{port}/"
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
     for _ in range(240):
@@ -183,7 +188,7 @@ def serve(env: dict, model: str):
             opener.open(url, timeout=2)
             return server, url
         except Exception:
-            assert server.poll() is None, server.stderr.read()[-3000:]
+            assert server.poll() is None, log_path.read_text()[-3000:]
             time.sleep(0.5)
     server.terminate()
     raise AssertionError(f"the server did not answer at {url} in 2 minutes")
@@ -259,17 +264,27 @@ def call_raw(url: str, name: str, data: list, session_hash: str | None = None,
 def read_events(url: str, name: str, event_id: str) -> tuple[str, object]:
     """The last `event:` of a `/gradio_api/call` stream (complete or error) and its data."""
     import json
+    import time
 
     import httpx
 
     event = None
     with httpx.Client(trust_env=False, timeout=300) as http:
-        with http.stream("GET", f"{url}gradio_api/call/{name}/{event_id}") as stream:
-            for line in stream.iter_lines():
-                if line.startswith("event:"):
-                    event = line.split(":", 1)[1].strip()
-                elif line.startswith("data:") and event in ("complete", "error"):
-                    return event, json.loads(line.split(":", 1)[1])
+        for attempt in range(3):
+            try:
+                with http.stream("GET", f"{url}gradio_api/call/{name}/{event_id}") as stream:
+                    for line in stream.iter_lines():
+                        if line.startswith("event:"):
+                            event = line.split(":", 1)[1].strip()
+                        elif line.startswith("data:") and event in ("complete", "error"):
+                            return event, json.loads(line.split(":", 1)[1])
+                return event or "closed", None
+            except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
+                # A loopback connection reset before the stream's first line (seen once in CI, on a server's first
+                # event): nothing was read, so the stream can be asked for again. A server that died fails again.
+                if event is not None or attempt == 2:
+                    raise
+                time.sleep(0.5)
     return event or "closed", None
 
 
