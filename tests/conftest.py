@@ -264,27 +264,17 @@ def call_raw(url: str, name: str, data: list, session_hash: str | None = None,
 def read_events(url: str, name: str, event_id: str) -> tuple[str, object]:
     """The last `event:` of a `/gradio_api/call` stream (complete or error) and its data."""
     import json
-    import time
 
     import httpx
 
     event = None
     with httpx.Client(trust_env=False, timeout=300) as http:
-        for attempt in range(3):
-            try:
-                with http.stream("GET", f"{url}gradio_api/call/{name}/{event_id}") as stream:
-                    for line in stream.iter_lines():
-                        if line.startswith("event:"):
-                            event = line.split(":", 1)[1].strip()
-                        elif line.startswith("data:") and event in ("complete", "error"):
-                            return event, json.loads(line.split(":", 1)[1])
-                return event or "closed", None
-            except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
-                # A loopback connection reset before the stream's first line (seen once in CI, on a server's first
-                # event): nothing was read, so the stream can be asked for again. A server that died fails again.
-                if event is not None or attempt == 2:
-                    raise
-                time.sleep(0.5)
+        with http.stream("GET", f"{url}gradio_api/call/{name}/{event_id}") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and event in ("complete", "error"):
+                    return event, json.loads(line.split(":", 1)[1])
     return event or "closed", None
 
 

@@ -66,3 +66,41 @@ def test_tuned_checkpoints_join_the_model_list_and_chat(client, tiny_model_dir):
     assert choices[-1] == (f"{meta['id']} (ppo)", meta["path"])
     job = client.submit("Hi!", [], meta["path"], "", 8, 0.7, 0.95, api_name="/chat")
     assert list(job)[-1][1][-1]["content"][0]["text"]  # the tuned policy answers
+
+
+def test_serving_waits_for_a_slow_first_page_instead_of_exiting():
+    """Gradio's localhost check gives up at the first request over 3 s, and `launch` then exits ("a shareable link
+    must be created"): on a loaded machine the app's first page can take that long. `serve` asks again."""
+    import http.server
+    import threading
+    import time
+
+    from gradio import networking
+
+    from conftest import free_port
+    from rlhf.ui import patient_url_ok
+
+    started = time.monotonic()
+
+    class SlowAtFirst(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            if time.monotonic() - started < 5:
+                time.sleep(4)  # over Gradio's 3 s timeout
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), SlowAtFirst)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        gradio_url_ok = getattr(networking.url_ok, "gradio_url_ok", networking.url_ok)  # `serve` may have patched it
+        assert gradio_url_ok(url) is False  # Gradio's own check: the crash this guards against
+        assert patient_url_ok(url, within_s=30) is True
+        assert time.monotonic() - started >= 5
+    finally:
+        server.shutdown()
+    # a server that never answers still fails the check, after the wait
+    assert patient_url_ok(url, within_s=1) is False
