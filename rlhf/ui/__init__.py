@@ -130,20 +130,19 @@ class _TooLarge(Exception):
 
 STARTUP_CHECK_S = 60.0
 """How long `serve` lets Gradio's check that the server answers on localhost keep trying."""
+GRADIO_URL_OK = gr.networking.url_ok
+"""Gradio's own localhost check, kept before `serve` puts `patient_url_ok` in its place."""
 
 
-def patient_url_ok(url: str, check=None, within_s: float = STARTUP_CHECK_S) -> bool:
-    """Gradio's localhost check (`gradio.networking.url_ok`, or `check`), asked again until it passes or `within_s`
-    seconds are over. Gradio's own gives up at the first request that takes over 3 s, and `launch` then raises
-    "When localhost is not accessible, a shareable link must be created" and the server exits: seen on a loaded
-    2-core machine, where the app's first page took longer than that."""
+def patient_url_ok(url: str, within_s: float = STARTUP_CHECK_S) -> bool:
+    """Gradio's localhost check (`GRADIO_URL_OK`), asked again until it passes or `within_s` seconds are over.
+    Gradio's own gives up at the first request that takes over 3 s, and `launch` then raises "When localhost is not
+    accessible, a shareable link must be created" and the server exits: seen on a loaded 2-core machine, where the
+    app's first page took longer than that. Gradio has no setting for it, so `serve` swaps the function."""
     import time
 
-    from gradio import networking
-
-    check = check or getattr(networking.url_ok, "gradio_url_ok", networking.url_ok)  # Gradio's, once patched
     deadline = time.monotonic() + within_s
-    while not check(url):
+    while not GRADIO_URL_OK(url):
         if time.monotonic() > deadline:
             return False
         time.sleep(1.0)
@@ -153,20 +152,11 @@ def patient_url_ok(url: str, check=None, within_s: float = STARTUP_CHECK_S) -> b
 def serve(demo: gr.Blocks, server_name: str, server_port: int, **kwargs) -> gr.Blocks:
     """Queue and launch `demo` with the public-server bounds (rlhf.access): a queue of `QUEUE_SIZE` events, request
     bodies of `MAX_REQUEST_BYTES`, uploads of `MAX_UPLOAD`."""
-    from gradio import networking
     from starlette.middleware import Middleware
 
     from rlhf import access
 
-    # `Blocks.launch` reads `networking.url_ok` when it runs: a patient one, so a slow first page is not a crash.
-    if getattr(networking.url_ok, "__name__", "") != "patient":
-        gradio_url_ok = networking.url_ok
-
-        def patient(url: str) -> bool:
-            return patient_url_ok(url, gradio_url_ok)
-
-        patient.gradio_url_ok = gradio_url_ok
-        networking.url_ok = patient
+    gr.networking.url_ok = patient_url_ok  # `Blocks.launch` reads it when it runs: a slow first page is not a crash
     demo.queue(default_concurrency_limit=4, max_size=access.QUEUE_SIZE)
     demo.launch(
         server_name=server_name, server_port=server_port, theme=gr.themes.Soft(), max_file_size=access.MAX_UPLOAD,
