@@ -137,6 +137,8 @@ class LoraSettings:
     """LoRA scaling numerator (the update is scaled by alpha / r)."""
 
 
+REWARD_POOLINGS = ("last", "mean")
+"""How a reward model reads its score from the chat (RewardTrainConfig.pooling)."""
 REPORT_TO = ("none", "tensorboard")
 """Where a run's metrics go besides its own metrics.jsonl."""
 TENSORBOARD_MISSING = ("report_to: tensorboard needs the tensorboard package, which is not installed: "
@@ -181,6 +183,10 @@ class RewardTrainConfig(TrainingSettings):
     answers worse (rank correlation with the annotators' rule 0.13 vs 0.39 on 122 pairs) and disagreed only 1.35x more
     on collapsed answers than on labelled ones, too little to stop a collapse; the support check in
     `RewardModel.rewards` does that."""
+    pooling: str = field(default="last", metadata={"choices": REWARD_POOLINGS})
+    """Where the score is read: `last`, the head's output at the chat's last token (what TRL and most reward models
+    do); `mean`, its mean over the answer's tokens, so a feature anywhere in the answer (the first sentence naming
+    the subject) reaches the score directly, and length alone earns nothing."""
     tie_weight: float = 1.0
     """How much each tie vote counts in training, against 1 for a decided pair; 0 leaves ties out. A tie says the two
     answers are equally good: it trains their scores together (the Bradley-Terry likelihood with a 0.5 label), which
@@ -197,6 +203,8 @@ class RewardTrainConfig(TrainingSettings):
             raise ConfigError(f"heads: {self.heads} is out of range; use 1 (a single reward model) to 16.")
         if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1:
             raise ConfigError("epochs, lr and batch_size must be positive.")
+        if self.pooling not in REWARD_POOLINGS:
+            raise ConfigError(f"pooling: {self.pooling!r} is not one of {', '.join(REWARD_POOLINGS)}.")
         if not 0 <= self.tie_weight <= 1:
             raise ConfigError(f"tie_weight: {self.tie_weight} is out of range; use 0 (ties left out) to 1 (a tie "
                               "counts as much as a decided pair).")

@@ -157,6 +157,17 @@ def conversation_ids(tokenizer, messages: list[dict], max_length: int | None = N
     return ids[-max_length:] if max_length else ids
 
 
+def answer_start(tokenizer, messages: list[dict], max_length: int | None = None) -> int:
+    """Where the answer begins in `conversation_ids(tokenizer, messages, max_length)`: the length of the prompt as a
+    policy is given it (with the generation prompt), less what truncation dropped from the front."""
+    full = conversation_ids(tokenizer, messages)
+    prompt = list(tokenizer.apply_chat_template(messages[:-1], tokenize=True, add_generation_prompt=True,
+                                                return_dict=True)["input_ids"])
+    shared = next((i for i, (a, b) in enumerate(zip(full, prompt)) if a != b), min(len(full), len(prompt)))
+    dropped = max(0, len(full) - max_length) if max_length else 0
+    return max(0, shared - dropped)
+
+
 def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask), each (B, T), right-padded as TRL's DataCollatorForPreference pads.
 
@@ -169,6 +180,19 @@ def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention_mask[row, : len(ids)] = 1
     return input_ids, attention_mask
+
+
+def mean_over_answer(token_scores: torch.Tensor, attention_mask: torch.Tensor, answer_starts: torch.Tensor
+                     ) -> torch.Tensor:
+    """(B, K): the heads' per-token outputs (B, T, K) averaged over each answer's tokens, from its start
+    (answer_starts, (B,)) to its last real token (attention_mask, (B, T), right padding). Pure.
+
+    The prompt's tokens are left out: they are the same in both answers of a pair. The mean, not the sum, so that an
+    answer gains nothing by being longer."""
+    positions = torch.arange(token_scores.size(1), device=token_scores.device)  # (T,)
+    answer = attention_mask.bool() & (positions[None, :] >= answer_starts.to(positions.device)[:, None])  # (B, T)
+    weights = answer.to(token_scores.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (token_scores * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)  # (B, K)
 
 
 # the model ---------------------------------------------------------------------------------------------------------
@@ -235,24 +259,43 @@ def build_reward_model(source, config: RewardTrainConfig, pad_token_id: int):
     return get_peft_model(model, lora_config(config)) if config.lora else model
 
 
+def model_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling: str = "last",
+                 answer_starts: torch.Tensor | None = None) -> torch.Tensor:
+    """The heads' outputs for a right-padded batch, (B, K): read at the last real token (`last`, the classifier's own
+    reading), or averaged over the answer's tokens (`mean`, `mean_over_answer`; needs `answer_starts`)."""
+    if pooling == "last":
+        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    # The classifier keeps only the last token's output; its head's output at every token is caught on the way.
+    head_names = [name for name, _ in model.named_modules() if name == "score" or name.endswith(".score")]
+    head = model.get_submodule(min(head_names, key=len))  # PEFT wraps the head; its wrapper gives the active output
+    caught = {}
+    handle = head.register_forward_hook(lambda module, args, output: caught.__setitem__("scores", output))
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    finally:
+        handle.remove()
+    return mean_over_answer(caught["scores"], attention_mask, answer_starts)  # (B, K)
+
+
 @torch.inference_mode()
-def raw_scores(model, sequences: list[list[int]], pad_id: int, batch_size: int = 16) -> torch.Tensor:
-    """The heads' outputs at the last real token of each sequence, (N, K) float32 on CPU, in input order."""
+def raw_scores(model, sequences: list[list[int]], pad_id: int, batch_size: int = 16, pooling: str = "last",
+               answer_starts: list[int] | None = None) -> torch.Tensor:
+    """The heads' outputs for each sequence (`model_scores`), (N, K) float32 on CPU, in input order."""
     if not sequences:
         return torch.zeros(0, model.config.num_labels)
     device = next(model.parameters()).device
     scores = []
     for start in range(0, len(sequences), batch_size):
         input_ids, attention_mask = pad_right(sequences[start : start + batch_size], pad_id)
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                       use_cache=False).logits  # (B, 1)
+        starts = None if answer_starts is None else torch.tensor(answer_starts[start : start + batch_size])
+        logits = model_scores(model, input_ids.to(device), attention_mask.to(device), pooling, starts)
         scores.append(logits.float().cpu())  # (B, K)
     return torch.cat(scores)
 
 
-def _ensemble_trainer(weights_column: str = "weights"):
-    """TRL's RewardTrainer with one change: each head's Bradley-Terry loss counts each pair as often as that head's
-    bootstrap resample drew it. Built on first use: importing trl costs ~90 MB, which a PPO run scoring with a saved
+def _ensemble_trainer(pooling: str = "last", weights_column: str = "weights"):
+    """TRL's RewardTrainer with two changes: each head's Bradley-Terry loss counts each pair as often as that head's
+    bootstrap resample drew it, and the score is read as `pooling` says (`model_scores`). Built on first use: importing trl costs ~90 MB, which a PPO run scoring with a saved
     reward model should not pay."""
     from trl import RewardTrainer
     from trl.trainer.reward_trainer import DataCollatorForPreference
@@ -262,14 +305,17 @@ def _ensemble_trainer(weights_column: str = "weights"):
             batch = super().torch_call(examples)
             for column in (weights_column, "preference"):  # (B, K) and (B,)
                 batch[column] = torch.tensor([example[column] for example in examples], dtype=torch.float)
+            # one start per row of the batch, chosen answers first as TRL stacks them
+            batch["answer_starts"] = torch.tensor([e[side + "_start"] for side in ("chosen", "rejected")
+                                                   for e in examples])  # (2B,)
             return batch
 
     class EnsembleRewardTrainer(RewardTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             weights, preference = inputs.pop(weights_column), inputs.pop("preference")
-            inputs["use_cache"] = False
-            outputs = model(**inputs)
-            chosen, rejected = torch.chunk(outputs.logits, chunks=2)  # (B, K) each: chosen first, as TRL collates
+            scores = model_scores(model, inputs["input_ids"], inputs["attention_mask"], pooling,
+                                  inputs.pop("answer_starts"))  # (2B, K)
+            chosen, rejected = torch.chunk(scores, chunks=2)  # (B, K) each: chosen first, as TRL collates
             loss = weighted_pair_loss(chosen.float(), rejected.float(), weights.to(chosen.device),
                                       preference.to(chosen.device))
             mode = "train" if model.training else "eval"
@@ -278,7 +324,7 @@ def _ensemble_trainer(weights_column: str = "weights"):
                 if decided.any():
                     self._metrics[mode]["accuracy"].append((chosen > rejected)[decided].float().mean().item())
                     self._metrics[mode]["margin"].append((chosen - rejected)[decided].mean().item())
-            return (loss, outputs) if return_outputs else loss
+            return (loss, {"logits": scores}) if return_outputs else loss
 
     return EnsembleRewardTrainer, WeightedCollator
 
@@ -402,13 +448,18 @@ def train_reward_model(
     def ids(prompt: list[dict], answer: str) -> list[int]:
         return conversation_ids(tokenizer, conversation(prompt, answer), config.max_length)
 
+    def start(prompt: list[dict], answer: str) -> int:
+        """Where the answer begins in `ids(prompt, answer)`; only the mean over the answer reads it."""
+        return answer_start(tokenizer, conversation(prompt, answer), config.max_length) if config.pooling == "mean" else 0
+
     samples = _reference_samples(pairs)  # the answers people labelled, ties included when trained on
     sample_ids = [ids(prompt, text) for prompt, text in samples.values()]
+    sample_starts = [start(prompt, text) for prompt, text in samples.values()]
     with staged_checkpoint(store, "reward", report_to=config.report_to, every_process=True) as staged:
         monitor = TrainingMonitor("reward", staged.log, progress, stop)
         # 3. train the reward model, then score every reference sample once: normalisation, then both accuracies
-        main = _fit(source, tokenizer, pairs, fit_train, config, config.heads, ids, monitor)
-        head_scores = _normalise_on_samples(main, sample_ids, tokenizer.pad_token_id, config)  # (N, K)
+        main = _fit(source, tokenizer, pairs, fit_train, config, config.heads, ids, start, monitor)
+        head_scores = _normalise_on_samples(main, sample_ids, sample_starts, tokenizer.pad_token_id, config)  # (N, K)
         ensemble_mean = head_scores.mean(dim=1)
         by_sample = dict(zip(samples, ensemble_mean.tolist()))
         eval_accuracy = _accuracy(rows, eval_rows, by_sample)
@@ -425,7 +476,8 @@ def train_reward_model(
         # only the labelled ones: a prompt whose pairs were all ties still has a level to subtract.
         candidates = {key: sample for key, sample in _candidate_samples(store).items() if key not in samples}
         candidate_scores = normalise(raw_scores(main.model, [ids(p, t) for p, t in candidates.values()],
-                                                tokenizer.pad_token_id, batch_size=2 * config.batch_size),
+                                                tokenizer.pad_token_id, 2 * config.batch_size, config.pooling,
+                                                [start(p, t) for p, t in candidates.values()]),
                                      main.normalisation["mean"], main.normalisation["std"])
         all_scores = torch.cat([head_scores, candidate_scores.reshape(-1, head_scores.size(1))])
         all_prompts = [prompt for prompt, _ in (*samples.values(), *candidates.values())]
@@ -439,9 +491,9 @@ def train_reward_model(
         audit = None
         held_out_pairs = len({rows[i]["pair_id"] for i in eval_rows})
         if held_out_pairs >= MIN_AUDIT_PAIRS and not (stop is not None and stop.is_set()):
-            auditor = _fit(source, tokenizer, pairs, fit_eval, config, 1, ids,
+            auditor = _fit(source, tokenizer, pairs, fit_eval, config, 1, ids, start,
                            TrainingMonitor("audit", None, None, stop))
-            audit_scores = _normalise_on_samples(auditor, sample_ids, tokenizer.pad_token_id, config)
+            audit_scores = _normalise_on_samples(auditor, sample_ids, sample_starts, tokenizer.pad_token_id, config)
             audit_by_sample = dict(zip(samples, audit_scores.mean(dim=1).tolist()))
             baselines = prompt_baselines(sample_prompts, list(audit_by_sample.values()))
             audit = {"normalisation": auditor.normalisation, "n_train": len(eval_rows), "n_ties": len(tie_eval),
@@ -496,7 +548,7 @@ class _Fitted:
     mode: str
 
 
-def _fit(source, tokenizer, rows: list[dict], indices: list[int], config: RewardTrainConfig, heads: int, ids,
+def _fit(source, tokenizer, rows: list[dict], indices: list[int], config: RewardTrainConfig, heads: int, ids, start,
          monitor: TrainingMonitor) -> _Fitted:
     """Train a reward model of `heads` heads on `rows[indices]` with TRL's RewardTrainer (our bootstrap loss); returns
     it unwrapped, in fp32; `_normalise_on_samples` then sets its normalisation. A tie row (label "tie") counts
@@ -509,6 +561,8 @@ def _fit(source, tokenizer, rows: list[dict], indices: list[int], config: Reward
     is_tie = torch.tensor([rows[i]["label"] == "tie" for i in indices]).reshape(-1, 1)  # (N, 1)
     dataset = Dataset.from_dict({
         **{side + "_ids": [ids(rows[i]["prompt"], rows[i][side][-1]["content"]) for i in indices]
+           for side in ("chosen", "rejected")},
+        **{side + "_start": [start(rows[i]["prompt"], rows[i][side][-1]["content"]) for i in indices]
            for side in ("chosen", "rejected")},
         "weights": (bootstrap_weights(len(indices), heads, config.seed)
                     * torch.where(is_tie, config.tie_weight, 1.0)).tolist(),  # (N, K)
@@ -530,7 +584,7 @@ def _fit(source, tokenizer, rows: list[dict], indices: list[int], config: Reward
             logging_nan_inf_filter=False,  # transformers would hide a NaN loss behind the running mean
             remove_unused_columns=False,  # keep the bootstrap weights for the collator
         ))
-        trainer_class, collator_class = _ensemble_trainer()
+        trainer_class, collator_class = _ensemble_trainer(config.pooling)
         # TRL 1.16 refuses a model whose config says num_labels != 1; our K outputs are K one-reward heads, each
         # trained by our own loss, so the check is passed with the config saying 1 and then set right again.
         model.config.num_labels = 1
@@ -557,11 +611,11 @@ def _fit(source, tokenizer, rows: list[dict], indices: list[int], config: Reward
                    mode)
 
 
-def _normalise_on_samples(fitted: "_Fitted", sample_ids: list[list[int]], pad_id: int, config: RewardTrainConfig
-                          ) -> torch.Tensor:
+def _normalise_on_samples(fitted: "_Fitted", sample_ids: list[list[int]], sample_starts: list[int], pad_id: int,
+                          config: RewardTrainConfig) -> torch.Tensor:
     """Score the reference samples, set `fitted.normalisation` so each head scores them ~N(0, 1), and return the
     normalised (N, K) scores."""
-    raw = raw_scores(fitted.model, sample_ids, pad_id, batch_size=2 * config.batch_size)
+    raw = raw_scores(fitted.model, sample_ids, pad_id, 2 * config.batch_size, config.pooling, sample_starts)
     if not torch.isfinite(raw).all():
         raise RLHFError("reward: the trained model gives non-finite scores; nothing was saved. Lower the learning "
                         f"rate (now {config.lr}) and train again.")
@@ -659,14 +713,20 @@ class RewardModel:
     def max_length(self) -> int | None:
         return self.meta["config"].get("max_length")
 
+    @property
+    def pooling(self) -> str:
+        return self.meta["config"].get("pooling", "last")  # reward models trained before pooling was a setting
+
     def score_raw(self, prompts: list[Prompt], responses: list[str], batch_size: int = 16) -> torch.Tensor:
-        """The heads' outputs for each (prompt, response), (B, K) float32 on CPU, read at the last real token of the
-        chat formatted and truncated exactly as in training."""
+        """The heads' outputs for each (prompt, response), (B, K) float32 on CPU, read as in training (`pooling`)
+        from the chat formatted and truncated exactly as in training."""
         if len(prompts) != len(responses):
             raise ValueError(f"score: {len(prompts)} prompts but {len(responses)} responses")
-        sequences = [conversation_ids(self.tokenizer, conversation(p, r), self.max_length)
-                     for p, r in zip(prompts, responses)]
-        return raw_scores(self.model, sequences, self.tokenizer.pad_token_id, batch_size)
+        chats = [conversation(p, r) for p, r in zip(prompts, responses)]
+        sequences = [conversation_ids(self.tokenizer, chat, self.max_length) for chat in chats]
+        starts = ([answer_start(self.tokenizer, chat, self.max_length) for chat in chats]
+                  if self.pooling == "mean" else None)
+        return raw_scores(self.model, sequences, self.tokenizer.pad_token_id, batch_size, self.pooling, starts)
 
     def score_heads(self, prompts: list[Prompt], responses: list[str], batch_size: int = 16) -> torch.Tensor:
         """Normalised scores of every head, (B, K): on the reference policy's answers each head scores ~N(0, 1)."""

@@ -21,12 +21,14 @@ from rlhf.config import RewardTrainConfig, RLHFError
 from rlhf.judges import annotate
 from rlhf.reward import (
     RewardModel,
+    answer_start,
     bootstrap_weights,
     build_reward_model,
     conversation,
     conversation_ids,
     load_sequence_classifier,
     load_tokenizer,
+    mean_over_answer,
     normalise,
     pad_right,
     ensemble_reward,
@@ -160,6 +162,28 @@ def test_pad_right_and_conversation():
     assert conversation("Hi?", "Yo.") == [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Yo."}]
     system = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
     assert conversation(system, "Yo.")[:2] == system
+
+
+def test_mean_over_answer_by_hand():
+    token_scores = torch.tensor([[[1.0], [2.0], [3.0], [4.0]],
+                                 [[5.0], [6.0], [7.0], [9.0]]])  # (B=2, T=4, K=1); the second row is padded at 3
+    attention_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    pooled = mean_over_answer(token_scores, attention_mask, torch.tensor([2, 1]))
+    assert pooled.tolist() == [[(3 + 4) / 2], [(6 + 7) / 2]]  # the prompt's tokens and the padding are left out
+    two_heads = torch.cat([token_scores, -token_scores], dim=2)  # (2, 4, 2): each head pooled on its own
+    assert mean_over_answer(two_heads, attention_mask, torch.tensor([2, 1])).tolist() == [[3.5, -3.5], [6.5, -6.5]]
+
+
+def test_answer_start_is_where_the_answer_begins(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    chat = conversation("Why do opossums play dead?", "To fool a predator.")
+    ids = conversation_ids(tokenizer, chat)
+    start = answer_start(tokenizer, chat)
+    assert tokenizer.decode(ids[start:]) == "To fool a predator.<|im_end|>\n"
+    assert tokenizer.decode(ids[:start]).endswith("<|im_start|>assistant\n")
+    # truncation drops tokens from the front, so the answer starts that many tokens earlier, and never below 0
+    assert answer_start(tokenizer, chat, max_length=len(ids) - 3) == start - 3
+    assert answer_start(tokenizer, chat, max_length=4) == 0
 
 
 # tokenisation: the same as TRL's -----------------------------------------------------------------------------------
@@ -314,6 +338,37 @@ def test_batched_scores_equal_one_at_a_time(trained):
     single = torch.cat([reward_model.score([p], [r]) for p, r in zip(prompts, responses)])
     assert torch.allclose(batched, single, atol=1e-5)
     assert reward_model.model.config.pad_token_id == reward_model.tokenizer.pad_token_id
+
+
+def test_a_reward_read_as_the_mean_over_the_answer_trains_saves_and_scores_the_same(tiny_model_dir, tmp_path):
+    """pooling="mean": the toy preference is learnt, the loaded model normalises the labelled answers to ~N(0, 1)
+    (so it reads scores as training did), and its raw score is the mean of the head's output over the answer's
+    tokens, recomputed here one prefix at a time (causal attention: the last-token score of a prefix is the head's
+    output at that token)."""
+    store = opossum_project(Store.open("mean", create=True, root=tmp_path))
+    config = dataclasses.replace(TOY_CONFIG, pooling="mean")
+    meta = train_reward_model(store, config, str(tiny_model_dir))
+    assert meta["config"]["pooling"] == "mean" and meta["metrics"]["train_accuracy"] == 1.0
+    reward_model = RewardModel.load(meta["path"], device="cpu", dtype="fp32")
+    assert reward_model.pooling == "mean"
+    unseen = reward_model.score(["Question 99?"] * 2, [GOOD.format(99), BAD.format(99)])
+    assert unseen[0] > unseen[1]
+    answers = [(f"Question {i}?", text.format(i)) for i in range(12) for text in (GOOD, BAD)]
+    heads = reward_model.score_heads([p for p, _ in answers], [a for _, a in answers])
+    assert abs(heads.mean().item()) < 1e-3 and abs(heads.std(correction=0).item() - 1) < 1e-3
+
+    chat = conversation("Question 99?", GOOD.format(99))
+    ids = conversation_ids(reward_model.tokenizer, chat)
+    start = answer_start(reward_model.tokenizer, chat)
+    with torch.no_grad():
+        per_token = [reward_model.model(input_ids=torch.tensor([ids[: t + 1]])).logits[0, 0].item()
+                     for t in range(start, len(ids))]
+    raw = reward_model.score_raw(["Question 99?"], [GOOD.format(99)])[0, 0].item()
+    assert raw == pytest.approx(sum(per_token) / len(per_token), abs=1e-4)
+    assert raw != pytest.approx(per_token[-1], abs=1e-4)  # not the last token's reading
+    batched = reward_model.score(["Hi", "Question 99?"], ["Opossums!", BAD.format(99)])  # padding: rows apart
+    single = torch.cat([reward_model.score(["Hi"], ["Opossums!"]), reward_model.score(["Question 99?"], [BAD.format(99)])])
+    assert torch.allclose(batched, single, atol=1e-5)
 
 
 def test_ties_train_their_answers_scores_together(tiny_model_dir, tmp_path):
