@@ -71,7 +71,7 @@ def test_ui_handlers_refuse_a_visitor_and_change_nothing(space, store):
     calls = {
         "guidelines": lambda: prefer_tab.save_guidelines(store.name, "Vandalised", "", profile=visitor),
         "train": lambda: train_tab.start(visitor, None, store.name, "reward", "bundled", "latest",
-                                         *([1] * 4), *([1] * 9), *([1] * 4)),
+                                         *([1] * 6), *([1] * 8), *([1] * 5)),
         "delete": lambda: train_tab.remove_run(store.name, "ppo-1", True, profile=visitor),
         "stop": lambda: train_tab.stop(profile=visitor),
         "generate": lambda: train_tab.start_next_round(store.name, profile=visitor),

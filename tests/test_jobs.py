@@ -157,14 +157,16 @@ def test_no_kl_budget_in_the_train_tab_is_no_budget_on_the_command_line(kind):
     from rlhf.config import DPOTrainConfig, from_arguments
     from rlhf.ui.train_tab import make_config
 
-    form = dict(rm_epochs=2, rm_lr=5e-4, rm_lora=True, rm_eval=0.2, rm_ties=1.0, steps=40, batch=16, mini=8, epochs=2,
-                lr=1e-3, tokens=0, kl_coef=0.1, target_kl=0, dpo_epochs=4, dpo_lr=2e-4, dpo_beta=0.1, dpo_lora=True,
-                dpo_target_kl=0)
+    form = dict(rm_epochs=2, rm_lr=5e-4, rm_lora=True, rm_eval=0.2, rm_ties=1.0, rm_pooling="last", steps=40, batch=16,
+                mini=8, epochs=2, lr=1e-3, tokens=0, kl_coef=0.1, target_kl=0, dpo_epochs=4, dpo_lr=2e-4, dpo_beta=0.1,
+                dpo_lora=True, dpo_target_kl=0)
     config = make_config(kind, **form).validate()
     with pytest.raises(RLHFError, match="a setting is not a number"):  # what a caller of the public endpoint may send
         make_config("reward", **{**form, "rm_ties": "lots"})
     with pytest.raises(RLHFError, match="tie_weight: 5.0 is out of range"):
         make_config("reward", **{**form, "rm_ties": 5}).validate()
+    with pytest.raises(RLHFError, match="pooling: 'first' is not one of last, mean"):
+        make_config("reward", **{**form, "rm_pooling": "first"}).validate()
     line = command_line(kind, "p", "bundled", config)
     assert "--target-kl 0.0" in line
     args = build_parser().parse_args(shlex.split(line)[3:])

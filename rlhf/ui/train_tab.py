@@ -50,12 +50,12 @@ def make_config(kind, *settings, **named):
                         ) from None
 
 
-def _form_config(kind, rm_epochs, rm_lr, rm_lora, rm_eval, rm_ties, steps, batch, mini, epochs, lr, tokens, kl_coef,
+def _form_config(kind, rm_epochs, rm_lr, rm_lora, rm_eval, rm_ties, rm_pooling, steps, batch, mini, epochs, lr, tokens, kl_coef,
                  target_kl, dpo_epochs, dpo_lr, dpo_beta, dpo_lora, dpo_target_kl):
     defaults = hardware_defaults()
     if kind == "reward":
         return RewardTrainConfig(epochs=float(rm_epochs), lr=float(rm_lr), lora=bool(rm_lora),
-                                 eval_fraction=float(rm_eval), tie_weight=float(rm_ties),
+                                 eval_fraction=float(rm_eval), tie_weight=float(rm_ties), pooling=str(rm_pooling),
                                  batch_size=defaults["reward"].batch_size)
     if kind == "dpo":
         return DPOTrainConfig(epochs=float(dpo_epochs), lr=float(dpo_lr), beta=float(dpo_beta), lora=bool(dpo_lora),
@@ -250,6 +250,8 @@ def build(project: gr.Dropdown) -> None:
             rm_eval = gr.Slider(0, 0.5, value=rm.eval_fraction, step=0.05, label="Held-out share")
             rm_ties = gr.Slider(0, 1, value=rm.tie_weight, step=0.25, label="Weight of a tie vote (0: ties left out)",
                                 elem_id="rm-tie-weight")
+            rm_pooling = gr.Radio([("Last token", "last"), ("Mean over the answer", "mean")], value=rm.pooling,
+                                  label="Score read at", elem_id="rm-pooling")
     with gr.Group(visible=False) as ppo_box:
         with gr.Row():
             steps = gr.Number(ppo.steps, label="Steps", precision=0, elem_id="ppo-steps")
@@ -298,8 +300,8 @@ def build(project: gr.Dropdown) -> None:
         next_round_status = gr.Markdown(elem_id="next-round-status")
     timer = gr.Timer(1.5, active=True)
 
-    settings = [rm_epochs, rm_lr, rm_lora, rm_eval, rm_ties, steps, batch, mini, epochs, lr, tokens, kl_coef, target_kl,
-                dpo_epochs, dpo_lr, dpo_beta, dpo_lora, dpo_target_kl]
+    settings = [rm_epochs, rm_lr, rm_lora, rm_eval, rm_ties, rm_pooling, steps, batch, mini, epochs, lr, tokens, kl_coef,
+                target_kl, dpo_epochs, dpo_lr, dpo_beta, dpo_lora, dpo_target_kl]
     private = dict(api_visibility="private")
     kind.change(lambda k: (gr.update(visible=k == "reward"), gr.update(visible=k == "ppo"),
                            gr.update(visible=k == "dpo")), kind, [reward_box, ppo_box, dpo_box], **private)
