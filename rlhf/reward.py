@@ -1,8 +1,8 @@
 """Reward model: train one on a project's preferences (TRL's RewardTrainer), score answers, normalise the scores.
 
 A reward model is the base model with a scalar head (`AutoModelForSequenceClassification`, num_labels=1) read at the
-last real token of prompt + answer, trained on decided pairs with the Bradley-Terry loss
-`-log sigmoid(score(chosen) - score(rejected))` (Ouyang et al. 2022, https://arxiv.org/abs/2203.02155).
+last real token of prompt + answer (or, with `pooling="mean"`, averaged over the answer's tokens), trained on decided
+pairs with the Bradley-Terry loss `-log sigmoid(score(chosen) - score(rejected))` (Ouyang et al. 2022, https://arxiv.org/abs/2203.02155).
 
 After training, raw scores are normalised so that the reference policy's samples (the answers people labelled, which
 the base policy wrote) score about N(0, 1), as openai/lm-human-preferences does before PPO (train_reward.py sets a
@@ -295,8 +295,8 @@ def raw_scores(model, sequences: list[list[int]], pad_id: int, batch_size: int =
 
 def _ensemble_trainer(pooling: str = "last", weights_column: str = "weights"):
     """TRL's RewardTrainer with two changes: each head's Bradley-Terry loss counts each pair as often as that head's
-    bootstrap resample drew it, and the score is read as `pooling` says (`model_scores`). Built on first use: importing trl costs ~90 MB, which a PPO run scoring with a saved
-    reward model should not pay."""
+    bootstrap resample drew it, and the score is read as `pooling` says (`model_scores`). Built on first use:
+    importing trl costs ~90 MB, which a PPO run scoring with a saved reward model should not pay."""
     from trl import RewardTrainer
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
@@ -450,7 +450,9 @@ def train_reward_model(
 
     def start(prompt: list[dict], answer: str) -> int:
         """Where the answer begins in `ids(prompt, answer)`; only the mean over the answer reads it."""
-        return answer_start(tokenizer, conversation(prompt, answer), config.max_length) if config.pooling == "mean" else 0
+        if config.pooling != "mean":
+            return 0
+        return answer_start(tokenizer, conversation(prompt, answer), config.max_length)
 
     samples = _reference_samples(pairs)  # the answers people labelled, ties included when trained on
     sample_ids = [ids(prompt, text) for prompt, text in samples.values()]

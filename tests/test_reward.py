@@ -367,7 +367,8 @@ def test_a_reward_read_as_the_mean_over_the_answer_trains_saves_and_scores_the_s
     assert raw == pytest.approx(sum(per_token) / len(per_token), abs=1e-4)
     assert raw != pytest.approx(per_token[-1], abs=1e-4)  # not the last token's reading
     batched = reward_model.score(["Hi", "Question 99?"], ["Opossums!", BAD.format(99)])  # padding: rows apart
-    single = torch.cat([reward_model.score(["Hi"], ["Opossums!"]), reward_model.score(["Question 99?"], [BAD.format(99)])])
+    single = torch.cat([reward_model.score(["Hi"], ["Opossums!"]),
+                        reward_model.score(["Question 99?"], [BAD.format(99)])])
     assert torch.allclose(batched, single, atol=1e-5)
 
 

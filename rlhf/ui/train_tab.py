@@ -50,8 +50,8 @@ def make_config(kind, *settings, **named):
                         ) from None
 
 
-def _form_config(kind, rm_epochs, rm_lr, rm_lora, rm_eval, rm_ties, rm_pooling, steps, batch, mini, epochs, lr, tokens, kl_coef,
-                 target_kl, dpo_epochs, dpo_lr, dpo_beta, dpo_lora, dpo_target_kl):
+def _form_config(kind, rm_epochs, rm_lr, rm_lora, rm_eval, rm_ties, rm_pooling, steps, batch, mini, epochs, lr, tokens,
+                 kl_coef, target_kl, dpo_epochs, dpo_lr, dpo_beta, dpo_lora, dpo_target_kl):
     defaults = hardware_defaults()
     if kind == "reward":
         return RewardTrainConfig(epochs=float(rm_epochs), lr=float(rm_lr), lora=bool(rm_lora),
@@ -300,8 +300,8 @@ def build(project: gr.Dropdown) -> None:
         next_round_status = gr.Markdown(elem_id="next-round-status")
     timer = gr.Timer(1.5, active=True)
 
-    settings = [rm_epochs, rm_lr, rm_lora, rm_eval, rm_ties, rm_pooling, steps, batch, mini, epochs, lr, tokens, kl_coef,
-                target_kl, dpo_epochs, dpo_lr, dpo_beta, dpo_lora, dpo_target_kl]
+    settings = [rm_epochs, rm_lr, rm_lora, rm_eval, rm_ties, rm_pooling, steps, batch, mini, epochs, lr, tokens,
+                kl_coef, target_kl, dpo_epochs, dpo_lr, dpo_beta, dpo_lora, dpo_target_kl]
     private = dict(api_visibility="private")
     kind.change(lambda k: (gr.update(visible=k == "reward"), gr.update(visible=k == "ppo"),
                            gr.update(visible=k == "dpo")), kind, [reward_box, ppo_box, dpo_box], **private)
