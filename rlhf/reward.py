@@ -2,7 +2,8 @@
 
 A reward model is the base model with a scalar head (`AutoModelForSequenceClassification`, num_labels=1) read at the
 last real token of prompt + answer (or, with `pooling="mean"`, averaged over the answer's tokens), trained on decided
-pairs with the Bradley-Terry loss `-log sigmoid(score(chosen) - score(rejected))` (Ouyang et al. 2022, https://arxiv.org/abs/2203.02155).
+pairs with the Bradley-Terry loss `-log sigmoid(score(chosen) - score(rejected))`
+(Ouyang et al. 2022, https://arxiv.org/abs/2203.02155).
 
 After training, raw scores are normalised so that the reference policy's samples (the answers people labelled, which
 the base policy wrote) score about N(0, 1), as openai/lm-human-preferences does before PPO (train_reward.py sets a
