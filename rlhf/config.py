@@ -262,7 +262,7 @@ class PPOConfig(TrainingSettings):
     steps: int = 40
     """PPO steps; each samples `batch_size` answers, scores them and updates the policy."""
     batch_size: int = 16
-    """Prompts (one answer each) per step."""
+    """Answers per step (batch_size / answers_per_prompt prompts)."""
     mini_batch_size: int = 8
     """Answers per gradient update; batch_size must be a multiple of it."""
     ppo_epochs: int = 2
@@ -301,6 +301,11 @@ class PPOConfig(TrainingSettings):
     is most of the spread of raw scores. Off by default: on the warm rule, side by side on one reward model
     (benchmarks/ppo_variants.py), it did not change the judge's score (README), and the learning benchmark's figures
     were measured without it. No effect for a Python reward or a prompt without candidates (0: their mean)."""
+    answers_per_prompt: int = 1
+    """Answers sampled for each prompt of a step. Above 1, each answer's score is compared with the mean score of the
+    other answers to its prompt in the same step (leave-one-out, as RLOO does), so PPO learns which answer to a
+    question is better rather than which questions score high; it replaces prompt_baseline, which estimates a
+    prompt's level from the base policy's candidates instead of the current policy's answers."""
     cautious_reward: bool = True
     """Clip rewards to the range the reward model gives the labelled answers, and score answers outside their support
     (far off their length, repeating themselves, one answer for several prompts) as the worst labelled answer."""
@@ -335,6 +340,12 @@ class PPOConfig(TrainingSettings):
             raise ConfigError(
                 f"batch_size {self.batch_size} is not a multiple of mini_batch_size {self.mini_batch_size}."
             )
+        if self.answers_per_prompt < 1 or self.batch_size % self.answers_per_prompt:
+            raise ConfigError(f"answers_per_prompt {self.answers_per_prompt} must be at least 1 and divide batch_size "
+                              f"{self.batch_size}.")
+        if self.answers_per_prompt > 1 and self.prompt_baseline:
+            raise ConfigError("answers_per_prompt above 1 compares each answer with the other answers to its prompt; "
+                              "prompt_baseline does the same from the base policy's candidates: choose one.")
         if self.steps < 1 or self.ppo_epochs < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
             raise ConfigError("steps, ppo_epochs and max_new_tokens must be at least 1.")
         if not 0 < self.temperature <= 2:

@@ -133,6 +133,13 @@ def compute_rewards(
     return rewards, non_score_reward, kl
 
 
+def leave_one_out_baselines(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Each answer's baseline: the mean score of the other answers to its prompt (RLOO's). `scores` (B,) holds groups
+    of `group_size` consecutive answers to one prompt. -> (B,)"""
+    groups = scores.view(-1, group_size)
+    return ((groups.sum(1, keepdim=True) - groups) / (group_size - 1)).reshape(-1)
+
+
 def compute_gae(
     rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -416,8 +423,10 @@ class PPORun:
         return batch["input_ids"], batch["attention_mask"], responses
 
     def prompts_for_step(self, step: int) -> list[str]:
-        """Prompts of a step: a fresh seeded shuffle per pass over the prompts, so a resumed run sees the same ones."""
-        size = self.config.batch_size
+        """Prompts of a step, each repeated answers_per_prompt times in a row: a fresh seeded shuffle per pass over the
+        prompts, so a resumed run sees the same ones."""
+        repeats = self.config.answers_per_prompt
+        size = self.config.batch_size // repeats
         chosen = []
         index = (step * self.world + self.rank) * size  # each process its own slice of the prompt stream
         while len(chosen) < size:
@@ -426,7 +435,7 @@ class PPORun:
             random.Random(self.config.seed * 1_000_003 + epoch).shuffle(order)
             chosen.append(self.prompts[order[offset]])
             index += 1
-        return chosen
+        return [prompt for prompt in chosen for _ in range(repeats)]
 
     # -- one PPO iteration --------------------------------------------------------------------------------------------
     def step(self) -> StepResult:
@@ -449,15 +458,19 @@ class PPORun:
             if isinstance(said, torch.Tensor):  # a plain function of (prompts, responses) -> (B,) scores
                 said = Rewards(scores=said)
             scores = said.scores.float().to(self.device) - config.missing_eos_penalty * (~ended).float()
+            # each prompt's level (prompt_baseline; else 0), against which the step's gain is reported
             baselines = torch.tensor([self.baselines.get(prompt_key(p), 0.0) for p in prompts], device=self.device)
+            # ... and what the update subtracts: that level, or the other answers to the same prompt in this step
+            subtracted = (leave_one_out_baselines(scores, config.answers_per_prompt)
+                          if config.answers_per_prompt > 1 else baselines)
             # 3. logprobs of policy and reference, and values (same temperature as sampling, same forward as
             # training)
             logprobs, ref_logprobs, values, entropy = self._logprobs_and_values(queries, query_mask, responses, mask)
             values = values * mask
             rollout_s = time.perf_counter() - started
             # 4. per-token rewards: -kl_coef * KL at every token, the score added at the answer's last token
-            # ... less the prompt's baseline: how much better than the base policy's answers to the same question
-            rewards, non_score_reward, kl = compute_rewards(scores - baselines, logprobs, ref_logprobs, mask,
+            # ... less the baseline: how much better than other answers to the same question
+            rewards, non_score_reward, kl = compute_rewards(scores - subtracted, logprobs, ref_logprobs, mask,
                                                             last_index, self.kl.value)
             if config.whiten_rewards:
                 rewards = masked_whiten(rewards, mask, shift_mean=False) * mask

@@ -13,7 +13,7 @@ from rlhf.models import load_model
 from rlhf.ppo import (
     RewardSource,
     AdaptiveKLController, FixedKLController, PPORun, compute_gae, compute_rewards, first_true_indices, kl_guard_tripped,
-    resolve_lengths, reward_trend,
+    leave_one_out_baselines, resolve_lengths, reward_trend,
     logprobs_from_logits, masked_mean, masked_var, masked_whiten, policy_loss, programmatic_reward,
     response_mask_and_last_index, train_ppo, truncate_response, value_loss,
 )
@@ -184,6 +184,15 @@ def test_step_evidence_is_the_mean_gain_of_the_last_three_steps_with_its_standar
     assert step_evidence([[5.0]]) == (5.0, 0.0)
 
 
+def test_leave_one_out_baselines_by_hand():
+    scores = torch.tensor([1.0, 2.0, 6.0, -1.0, 1.0, 0.0])  # two prompts, three answers each
+    baselines = leave_one_out_baselines(scores, 3)
+    assert baselines.tolist() == [4.0, 3.5, 1.5, 0.5, -0.5, 0.0]  # e.g. (2 + 6) / 2, then (1 + 6) / 2
+    # each group's scores less their baselines sum to 0: the update sees only how answers to a prompt differ
+    assert (scores - baselines).view(2, 3).sum(1).tolist() == [0.0, 0.0]
+    assert leave_one_out_baselines(torch.tensor([3.0, 5.0]), 2).tolist() == [5.0, 3.0]
+
+
 def test_audit_gains_subtract_each_prompts_baseline():
     baselines = {"Why is the sky blue?": 1.5, "Name a prime.": -0.5}
     gains = audit_gains([2.0, 0.0, 0.25], ["Why is the sky blue?", "Name a prime.", "Unlabelled prompt"], baselines)
@@ -207,6 +216,10 @@ def test_config_rules():
         PPOConfig(batch_size=6, mini_batch_size=4).validate()
     with pytest.raises(RLHFError, match="at least 2"):
         PPOConfig(batch_size=1, mini_batch_size=1).validate()
+    with pytest.raises(RLHFError, match="divide batch_size 16"):
+        PPOConfig(answers_per_prompt=3).validate()
+    with pytest.raises(RLHFError, match="choose one"):
+        PPOConfig(answers_per_prompt=4, prompt_baseline=True).validate()
 
 
 def test_programmatic_reward_refuses_non_finite_values():
@@ -292,6 +305,40 @@ def test_a_prompt_level_offset_in_the_reward_changes_nothing_once_its_baseline_i
     assert ignored.rollout.baselines.abs().sum() == 0
     moved = ignored_state()
     assert not all(torch.allclose(plain_weights[n], moved[n], atol=1e-5) for n in plain_weights)
+
+
+def test_with_several_answers_per_prompt_each_answer_is_compared_with_the_others_to_its_prompt(tiny_model_dir):
+    """Answers per prompt above 1: a step samples several answers to each of fewer prompts, and the update subtracts
+    from each score the mean of the other answers to its prompt. A reward that adds a per-prompt offset then trains
+    exactly as the reward without it, with no baselines given, while its training gain is still reported."""
+    grouped = dataclasses.replace(SMALL, answers_per_prompt=2)
+    offsets = {prompt: 3.0 * i - 5.0 for i, prompt in enumerate(PROMPTS)}
+
+    def offset_reward(prompts, responses):
+        return length_reward(prompts, responses) + torch.tensor([offsets[p] for p in prompts])
+
+    def one_step(config, reward_fn):
+        policy = load_model(ModelConfig(spec=str(tiny_model_dir), device="cpu", dtype="fp32"))
+        run = PPORun(config, policy, reward_fn, PROMPTS)
+        return run, run.trainable_state, run.step()
+
+    run, plain_state, plain = one_step(grouped, length_reward)
+    prompts = plain.rollout.prompts
+    assert len(prompts) == 4 and prompts[0] == prompts[1] and prompts[2] == prompts[3] and prompts[0] != prompts[2]
+    assert run.prompts_for_step(1)[0] not in prompts  # the next step goes on through the shuffled prompts
+    assert len(set(plain.rollout.texts)) > 2  # sampled apart: the two answers to a prompt are not one answer twice
+    _, offset_state, offset = one_step(grouped, offset_reward)
+    assert offset.rollout.texts == plain.rollout.texts  # same seed, same answers
+    assert not torch.allclose(offset.rollout.scores, plain.rollout.scores)
+    plain_weights, offset_weights = plain_state(), offset_state()
+    assert all(torch.allclose(plain_weights[n], offset_weights[n], atol=1e-5) for n in plain_weights)
+    # the reported gain is the raw score (no prompt_baseline), not the always-zero gain over the group
+    assert plain.metrics["objective/score_gain"] == pytest.approx(float(plain.rollout.scores.mean()))
+    # one answer per prompt (the default): the offsets do change the update
+    _, single_state, _ = one_step(dataclasses.replace(grouped, answers_per_prompt=1), offset_reward)
+    _, single_plain_state, _ = one_step(dataclasses.replace(grouped, answers_per_prompt=1), length_reward)
+    single, single_plain = single_state(), single_plain_state()
+    assert not all(torch.allclose(single[n], single_plain[n], atol=1e-5) for n in single)
 
 
 def test_resume_gives_the_same_state_as_an_uninterrupted_run(tiny_model_dir):
