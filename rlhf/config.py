@@ -305,7 +305,8 @@ class PPOConfig(TrainingSettings):
     """Answers sampled for each prompt of a step. Above 1, each answer's score is compared with the mean score of the
     other answers to its prompt in the same step (leave-one-out, as RLOO does), so PPO learns which answer to a
     question is better rather than which questions score high; it replaces prompt_baseline, which estimates a
-    prompt's level from the base policy's candidates instead of the current policy's answers."""
+    prompt's level from the base policy's candidates instead of the current policy's answers. Default 1: 4 did not
+    change the judge's score on names_subject or warm, side by side on one reward model each (README)."""
     cautious_reward: bool = True
     """Clip rewards to the range the reward model gives the labelled answers, and score answers outside their support
     (far off their length, repeating themselves, one answer for several prompts) as the worst labelled answer."""
