@@ -12,6 +12,8 @@ Sections, each recorded in the JSON as it finishes (a failing section records it
   step, split into rollout (generate, score, logprobs and values) and update (the PPO epochs); peak GPU memory; and
   the share of the update phase the GPU is busy (CUDA kernel time over wall time, from torch.profiler on one more
   step, with and without the profiler's own overhead);
+- `ppo_ensemble`: the same steps with a reward model of 4 heads, so the uncertainty penalty (mean minus k times the
+  heads' spread) is on beside the KL controller, the cautious clip and the drift detectors: what the ensemble costs;
 - `generation`: `rlhf.generate.sample_batch` at batch 64, 128 new tokens: tokens per second, peak memory;
 - `reward_epoch`: `rlhf.reward.train_reward_model` for one epoch over `--pairs` pairs (TRL's RewardTrainer, batch 32
   as the Train tab sets on a GPU): seconds, steps, peak memory;
@@ -75,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed PPO steps first (allocations, kernel choice)")
     parser.add_argument("--pairs", type=int, default=512, help="preference pairs for the reward-model epoch")
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model and small sizes: a quick dry run")
-    parser.add_argument("--sections", default="machine,ppo,generation,reward_epoch,pre_ampere,two_gpus")
+    parser.add_argument("--sections", default="machine,ppo,ppo_ensemble,generation,reward_epoch,pre_ampere,two_gpus")
     parser.add_argument("--export-tokenizer", type=Path, metavar="DIR",
                         help="only save the bundled model's tokenizer to DIR (run where the GGUF is) and exit")
     return parser.parse_args(argv)
@@ -161,8 +163,9 @@ ROLLOUT_END = "ppo/rollout_forwards"
 
 
 def ppo_section(model_dir: Path, reward_dir: Path, device: torch.device, config: PPOConfig, steps: int,
-                warmup: int, profile: bool = True) -> dict:
-    """PPO steps with rlhf's own loop; rollout and update timed apart, the update profiled once."""
+                warmup: int, profile: bool = True, heads: int = 1) -> dict:
+    """PPO steps with rlhf's own loop; rollout and update timed apart, the update profiled once. `heads` > 1 scores
+    with an ensemble of reward heads, so the reward is their mean minus `uncertainty_penalty` times their spread."""
     from rlhf.config import ModelConfig
     from rlhf.models import dtype_name, load_model, resolve_dtype
     from rlhf.ppo import PPORun
@@ -170,15 +173,16 @@ def ppo_section(model_dir: Path, reward_dir: Path, device: torch.device, config:
 
     train_dtype = resolve_dtype("auto", device, training=True)  # what train_ppo picks
     policy = load_model(ModelConfig(spec=str(model_dir), device=str(device), dtype=dtype_name(train_dtype)))
-    scorer = load_sequence_classifier(reward_dir, policy.tokenizer.pad_token_id).to(
+    scorer = load_sequence_classifier(reward_dir, policy.tokenizer.pad_token_id, heads=heads).to(
         device=device, dtype=resolve_dtype("auto", device)).eval()
     # The labelled answers' profile a trained reward model records, here a broad one: the caution (clip to the
     # labelled range, answers outside their support) and the drift detectors run at every step, as in a real run.
     labelled = {"count": 256, "duplicate_share": 0.0, "tokens_p05": 8, "tokens_p50": 64, "tokens_p95": config.max_new_tokens,
                 "distinct_2": 0.9, "score_min": -3.0, "score_max": 3.0, "disagreement_mean": 0.1}
     reward = RewardModel(model=scorer, tokenizer=policy.tokenizer, device=device, dtype=resolve_dtype("auto", device),
-                         meta={"config": {"max_length": None}, "normalisation": {"mean": 0.0, "std": 1.0},
-                               "labelled_answers": labelled})
+                         meta={"config": {"max_length": None}, "heads": heads, "labelled_answers": labelled,
+                               "normalisation": {"mean": [0.0] * heads, "std": [1.0] * heads} if heads > 1
+                               else {"mean": 0.0, "std": 1.0}})
     run = PPORun(config, policy, lambda prompts, responses: reward.rewards(prompts, responses, config.uncertainty_penalty,
                                                                             config.cautious_reward),
                  PROMPTS, labelled)
@@ -215,11 +219,16 @@ def ppo_section(model_dir: Path, reward_dir: Path, device: torch.device, config:
         rows.append({"step_s": round(step_s, 3), "rollout_s": round(rollout_seconds[-1], 3),
                      "update_s": round(step_s - rollout_seconds[-1], 3),
                      "response_length": result.metrics["ppo/response_length"],
+                     "kl": result.metrics["objective/kl"], "kl_coef": result.metrics["objective/kl_coef"],
+                     "disagreement": result.metrics.get("objective/disagreement"),
+                     "drift_flags": result.metrics["drift/flags"],
                      "approxkl": result.metrics["ppo/policy/approxkl_avg"]})
     memory = peak_memory(device)
     mean = {key: round(sum(r[key] for r in rows) / len(rows), 3) for key in ("step_s", "rollout_s", "update_s")}
-    out = {"config": {k: getattr(config, k) for k in ("batch_size", "mini_batch_size", "max_new_tokens",
-                                                      "ppo_epochs", "lora", "lora_r")},
+    out = {"config": {k: getattr(config, k) for k in ("batch_size", "mini_batch_size", "max_new_tokens", "ppo_epochs",
+                                                      "lora", "lora_r", "kl_coef", "target_kl", "uncertainty_penalty",
+                                                      "cautious_reward")},
+           "reward_heads": heads,
            "train_dtype": str(train_dtype).removeprefix("torch."), "steps": rows, "mean": mean,
            "episodes_per_s": round(config.batch_size / mean["step_s"], 2), **memory}
     if profile:
@@ -408,6 +417,8 @@ def main(argv=None) -> dict:
 
     section("machine", machine)
     section("ppo", lambda: ppo_section(model_dir, reward_dir, device, ppo_config, args.steps, args.warmup))
+    section("ppo_ensemble", lambda: ppo_section(model_dir, reward_dir, device, ppo_config, max(1, args.steps - 1),
+                                                args.warmup, profile=False, heads=4))
     section("generation", lambda: generation_section(model_dir, device, batch, tokens))
     section("reward_epoch", lambda: reward_epoch_section(model_dir, device, pairs, reward_batch, work))
 
@@ -461,6 +472,7 @@ def summary(results: dict) -> str:
                           + (f", GPU busy in update {p['update_gpu_busy']['share_of_unprofiled_update']}"
                              if "update_gpu_busy" in p else ""))
     line("ppo", "ppo", ppo_line)
+    line("ppo, 4 reward heads", "ppo_ensemble", ppo_line)
     gen_line = (lambda g: f"batch {g['batch']} x {g['max_new_tokens']} tokens: {g['tokens_per_s']} tok/s, "
                           f"peak {g['peak_allocated_gb']} GB, {g['dtype']}")
     line("generation", "generation", gen_line)

@@ -46,12 +46,12 @@ export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 GRADIO_A
 export RLHF_TEST_TOKENIZER="$PWD/.gpu-check/tokenizer"
 
 echo "== tests that need CUDA"
-timeout 240 "$PY" -m pytest -q -m cuda -p no:cacheprovider --junitxml="$OUT/cuda-tests.xml" \
+timeout 150 "$PY" -m pytest -q -m cuda -p no:cacheprovider --junitxml="$OUT/cuda-tests.xml" \
   tests/test_cuda.py tests/test_ppo_devices.py tests/test_distributed.py 2>&1 | tee "$OUT/cuda-tests.log"
 tests_status=${PIPESTATUS[0]}
 
 echo "== benchmark"
-timeout 420 "$PY" benchmarks/gpu_check.py --device cuda --tokenizer .gpu-check/tokenizer --out "$OUT/gpu_check.json" \
+timeout 360 "$PY" benchmarks/gpu_check.py --device cuda --tokenizer .gpu-check/tokenizer --out "$OUT/gpu_check.json" \
   --work /tmp/gpu-check --steps 3 2>&1 | tee "$OUT/gpu_check.log"
 bench_status=${PIPESTATUS[0]}
 
