@@ -77,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed PPO steps first (allocations, kernel choice)")
     parser.add_argument("--pairs", type=int, default=512, help="preference pairs for the reward-model epoch")
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model and small sizes: a quick dry run")
-    parser.add_argument("--sections", default="machine,ppo,ppo_ensemble,generation,reward_epoch,pre_ampere,two_gpus")
+    parser.add_argument("--sections", default="machine,ppo,ppo_ensemble,generation,generation_batch8,reward_epoch,pre_ampere,two_gpus")
     parser.add_argument("--export-tokenizer", type=Path, metavar="DIR",
                         help="only save the bundled model's tokenizer to DIR (run where the GGUF is) and exit")
     return parser.parse_args(argv)
@@ -158,8 +158,6 @@ def busy_intervals_us(events, start_us: float, end_us: float) -> float:
     return busy
 
 
-ROLLOUT_END = "ppo/rollout_forwards"
-"""The profiler range around the rollout's last part (step 3); the update is what follows it."""
 
 
 def ppo_section(model_dir: Path, reward_dir: Path, device: torch.device, config: PPOConfig, steps: int,
@@ -199,9 +197,8 @@ def ppo_section(model_dir: Path, reward_dir: Path, device: torch.device, config:
         return real_step()
 
     def rollout_forwards(*args):
-        with torch.profiler.record_function(ROLLOUT_END):
-            out = real_forwards(*args)
-            synchronize(device)
+        out = real_forwards(*args)
+        synchronize(device)
         rollout_seconds.append(time.perf_counter() - step_started[-1])
         return out
 
@@ -240,36 +237,46 @@ def ppo_section(model_dir: Path, reward_dir: Path, device: torch.device, config:
 
 
 def update_busy_share(run, device: torch.device, unprofiled_update_s: float) -> dict:
-    """One more step under torch.profiler: CUDA kernel time inside the update phase (from the end of the rollout to
-    the end of the step) over that phase's wall time. The profiler slows the CPU side, so the share is also given
-    against the unprofiled update time (kernel time changes little under the profiler). On a CPU (a dry run) the
-    same arithmetic counts time inside aten ops instead of kernels."""
+    """One more step, its update phase under torch.profiler: CUDA kernel time from the end of the rollout to the end
+    of the step over that phase's wall time. The profiler starts only when the rollout ends: a profiled rollout
+    (128 decoding steps of thousands of kernels each) took ~200 s to record on the H200, the update alone a few. The
+    profiler slows the CPU side, so the share is also given against the unprofiled update time (kernel time changes
+    little under the profiler). On a CPU (a dry run) the same arithmetic counts time inside aten ops instead."""
     from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile, record_function
+    from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    synchronize(device)
-    with profile(activities=activities) as prof:
-        with record_function("ppo/step"):
-            run.step()
+    prof = profile(activities=activities)
+    rollout_forwards, update_started = run._logprobs_and_values, []
+
+    def then_profile(*args):
+        out = rollout_forwards(*args)  # synchronised: the rollout's kernels are done
+        if not update_started:
+            prof.start()
+            update_started.append(time.perf_counter())
+        return out
+
+    run._logprobs_and_values = then_profile
+    try:
+        run.step()
         synchronize(device)
+        window_s = time.perf_counter() - update_started[0]
+        prof.stop()
+    finally:
+        run._logprobs_and_values = rollout_forwards
     events = prof.events()
-    # The CPU-side ranges of the markers (record_function also leaves a GPU-side copy of each on the CUDA timeline).
-    ranges = {e.name: e.time_range for e in events
-              if e.name in ("ppo/step", ROLLOUT_END) and e.device_type == DeviceType.CPU}
-    start, end = ranges[ROLLOUT_END].end, ranges["ppo/step"].end
     if device.type == "cuda":
         work = [e for e in events
                 if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
     else:
         work = [e for e in events if e.device_type == DeviceType.CPU and e.name.startswith("aten::")]
-    busy_us = busy_intervals_us([(e.time_range.start, e.time_range.end) for e in work], start, end)
-    window_us = end - start
+    intervals = [(e.time_range.start, e.time_range.end) for e in work]
+    busy_s = busy_intervals_us(intervals, min(s for s, _ in intervals), max(e for _, e in intervals)) / 1e6 \
+        if intervals else 0.0
     return {"measured": "CUDA kernels" if device.type == "cuda" else "CPU time in aten ops (dry run)",
-            "kernel_s": round(busy_us / 1e6, 4), "profiled_update_s": round(window_us / 1e6, 4),
-            "share_profiled": round(busy_us / window_us, 3) if window_us > 0 else None,
-            "share_of_unprofiled_update": round(busy_us / 1e6 / unprofiled_update_s, 3)
-            if unprofiled_update_s > 0 else None}
+            "kernel_s": round(busy_s, 4), "profiled_update_s": round(window_s, 4),
+            "share_profiled": round(busy_s / window_s, 3) if window_s > 0 else None,
+            "share_of_unprofiled_update": round(busy_s / unprofiled_update_s, 3) if unprofiled_update_s > 0 else None}
 
 
 def generation_section(model_dir: Path, device: torch.device, batch: int, max_new_tokens: int) -> dict:
@@ -420,6 +427,8 @@ def main(argv=None) -> dict:
     section("ppo_ensemble", lambda: ppo_section(model_dir, reward_dir, device, ppo_config, max(1, args.steps - 1),
                                                 args.warmup, profile=False, heads=4))
     section("generation", lambda: generation_section(model_dir, device, batch, tokens))
+    # The same at batch 8: a time close to batch 64's says decoding is bound by kernel launches, not by the GPU.
+    section("generation_batch8", lambda: generation_section(model_dir, device, min(8, batch), tokens))
     section("reward_epoch", lambda: reward_epoch_section(model_dir, device, pairs, reward_batch, work))
 
     def pre_ampere() -> dict:
@@ -476,6 +485,7 @@ def summary(results: dict) -> str:
     gen_line = (lambda g: f"batch {g['batch']} x {g['max_new_tokens']} tokens: {g['tokens_per_s']} tok/s, "
                           f"peak {g['peak_allocated_gb']} GB, {g['dtype']}")
     line("generation", "generation", gen_line)
+    line("generation, batch 8", "generation_batch8", gen_line)
     rm_line = (lambda r: f"{r['pairs']} pairs, {r['steps']} steps in {r['seconds']} s, peak {r['peak_allocated_gb']}"
                          f" GB, {r['mode']}")
     line("reward epoch", "reward_epoch", rm_line)
