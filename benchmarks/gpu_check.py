@@ -77,7 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed PPO steps first (allocations, kernel choice)")
     parser.add_argument("--pairs", type=int, default=512, help="preference pairs for the reward-model epoch")
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model and small sizes: a quick dry run")
-    parser.add_argument("--sections", default="machine,ppo,ppo_ensemble,generation,generation_batch8,reward_epoch,pre_ampere,two_gpus")
+    parser.add_argument("--sections", default="machine,ppo,ppo_ensemble,generation,generation_batch8,reward_epoch,"
+                                              "pre_ampere,two_gpus")
     parser.add_argument("--export-tokenizer", type=Path, metavar="DIR",
                         help="only save the bundled model's tokenizer to DIR (run where the GGUF is) and exit")
     return parser.parse_args(argv)
@@ -238,8 +239,9 @@ def ppo_section(model_dir: Path, reward_dir: Path, device: torch.device, config:
 
 def update_busy_share(run, device: torch.device, unprofiled_update_s: float) -> dict:
     """One more step, its update phase under torch.profiler: CUDA kernel time from the end of the rollout to the end
-    of the step over that phase's wall time. The profiler starts only when the rollout ends: a profiled rollout
-    (128 decoding steps of thousands of kernels each) took ~200 s to record on the H200, the update alone a few. The
+    of the step over that phase's wall time. The profiler starts only when the rollout ends: with the rollout
+    profiled too (128 decoding steps of thousands of kernels each) the H200's ppo section took 277 s, of which its
+    five steps unprofiled took ~65 s; the update alone has not yet been profiled on a GPU. The
     profiler slows the CPU side, so the share is also given against the unprofiled update time (kernel time changes
     little under the profiler). On a CPU (a dry run) the same arithmetic counts time inside aten ops instead."""
     from torch.autograd import DeviceType
@@ -271,8 +273,7 @@ def update_busy_share(run, device: torch.device, unprofiled_update_s: float) -> 
     else:
         work = [e for e in events if e.device_type == DeviceType.CPU and e.name.startswith("aten::")]
     intervals = [(e.time_range.start, e.time_range.end) for e in work]
-    busy_s = busy_intervals_us(intervals, min(s for s, _ in intervals), max(e for _, e in intervals)) / 1e6 \
-        if intervals else 0.0
+    busy_s = busy_intervals_us(intervals, float("-inf"), float("inf")) / 1e6  # every event is inside the update
     return {"measured": "CUDA kernels" if device.type == "cuda" else "CPU time in aten ops (dry run)",
             "kernel_s": round(busy_s, 4), "profiled_update_s": round(window_s, 4),
             "share_profiled": round(busy_s / window_s, 3) if window_s > 0 else None,

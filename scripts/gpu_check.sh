@@ -10,9 +10,11 @@
 #       On the GPU machine (no Hub, no registry), from the repository root, with .whl and .gpu-check carried:
 #       installs the wheels, runs the tests that need CUDA (`pytest -m cuda`), then the benchmark. Writes under $OUT
 #       (the device tool's output folder; ./gpu-check-out elsewhere): gpu_check.json (every figure), gpu_check.log,
-#       cuda-tests.log, cuda-tests.xml, nvidia-smi.txt; prints a summary. On one H200 (2026-12-04) the tests took 52 s
-#       and the benchmark's sections about 5 minutes once the profiler recorded the update alone; each part has its
-#       own time limit (150 s, 360 s), so the whole stays under 10 minutes and what finished comes back.
+#       cuda-tests.log, cuda-tests.xml, nvidia-smi.txt; prints a summary. On one H200 (2026-12-04) the tests took 52 s;
+#       the benchmark ran out of time at its generation section, after a ppo section of 277 s, most of it the profiled
+#       step, which then covered the rollout too (it now profiles the update alone, not yet timed there). The other
+#       sections took 182 s together. Each part has its own time limit (150 s, 360 s), so the whole stays under 10
+#       minutes and what finished comes back.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

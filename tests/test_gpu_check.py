@@ -45,7 +45,11 @@ def test_a_dry_run_on_the_cpu_fills_every_section(tmp_path):
     ppo = sections["ppo"]
     assert len(ppo["steps"]) == 1 and ppo["mean"]["rollout_s"] > 0 and ppo["mean"]["update_s"] > 0
     assert 0 < ppo["update_gpu_busy"]["share_profiled"] <= 1  # on a CPU: time inside aten ops
+    ensemble = sections["ppo_ensemble"]  # 4 untrained heads: the uncertainty penalty has a spread to subtract
+    assert ensemble["reward_heads"] == 4 and all(step["disagreement"] > 0 for step in ensemble["steps"])
+    assert ppo["reward_heads"] == 1 and all(step["disagreement"] is None for step in ppo["steps"])
     assert sections["generation"]["tokens"] == 8 * 8  # batch 8, 8 tokens each (random weights never stop early)
+    assert sections["generation_batch8"]["batch"] == 8
     assert sections["reward_epoch"]["steps"] >= 1 and sections["reward_epoch"]["pairs"] == 16
     pre_ampere = sections["pre_ampere"]  # on a CPU without native bf16: fp32 throughout
     assert pre_ampere["ppo"]["train_dtype"] == pre_ampere["generation"]["dtype"] == "float32"
