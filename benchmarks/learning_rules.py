@@ -292,14 +292,15 @@ def run_rule(rule, base, home: Path, generate_s: float, held_out: list[str], eva
 
 
 def ppo_round(store, rule, clock, generate_s: float, held_out: list[str], evaluation_sampling,
-              ppo_overrides: dict) -> dict:
-    """PPO at the defaults and the held-out test of what it published: the round's PPO part of the row."""
+              ppo_overrides: dict, reward_function: str | None = None) -> dict:
+    """PPO at the defaults (on the newest reward model, or a Python `reward_function`) and the held-out test of what
+    it published: the round's PPO part of the row."""
     from rlhf import pipeline
     from rlhf.config import PPOConfig
 
     steps: list[dict] = []
     ppo = clock.time("ppo", pipeline.train_policy, store, "ppo", PPOConfig(**ppo_overrides), "bundled",
-                     on_step=lambda result: steps.append(result.metrics))
+                     reward_function=reward_function, on_step=lambda result: steps.append(result.metrics))
     round_s = generate_s + sum(seconds for stage, seconds in clock.stages.items() if stage != "dpo")
     test = held_out_test(store, ppo["path"], held_out, rule, evaluation_sampling)
     return {

@@ -9,6 +9,12 @@ trains from the same base on its reward model and is judged by the rule on the 3
 `learning_rules.py`: score (win + tie / 2 against the base), KL per answer, length, the app's verdict, the optimised
 reward's and the auditor's scores, and the training curve.
 
+An arm with `"reward_function": "oracle"` optimises the rule's own quality instead of the reward model (a perfect
+reward model: the rule's quality as a z-score over the labelled answers, clipped to their range, an unacceptable
+answer one below the worst): how far PPO's settings go when the reward is right, which separates what PPO cannot
+learn from what its reward model does not know. The reward model is still trained: its auditor and labelled-answer
+profile feed step selection and the drift detectors, as for any Python reward.
+
 Writes benchmarks/results/ppo_variants.json after every arm (a run stopped early keeps what it finished), e.g.
 
     .venv/bin/python benchmarks/ppo_variants.py --rules warm,names_subject \\
@@ -62,6 +68,7 @@ def run(args, home: Path) -> dict:
         projects: dict[str, str] = {}  # reward overrides (as JSON) -> the project holding the votes and that model
         for arm, overrides in args.arms.items():
             reward_overrides = overrides.pop("reward", {})
+            oracle = overrides.pop("reward_function", None) == "oracle"
             key = json.dumps(reward_overrides, sort_keys=True)
             if key not in projects:
                 projects[key] = f"{name}-rm{len(projects)}"
@@ -82,14 +89,43 @@ def run(args, home: Path) -> dict:
             shutil.copytree(home / projects[key], folder)
             store = Store.open(folder.name)
             print(f"-- {name} / {arm}: {json.dumps(overrides)}", flush=True)
-            result = ppo_round(store, rule, Clock(), 0.0, held_out, evaluation_sampling, overrides)
+            reward_function = write_oracle_reward(store, rule, folder) if oracle else None
+            result = ppo_round(store, rule, Clock(), 0.0, held_out, evaluation_sampling, overrides, reward_function)
             result.pop("ppo_config", None)
-            row["arms"][arm] = {"reward": reward_overrides, **result}
+            row["arms"][arm] = {"reward": reward_overrides, **({"reward_function": "oracle"} if oracle else {}),
+                                **result}
             print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (dict, list))}), flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
             shutil.rmtree(folder, ignore_errors=True)
     return report
+
+
+def write_oracle_reward(store, rule, folder: Path) -> str:
+    """A Python reward file (`path:function`, the CLI's --reward) scoring answers by the rule's own quality, on the
+    scale of a normalised reward model: a z-score over the project's labelled answers, clipped to their range (as
+    the cautious reward clips), an unacceptable answer (quality None) one under the worst labelled one."""
+    import statistics
+
+    qualities = [q for c in store.completions() if (q := rule.quality(c.prompt, c.text)) is not None]
+    mean, std = statistics.fmean(qualities), statistics.pstdev(qualities) or 1.0
+    low, high = (min(qualities) - mean) / std, (max(qualities) - mean) / std
+    file = folder / "oracle_reward.py"
+    file.write_text(f"""import sys
+sys.path.insert(0, {str(REPO_ROOT)!r})
+from benchmarks.rules import RULES
+
+QUALITY = RULES[{rule.name!r}].quality
+
+
+def reward(prompt, answer):
+    text = prompt if isinstance(prompt, str) else prompt[-1]["content"]
+    quality = QUALITY(text, answer)
+    if quality is None:
+        return {low - 1.0!r}
+    return min(max((quality - {mean!r}) / {std!r}, {low!r}), {high!r})
+""")
+    return f"{file}:reward"
 
 
 def print_table(report: dict) -> None:
