@@ -66,7 +66,8 @@ def run(args, home: Path) -> dict:
         print(f"\n== {name} ({rule.kind}): {rule.guidelines}", flush=True)
         row = report["rules"][name] = {"kind": rule.kind, "arms": {}, "reward_models": {}}
         projects: dict[str, str] = {}  # reward overrides (as JSON) -> the project holding the votes and that model
-        for arm, overrides in args.arms.items():
+        for arm, given in args.arms.items():
+            overrides = dict(given)  # a copy: every rule's arm must see the arm's own reward settings
             reward_overrides = overrides.pop("reward", {})
             oracle = overrides.pop("reward_function", None) == "oracle"
             key = json.dumps(reward_overrides, sort_keys=True)
