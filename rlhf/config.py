@@ -291,7 +291,8 @@ class PPOConfig(TrainingSettings):
     select_best: bool = True
     """Publish the step held-out evidence chooses (the reward model's auditor: the newest step within one standard
     error of the best, `rlhf.ppo.SELECTION_RULE`) among the steps within the KL guard and free of drift flags; False
-    publishes the last step, whatever it learned."""
+    publishes the last step, whatever it learned, unless the KL guard stopped the run: a guard stop always rolls back
+    to the newest step within the guard."""
     uncertainty_penalty: float = 1.0
     """With a reward model of several heads, the reward is their mean minus this times their standard deviation."""
     prompt_baseline: bool = False

@@ -768,7 +768,8 @@ def train_ppo(
             return {"id": checkpoint_id, "steps_done": run.step_count, "rank": run.rank,
                     "path": str(checkpoints_dir(store) / checkpoint_id)}
         with staged_checkpoint(store, "ppo", checkpoint_id, log=log) as staged:
-            chosen = best if final and best is not None and best[1] != run.step_count else None
+            choice = final_choice() if final else None
+            chosen = choice if choice is not None and choice[1] != run.step_count else None
             last_weights = run.trainable_state() if chosen else None
             if chosen:
                 run.load_trainable(chosen[2])
@@ -786,6 +787,9 @@ def train_ppo(
             if best is not None:
                 state["selection"]["best"] = {"evidence": best[0], "step": best[1],
                                               "weights": {name: tensor.cpu() for name, tensor in best[2].items()}}
+            if within_guard is not None:
+                state["selection"]["within_guard"] = {
+                    "step": within_guard[0], "weights": {name: tensor.cpu() for name, tensor in within_guard[1].items()}}
             torch.save(state, staged.folder / TRAINER_STATE_FILE)
             published = staged.publish(CheckpointRecord(
                 id=checkpoint_id, kind="ppo", base_model=parent["base_model"] if parent else model_spec,
@@ -795,10 +799,11 @@ def train_ppo(
                     "algorithm": "ppo", "steps_done": run.step_count, "num_prompts": len(prompts),
                     "kl_guard": run.guard_stop,
                     "run_drift": {"flagged_steps": flagged_steps, "last_flags": last_flags},
-                    "selected_step": (best[1] if final and best is not None else run.step_count),
-                    "selected_by": ("auditor" if final and best is not None and best[0] is not None else
+                    "selected_step": choice[1] if choice is not None else run.step_count,
+                    "selected_by": ("last step" if choice is None else "auditor" if choice[0] is not None else
                                     "newest step within the KL guard and free of drift flags"
-                                    if final and best is not None else "last step"),
+                                    if choice is best else "newest step within the KL guard (the guard stopped the "
+                                    "run)"),
                     "selection_rule": SELECTION_RULE,
                     "reward_trend": reward_trend(score_gains_by_step),
                     "processes": run.world,
@@ -819,12 +824,28 @@ def train_ppo(
         best = (selection["best"]["evidence"], selection["best"]["step"],
                 {name: tensor.to(run.device) for name, tensor in selection["best"]["weights"].items()})
     guard = config.kl_guard * config.target_kl if config.target_kl else None
+    # The newest (step, trainable weights) whose answers were within the KL guard: what a guard stop rolls back to
+    # when there is no `best` (select_best off, or every step within the guard drift-flagged).
+    within_guard = None
+    if selection.get("within_guard"):
+        within_guard = (selection["within_guard"]["step"],
+                        {name: tensor.to(run.device) for name, tensor in selection["within_guard"]["weights"].items()})
+
+    def final_choice() -> tuple | None:
+        """(evidence, step, weights) to publish at the end of the run, or None for the last step's weights."""
+        if best is not None:
+            return best
+        if run.guard_stop and within_guard is not None:
+            return (None, *within_guard)
+        return None
+
     try:
         while run.step_count < config.steps:
             if stop is not None and stop.is_set():
                 break
             # A step's answers are sampled before its update: what they show is true of the weights before it.
-            sampled_by = (run.step_count, run.trainable_state() if config.select_best else None)
+            keep_weights = config.select_best or guard is not None
+            sampled_by = (run.step_count, run.trainable_state() if keep_weights else None)
             result = run.step()
             kls.append(result.metrics["objective/kl"])
             score_gains_by_step.append((result.rollout.scores - result.rollout.baselines).tolist())
@@ -846,8 +867,12 @@ def train_ppo(
                 keep, peak = (True, peak) if evidence is None else within_noise_of_peak(peak, evidence, error)
                 if keep:
                     best = (evidence, *sampled_by)
+            if guard is not None and kls[-1] <= guard:
+                within_guard = sampled_by
             if guard is not None and kl_guard_tripped(kls, guard, config.kl_guard_steps):
-                run.guard_stop = {"step": run.step_count, "kl": kls[-1], "rolled_back_to": best[1] if best else 0}
+                run.guard_stop = {"step": run.step_count, "kl": kls[-1]}
+                choice = final_choice()
+                run.guard_stop["rolled_back_to"] = choice[1] if choice is not None else run.step_count
             if run.rank == 0:
                 log.append({**result.metrics, "samples": result.samples})
             if on_step is not None:

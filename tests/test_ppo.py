@@ -396,3 +396,31 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_model_
     [kept] = list_checkpoints(store, ("ppo",))
     assert kept["steps_done"] == 1  # the last good state, loadable as a model spec
     assert load_model(ModelConfig(spec=kept["path"], device="cpu", dtype="fp32")).checkpoint_id == kept["id"]
+
+
+def test_a_kl_guard_stop_publishes_the_newest_step_within_the_guard_even_without_selection(tiny_model_dir):
+    """select_best=False publishes the last step of a run that ends normally; a run the KL guard stops is rolled
+    back all the same, and its meta names the step it published."""
+    from safetensors.torch import load_file
+
+    from rlhf.store import Store
+
+    # A budget no update can keep: the first step's answers come from the untouched policy (KL 0, within the
+    # guard); the next step's come from updated weights, over a guard of 2.5 * 1e-6 nats, and one step over stops it.
+    config = dataclasses.replace(SMALL, steps=4, lr=1e-2, target_kl=1e-6, kl_guard_steps=1, select_best=False)
+    meta = train_ppo(Store.open("guard", create=True), config, str(tiny_model_dir),
+                     RewardSource(length_reward, "function:length"), prompts=PROMPTS, device="cpu")
+    assert meta["kl_guard"] is not None and meta["kl_guard"]["step"] == meta["steps_done"] == 2
+    assert meta["kl_guard"]["rolled_back_to"] == meta["selected_step"] == 0
+    assert meta["selected_by"].startswith("newest step within the KL guard")
+    published = load_file(f"{meta['path']}/adapter/adapter_model.safetensors")
+    lora_b = [tensor for name, tensor in published.items() if "lora_B" in name]
+    assert lora_b and all(torch.count_nonzero(tensor) == 0 for tensor in lora_b)  # step 0: LoRA's B starts at zero
+    state = torch.load(f"{meta['path']}/trainer_state.pt", map_location="cpu", weights_only=True)
+    assert any(torch.count_nonzero(t) for n, t in state["last_trainable"].items() if "lora_B" in n)  # kept for resume
+    # without a guard stop, select_best=False publishes the last step
+    plain = train_ppo(Store.open("plain", create=True), dataclasses.replace(config, target_kl=None),
+                      str(tiny_model_dir), RewardSource(length_reward, "function:length"), prompts=PROMPTS,
+                      device="cpu")
+    assert plain["kl_guard"] is None and plain["selected_step"] == plain["steps_done"] == 4
+    assert plain["selected_by"] == "last step"
