@@ -436,8 +436,10 @@ def run_health(meta: dict) -> str:
                          "repetition, reward-head disagreement, KL over budget).")
         guard = meta.get("kl_guard")
         if guard:
+            back = (f"rolled back to step {guard['rolled_back_to']}" if guard["rolled_back_to"] != guard["step"]
+                    else "found no earlier step within the guard to roll back to")
             lines.append(f"- The KL guard stopped the run at step {guard['step']} (KL {guard['kl']:.1f} nats per "
-                         f"answer) and rolled back to step {guard['rolled_back_to']}.")
+                         f"answer) and {back}.")
         if meta.get("reward_trend"):
             from rlhf.evaluate import training_reward_text
 

@@ -413,6 +413,9 @@ def test_a_kl_guard_stop_publishes_the_newest_step_within_the_guard_even_without
     assert meta["kl_guard"] is not None and meta["kl_guard"]["step"] == meta["steps_done"] == 2
     assert meta["kl_guard"]["rolled_back_to"] == meta["selected_step"] == 0
     assert meta["selected_by"].startswith("newest step within the KL guard")
+    from rlhf.hub import run_health
+
+    assert "The KL guard stopped the run at step 2" in run_health(meta) and "rolled back to step 0" in run_health(meta)
     published = load_file(f"{meta['path']}/adapter/adapter_model.safetensors")
     lora_b = [tensor for name, tensor in published.items() if "lora_B" in name]
     assert lora_b and all(torch.count_nonzero(tensor) == 0 for tensor in lora_b)  # step 0: LoRA's B starts at zero
